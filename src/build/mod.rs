@@ -1,0 +1,85 @@
+//! Step 2 of the pipeline: a `ValidatedStore` (plus its passwords) becomes the desired children.
+//! Pure functions, one file per child kind; no client, no clock, no randomness.
+
+pub mod acl;
+pub mod config_map;
+pub mod meta;
+pub mod network_policy;
+pub mod pdb;
+pub mod secret;
+pub mod service;
+pub mod statefulset;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use crate::password::Password;
+use crate::settings::OperatorSettings;
+use crate::validate::ValidatedStore;
+
+/// Every password a store needs. Read from the existing Secrets, or generated once when missing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreCredentials {
+    /// The application user's current password.
+    pub app: Password,
+    /// During a rotation: the previous application password, still accepted until retired.
+    pub app_previous: Option<Password>,
+    /// The operator's own user (health, rotation, primary detection).
+    pub operator: Password,
+    /// The replication user (replicas to primary).
+    pub replication: Password,
+    /// The Sentinel user (Sentinels to Redis, and Sentinel's own AUTH).
+    pub sentinel: Password,
+}
+
+impl StoreCredentials {
+    /// Fresh passwords for a new store (and for `render`).
+    pub fn generate() -> Self {
+        StoreCredentials {
+            app: Password::generate(),
+            app_previous: None,
+            operator: Password::generate(),
+            replication: Password::generate(),
+            sentinel: Password::generate(),
+        }
+    }
+}
+
+/// Every child of one store, in apply order. The apply step destructures this without `..`,
+/// so a new child that is not applied fails to compile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredChildren {
+    pub config_map: ConfigMap,
+    pub internal_secret: Secret,
+    pub connection_secret: Secret,
+    pub headless_service: Service,
+    pub service: Service,
+    pub statefulset: StatefulSet,
+    pub network_policy: NetworkPolicy,
+    /// Only when replicas > 1.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// Builds every child of a store.
+pub fn desired_children(
+    store: &ValidatedStore,
+    credentials: &StoreCredentials,
+    settings: &OperatorSettings,
+) -> DesiredChildren {
+    let config_map = config_map::desired_config_map(store);
+    let internal_secret = secret::desired_internal_secret(store, credentials);
+    let connection_secret = secret::desired_connection_secret(store, credentials, settings);
+    let config_hash = statefulset::config_hash(store, &config_map);
+    DesiredChildren {
+        statefulset: statefulset::desired_statefulset(store, &config_hash),
+        headless_service: service::desired_headless_service(store),
+        service: service::desired_service(store),
+        network_policy: network_policy::desired_network_policy(store, settings),
+        pod_disruption_budget: pdb::desired_pod_disruption_budget(store),
+        config_map,
+        internal_secret,
+        connection_secret,
+    }
+}

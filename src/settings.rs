@@ -1,0 +1,38 @@
+//! Operator-wide settings the builders need (who the operator is, where monitoring runs): set once
+//! from flags at start-up, passed down explicitly, never read from the environment inside reconcile.
+
+use std::collections::BTreeMap;
+
+/// Default Redis image: a pinned release, so an operator upgrade never changes Redis by surprise.
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2.5";
+/// Default Prometheus exporter sidecar image.
+pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.62.0";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorSettings {
+    /// Namespace the operator's pods run in (NetworkPolicy ingress for health and rotation).
+    pub operator_namespace: String,
+    /// Labels of the operator's pods.
+    pub operator_pod_labels: BTreeMap<String, String>,
+    /// Labels selecting the namespace Prometheus scrapes from, when metrics are on.
+    pub monitoring_namespace_labels: BTreeMap<String, String>,
+    /// Cluster DNS domain used in endpoints (`<svc>.<ns>.svc.<domain>`).
+    pub cluster_domain: String,
+}
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        OperatorSettings {
+            operator_namespace: "sessionstore-system".into(),
+            operator_pod_labels: BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "sessionstore-operator".to_string(),
+            )]),
+            monitoring_namespace_labels: BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                "monitoring".to_string(),
+            )]),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
