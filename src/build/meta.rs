@@ -105,3 +105,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(data))
 }
+
+/// Where the pods see their files; `redis.conf` refers to these, the StatefulSet mounts them,
+/// and the real-Redis tests map them to a temporary directory.
+pub mod paths {
+    /// The `<name>-config` ConfigMap (`redis.conf`), read-only.
+    pub const CONFIG_DIR: &str = "/etc/redis/conf";
+    /// The `<name>-internal` Secret (`users.acl`, replication credentials), read-only.
+    pub const INTERNAL_SECRET_DIR: &str = "/etc/redis/internal";
+    /// The TLS Secret (`tls.crt`, `tls.key`, `ca.crt`), read-only.
+    pub const TLS_DIR: &str = "/etc/redis/tls";
+    /// Redis data (PVC or emptyDir).
+    pub const DATA_DIR: &str = "/data";
+    /// Writable copy of the Sentinel config (emptyDir; Sentinel rewrites its file).
+    pub const SENTINEL_DIR: &str = "/sentinel";
+}
