@@ -237,3 +237,197 @@ fn selinux_violations(
     }
     violations
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A compliant pod with one init container and one container; each test breaks one thing.
+    fn compliant() -> serde_json::Value {
+        let sc = json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true
+        });
+        json!({
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "initContainers": [{"name": "init", "securityContext": sc}],
+            "containers": [{"name": "main", "securityContext": sc, "ports": [{"containerPort": 6379}]}],
+            "volumes": [
+                {"name": "c", "configMap": {"name": "x"}},
+                {"name": "s", "secret": {"secretName": "x"}},
+                {"name": "e", "emptyDir": {}},
+                {"name": "p", "persistentVolumeClaim": {"claimName": "x"}},
+                {"name": "j", "projected": {"sources": []}}
+            ]
+        })
+    }
+
+    fn check(pod: serde_json::Value) -> Vec<String> {
+        check_restricted(&serde_json::from_value(pod).unwrap())
+    }
+
+    /// Applies `edit` to the compliant pod and asserts exactly one violation mentioning `needle`.
+    fn fails_with(needle: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut pod = compliant();
+        edit(&mut pod);
+        let violations = check(pod);
+        assert_eq!(violations.len(), 1, "{needle}: {violations:?}");
+        assert!(violations[0].contains(needle), "{needle}: {violations:?}");
+    }
+
+    #[test]
+    fn compliant_pod_passes() {
+        assert_eq!(check(compliant()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn host_namespaces_fail() {
+        fails_with("hostNetwork", |p| p["hostNetwork"] = json!(true));
+        fails_with("hostPID", |p| p["hostPID"] = json!(true));
+        fails_with("hostIPC", |p| p["hostIPC"] = json!(true));
+    }
+
+    #[test]
+    fn service_account_token_must_not_be_mounted() {
+        fails_with("automountServiceAccountToken", |p| {
+            p["automountServiceAccountToken"] = json!(true)
+        });
+        fails_with("automountServiceAccountToken", |p| {
+            p.as_object_mut()
+                .unwrap()
+                .remove("automountServiceAccountToken");
+        });
+    }
+
+    #[test]
+    fn disallowed_volume_types_fail() {
+        fails_with("hostPath", |p| {
+            p["volumes"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "h", "hostPath": {"path": "/"}}))
+        });
+        fails_with("nfs", |p| {
+            p["volumes"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "n", "nfs": {"server": "s", "path": "/"}}))
+        });
+    }
+
+    #[test]
+    fn privileged_and_escalation_fail() {
+        fails_with("privileged", |p| {
+            p["containers"][0]["securityContext"]["privileged"] = json!(true)
+        });
+        fails_with("allowPrivilegeEscalation", |p| {
+            p["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true)
+        });
+        fails_with("initContainers[init]: allowPrivilegeEscalation", |p| {
+            p["initContainers"][0]["securityContext"]
+                .as_object_mut()
+                .unwrap()
+                .remove("allowPrivilegeEscalation");
+        });
+    }
+
+    #[test]
+    fn run_as_root_fails() {
+        fails_with("runAsNonRoot", |p| {
+            p["securityContext"]
+                .as_object_mut()
+                .unwrap()
+                .remove("runAsNonRoot");
+            p["initContainers"][0]["securityContext"]["runAsNonRoot"] = json!(true);
+        });
+        fails_with("containers[main]: runAsNonRoot", |p| {
+            p["containers"][0]["securityContext"]["runAsNonRoot"] = json!(false)
+        });
+        fails_with("spec.securityContext.runAsUser", |p| {
+            p["securityContext"]["runAsUser"] = json!(0)
+        });
+        fails_with("containers[main]: runAsUser", |p| {
+            p["containers"][0]["securityContext"]["runAsUser"] = json!(0)
+        });
+    }
+
+    #[test]
+    fn seccomp_must_be_runtime_default_or_localhost() {
+        let mut pod = compliant();
+        pod["securityContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("seccompProfile");
+        assert_eq!(
+            check(pod).len(),
+            2,
+            "both containers lose their seccomp profile"
+        );
+        fails_with("Unconfined", |p| {
+            p["containers"][0]["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"})
+        });
+        let mut localhost = compliant();
+        localhost["securityContext"]["seccompProfile"] =
+            json!({"type": "Localhost", "localhostProfile": "redis.json"});
+        assert_eq!(check(localhost), Vec::<String>::new());
+    }
+
+    #[test]
+    fn capabilities_must_drop_all_and_add_only_net_bind_service() {
+        fails_with("drop must include ALL", |p| {
+            p["containers"][0]["securityContext"]["capabilities"] = json!({"drop": ["NET_RAW"]})
+        });
+        fails_with("SYS_ADMIN", |p| {
+            p["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["SYS_ADMIN"])
+        });
+        let mut ok = compliant();
+        ok["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["NET_BIND_SERVICE"]);
+        assert_eq!(check(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn host_ports_fail() {
+        fails_with("hostPort", |p| {
+            p["containers"][0]["ports"][0]["hostPort"] = json!(6379)
+        });
+    }
+
+    #[test]
+    fn writable_root_filesystem_fails() {
+        fails_with("readOnlyRootFilesystem", |p| {
+            p["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = json!(false)
+        });
+    }
+
+    #[test]
+    fn ephemeral_containers_are_checked() {
+        fails_with("ephemeralContainers[debug]", |p| {
+            p["ephemeralContainers"] = json!([{"name": "debug", "securityContext": {
+                "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": true
+            }}])
+        });
+    }
+
+    #[test]
+    fn baseline_controls_fail() {
+        fails_with("procMount", |p| {
+            p["containers"][0]["securityContext"]["procMount"] = json!("Unmasked")
+        });
+        fails_with("seLinuxOptions.type", |p| {
+            p["containers"][0]["securityContext"]["seLinuxOptions"] = json!({"type": "spc_t"})
+        });
+        fails_with("appArmorProfile", |p| {
+            p["securityContext"]["appArmorProfile"] = json!({"type": "Unconfined"})
+        });
+        fails_with("sysctls", |p| {
+            p["securityContext"]["sysctls"] = json!([{"name": "kernel.msgmax", "value": "1"}])
+        });
+        fails_with("hostProcess", |p| {
+            p["containers"][0]["securityContext"]["windowsOptions"] = json!({"hostProcess": true})
+        });
+    }
+}
