@@ -664,3 +664,223 @@ fn check_dns_subdomain(field: &str, value: &str) -> Result<(), ValidationError> 
         Err(invalid(field, format!("{value:?} is not a valid Kubernetes object name")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::build::fixtures::manifest;
+
+    fn check(spec: &str) -> Result<ValidatedStore, ValidationError> {
+        let store: SessionStore = serde_yaml::from_str(&manifest(spec)).unwrap();
+        validate(&store)
+    }
+
+    /// Asserts the spec is rejected, naming exactly `field`.
+    fn rejects(spec: &str, field: &str) -> ValidationError {
+        let error = check(spec).expect_err(spec);
+        assert_eq!(error.field, field, "{spec}: {error}");
+        assert!(error.to_string().starts_with(&format!("{field}: ")), "{error}");
+        error
+    }
+
+    #[test]
+    fn development_profile_defaults() {
+        let store = check("  profile: development\n").unwrap();
+        assert_eq!(store.name, "checkout");
+        assert_eq!(store.namespace, "shop");
+        assert_eq!(store.owner_reference.uid, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(store.owner_reference.controller, Some(true));
+        assert_eq!(store.replicas, 1);
+        assert!(!store.is_highly_available());
+        assert_eq!(store.image, DEFAULT_REDIS_IMAGE);
+        assert_eq!(store.memory.limit, "256Mi");
+        // In-memory store: 80 % of the limit.
+        assert_eq!(store.memory.maxmemory_bytes, (256u64 << 20) / 100 * 80);
+        assert_eq!(store.memory.eviction_policy, EvictionPolicy::VolatileLru);
+        assert_eq!(store.persistence.mode, PersistenceMode::None);
+        assert!(!store.persistence.uses_volume());
+        assert_eq!(store.key_prefix, "session:");
+        assert_eq!(store.tls, None);
+        assert_eq!(
+            store.connection,
+            Connection { timeout_seconds: 300, tcp_keepalive_seconds: 300, max_clients: 10_000 }
+        );
+        assert_eq!(store.auth.rotation_grace_period_seconds, 600);
+        assert!(!store.monitoring.exporter);
+        assert_eq!(store.monitoring.exporter_image, DEFAULT_EXPORTER_IMAGE);
+        assert_eq!(store.scheduling, Scheduling::default());
+    }
+
+    #[test]
+    fn production_profile_defaults() {
+        // No `profile:` at all: production is the default.
+        let store = check("").unwrap();
+        assert_eq!(store.profile, Profile::Production);
+        assert_eq!(store.replicas, 3);
+        assert!(store.is_highly_available());
+        assert_eq!(store.memory.limit, "1Gi");
+        // Persistent store: 70 % of the limit, fork copy-on-write headroom.
+        assert_eq!(store.memory.maxmemory_bytes, (1u64 << 30) / 100 * 70);
+        assert_eq!(store.persistence.mode, PersistenceMode::Snapshot);
+        assert_eq!(store.persistence.size, "1Gi");
+        assert_eq!(store.persistence.storage_class_name, None);
+        assert_eq!(
+            store.sentinel,
+            Sentinel { down_after_milliseconds: 5_000, failover_timeout_milliseconds: 30_000 }
+        );
+    }
+
+    #[test]
+    fn explicit_values_win_over_profile_defaults() {
+        let store = check(
+            "  profile: development\n  replicas: 3\n  memory: {limit: 2Gi, maxmemory: 1500Mi, evictionPolicy: allkeys-lfu}\n  persistence: {mode: appendOnly, size: 5Gi, storageClassName: fast-ssd}\n  sessions: {keyPrefix: 'shop:sess:'}\n  extraConfig: {Hz: '20', lazyfree-lazy-expire: 'yes'}\n  disabledCommands: [SORT, sort, '@pubsub', 'client|kill']\n",
+        )
+        .unwrap();
+        assert_eq!(store.replicas, 3);
+        assert_eq!(store.memory.maxmemory_bytes, 1500 << 20);
+        assert_eq!(store.memory.eviction_policy, EvictionPolicy::AllkeysLfu);
+        assert_eq!(store.persistence.mode, PersistenceMode::AppendOnly);
+        assert_eq!(store.persistence.storage_class_name.as_deref(), Some("fast-ssd"));
+        assert_eq!(store.key_prefix, "shop:sess:");
+        assert_eq!(
+            store.extra_config,
+            BTreeMap::from([
+                ("hz".to_string(), "20".to_string()),
+                ("lazyfree-lazy-expire".to_string(), "yes".to_string())
+            ])
+        );
+        assert_eq!(store.disabled_commands, vec!["sort", "@pubsub", "client|kill"]);
+    }
+
+    #[test]
+    fn replicas_two_and_out_of_range_are_rejected() {
+        for replicas in [2, 0, -1, 10] {
+            rejects(&format!("  replicas: {replicas}\n"), "spec.replicas");
+        }
+        for replicas in [1, 3, 4, 9] {
+            assert_eq!(check(&format!("  replicas: {replicas}\n")).unwrap().replicas, replicas);
+        }
+    }
+
+    #[test]
+    fn maxmemory_must_stay_below_the_limit() {
+        rejects("  memory: {limit: 1Gi, maxmemory: 1Gi}\n", "spec.memory.maxmemory");
+        rejects("  memory: {limit: 1Gi, maxmemory: 2Gi}\n", "spec.memory.maxmemory");
+        rejects("  memory: {limit: 1Gi, maxmemory: 1073741824}\n", "spec.memory.maxmemory");
+        rejects("  memory: {limit: 1Gi, maxmemory: 100k}\n", "spec.memory.maxmemory");
+        rejects("  memory: {limit: 1Gi, maxmemory: lots}\n", "spec.memory.maxmemory");
+        rejects("  memory: {limit: 16Mi}\n", "spec.memory.limit");
+        rejects("  memory: {limit: 1GB}\n", "spec.memory.limit");
+        assert_eq!(
+            check("  memory: {limit: 1Gi, maxmemory: 1023Mi}\n").unwrap().memory.maxmemory_bytes,
+            1023 << 20
+        );
+    }
+
+    #[test]
+    fn hardening_directives_in_extra_config_are_rejected() {
+        for key in [
+            "bind", "port", "tls-port", "tls-cert-file", "TLS-Replication", "aclfile", "include", "requirepass",
+            "masterauth", "masteruser", "user", "rename-command", "dir", "dbfilename", "replicaof", "slaveof",
+            "protected-mode", "enable-debug-command", "enable-module-command", "enable-protected-configs",
+            "loadmodule", "unixsocket", "maxmemory", "save", "appendonly", "syslog-enabled", "cluster-enabled",
+            "sentinel", "daemonize", "logfile", "replica-announce-ip",
+        ] {
+            rejects(&format!("  extraConfig: {{{key}: 'x'}}\n"), &format!("spec.extraConfig.{key}"));
+        }
+    }
+
+    #[test]
+    fn injection_in_extra_config_values_is_rejected() {
+        for value in [
+            "yes\\nuser evil on nopass ~* +@all",
+            "yes\\rrequirepass x",
+            "\\\"quoted\\\"",
+            "it's",
+            "a # comment",
+            "back\\\\slash",
+            " leading",
+            "two  spaces",
+            "",
+        ] {
+            rejects(&format!("  extraConfig: {{hz: \"{value}\"}}\n"), "spec.extraConfig.hz");
+        }
+        rejects("  extraConfig: {'hz x': '10'}\n", "spec.extraConfig.hz x");
+        rejects("  extraConfig: {hz: '10', HZ: '20'}\n", "spec.extraConfig.hz");
+    }
+
+    #[test]
+    fn key_prefix_with_glob_or_space_is_rejected() {
+        for prefix in ["sess*", "sess?", "[ab]", "a\\\\b", "a b", "", "x\\ny", "\\\"q\\\""] {
+            rejects(&format!("  sessions: {{keyPrefix: \"{prefix}\"}}\n"), "spec.sessions.keyPrefix");
+        }
+        assert_eq!(check("  sessions: {keyPrefix: 'app:{tenant}/s-1@x=+.'}\n").unwrap().key_prefix, "app:{tenant}/s-1@x=+.");
+    }
+
+    #[test]
+    fn memory_in_resources_is_rejected() {
+        rejects("  resources: {limits: {memory: 1Gi}}\n", "spec.resources");
+        rejects("  resources: {requests: {memory: 1Gi, cpu: 100m}}\n", "spec.resources");
+        assert!(check("  resources: {requests: {cpu: 100m}}\n").is_ok());
+    }
+
+    #[test]
+    fn service_monitor_needs_the_exporter() {
+        rejects("  monitoring: {serviceMonitor: true}\n", "spec.monitoring.serviceMonitor");
+        assert!(check("  monitoring: {serviceMonitor: true, exporter: true}\n").is_ok());
+    }
+
+    #[test]
+    fn tls_needs_exactly_one_source() {
+        rejects("  tls: {enabled: true}\n", "spec.tls.secretName");
+        rejects("  tls: {enabled: true, secretName: a, issuerRef: {name: b}}\n", "spec.tls");
+        rejects("  tls: {enabled: true, secretName: Not_A_Name}\n", "spec.tls.secretName");
+        rejects("  tls: {enabled: true, issuerRef: {name: ca, kind: Vault}}\n", "spec.tls.issuerRef.kind");
+        // Disabled TLS ignores the rest.
+        assert_eq!(check("  tls: {enabled: false}\n").unwrap().tls, None);
+        let issuer = check("  tls: {enabled: true, issuerRef: {name: ca}}\n").unwrap().tls.unwrap();
+        assert_eq!(
+            issuer.source,
+            TlsSource::Issuer { name: "ca".into(), kind: "Issuer".into(), group: "cert-manager.io".into() }
+        );
+        assert_eq!(issuer.secret_name("checkout"), "checkout-tls");
+    }
+
+    #[test]
+    fn disabled_commands_must_be_command_names() {
+        for bad in ["fl ushall", "+@all", "~*", "@a|b", "", "set\\nuser"] {
+            rejects(&format!("  disabledCommands: [\"{bad}\"]\n"), "spec.disabledCommands[0]");
+        }
+    }
+
+    #[test]
+    fn other_fields_name_themselves() {
+        rejects("  image: 'redis 7'\n", "spec.image");
+        rejects("  monitoring: {exporter: true, exporterImage: 'x;y'}\n", "spec.monitoring.exporterImage");
+        rejects("  persistence: {size: 0Gi}\n", "spec.persistence.size");
+        rejects("  persistence: {storageClassName: Fast_SSD}\n", "spec.persistence.storageClassName");
+        rejects("  auth: {existingSecret: 'no/slash'}\n", "spec.auth.existingSecret");
+        rejects("  auth: {rotation: \"a\\nb\"}\n", "spec.auth.rotation");
+        rejects("  auth: {rotationGracePeriodSeconds: -1}\n", "spec.auth.rotationGracePeriodSeconds");
+        rejects("  connection: {maxClients: 0}\n", "spec.connection.maxClients");
+        rejects("  connection: {timeoutSeconds: 90000}\n", "spec.connection.timeoutSeconds");
+        rejects("  connection: {tcpKeepaliveSeconds: -5}\n", "spec.connection.tcpKeepaliveSeconds");
+        rejects("  sentinel: {downAfterMilliseconds: 10}\n", "spec.sentinel.downAfterMilliseconds");
+        rejects("  sentinel: {failoverTimeoutMilliseconds: 1000}\n", "spec.sentinel.failoverTimeoutMilliseconds");
+        rejects("  priorityClassName: 'Bad Name'\n", "spec.priorityClassName");
+    }
+
+    #[test]
+    fn metadata_is_checked() {
+        let mut store: SessionStore = serde_yaml::from_str(&manifest("")).unwrap();
+        store.metadata.name = Some("a-name-that-is-far-too-long-for-headless-suffixes-x".into());
+        assert_eq!(validate(&store).unwrap_err().field, "metadata.name");
+        store.metadata.name = Some("Checkout".into());
+        assert_eq!(validate(&store).unwrap_err().field, "metadata.name");
+        store.metadata.name = Some("checkout".into());
+        store.metadata.namespace = None;
+        assert_eq!(validate(&store).unwrap_err().field, "metadata.namespace");
+    }
+}
