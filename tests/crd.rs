@@ -150,3 +150,29 @@ fn switching_between_none_and_persistent_is_rejected_on_update() {
     );
     assert_eq!(failures(snapshot, Some("")), Vec::<String>::new());
 }
+
+#[test]
+fn examples_pass_or_fail_admission_as_named() {
+    for (name, valid) in [
+        ("development.yaml", true),
+        ("production.yaml", true),
+        ("production-tls.yaml", true),
+        ("invalid-replicas.yaml", false),
+    ] {
+        let text = std::fs::read_to_string(fixtures::example(name)).unwrap();
+        let object: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let result = Validator::new().validate(&schema(), &object, None);
+        match result {
+            Ok(()) => assert!(valid, "{name} was accepted"),
+            Err(errors) => {
+                assert!(!valid, "{name}: {errors:?}");
+                assert!(
+                    errors
+                        .iter()
+                        .all(|e| e.to_string().contains("spec.replicas")),
+                    "{errors:?}"
+                );
+            }
+        }
+    }
+}
