@@ -118,6 +118,14 @@ fn storage_class_change_is_rejected_on_update() {
         Some(old),
         "spec.persistence.storageClassName",
     );
+    // Setting or removing it changes the volume claim template just the same.
+    rejected(old, Some(""), "spec.persistence.storageClassName");
+    rejected("", Some(old), "spec.persistence.storageClassName");
+    rejected(
+        old,
+        Some("  persistence: {size: 1Gi}\n"),
+        "spec.persistence.storageClassName",
+    );
     assert_eq!(failures(old, Some(old)), Vec::<String>::new());
 }
 
@@ -129,6 +137,20 @@ fn persistence_size_change_is_rejected_on_update() {
         Some(old),
         "spec.persistence.size",
     );
+    // From the 1Gi default to an explicit other size, and back.
+    rejected(
+        "  persistence: {size: 2Gi}\n",
+        Some(""),
+        "spec.persistence.size",
+    );
+    rejected(
+        "",
+        Some("  persistence: {size: 2Gi}\n"),
+        "spec.persistence.size",
+    );
+    // Writing the default out explicitly changes nothing.
+    assert_eq!(failures(old, Some("")), Vec::<String>::new());
+    assert_eq!(failures(old, Some(old)), Vec::<String>::new());
 }
 
 #[test]
