@@ -23,6 +23,7 @@ use crate::build::meta::{
     CONFIG_HASH_ANNOTATION, ChildNames, Component, labels, object_meta, paths, pod_selector_labels,
     sha256_hex,
 };
+use crate::password::Password;
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
 /// UID and GID of the `redis` user in the official Redis and Valkey images: the data directory and
@@ -73,6 +74,12 @@ pub fn exporter_redis_addr(store: &ValidatedStore) -> String {
         "redis"
     };
     format!("{scheme}://localhost:{REDIS_PORT}")
+}
+
+/// The content of [`EXPORTER_PASSWORD_FILE_KEY`] in the internal Secret: redis_exporter's
+/// `--redis.password-file` is a JSON object from Redis address to password.
+pub fn exporter_password_file(store: &ValidatedStore, operator: &Password) -> String {
+    serde_json::json!({ exporter_redis_addr(store): operator.expose() }).to_string()
 }
 
 pub fn desired_statefulset(store: &ValidatedStore, config_hash: &str) -> StatefulSet {
@@ -786,6 +793,19 @@ mod tests {
                 "{shape}"
             );
         }
+    }
+
+    #[test]
+    fn exporter_password_file_maps_the_scraped_address_to_the_operator_password() {
+        let password = Password::from_secret_value("p\"w\\x".into());
+        let plain: serde_json::Value =
+            serde_json::from_str(&exporter_password_file(&fixtures::development(), &password))
+                .unwrap();
+        assert_eq!(plain, json!({"redis://localhost:6379": "p\"w\\x"}));
+        let tls_store = fixtures::store("  tls: {enabled: true, secretName: t}\n");
+        let tls: serde_json::Value =
+            serde_json::from_str(&exporter_password_file(&tls_store, &password)).unwrap();
+        assert_eq!(tls, json!({"rediss://localhost:6379": "p\"w\\x"}));
     }
 
     #[test]
