@@ -13,10 +13,12 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::build::acl::{OPERATOR_USER, acl_rules};
 use crate::build::meta::{
@@ -24,7 +26,7 @@ use crate::build::meta::{
     sha256_hex,
 };
 use crate::password::Password;
-use crate::validate::{REDIS_PORT, ValidatedStore};
+use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
 /// UID and GID of the `redis` user in the official Redis and Valkey images: the data directory and
 /// the mounted Secrets (through `fsGroup`) belong to it.
@@ -48,6 +50,15 @@ const CONFIG_VOLUME: &str = "config";
 const INTERNAL_VOLUME: &str = "internal";
 const TLS_VOLUME: &str = "tls";
 const TMP_VOLUME: &str = "tmp";
+const SENTINEL_VOLUME: &str = "sentinel";
+/// Name of the Sentinel sidecar (replicas >= 3).
+pub const SENTINEL_CONTAINER: &str = "sentinel";
+/// Name of the init container that prepares Sentinel's writable config.
+pub const SENTINEL_INIT_CONTAINER: &str = "sentinel-config";
+/// Key of the internal Secret holding the complete `sentinel.conf` of an HA store. It lives in the
+/// Secret, not the ConfigMap, because Sentinel reads its credentials (`sentinel auth-pass`) only
+/// from its config file.
+pub const SENTINEL_CONF_KEY: &str = "sentinel.conf";
 /// Secret files are read by group 999 (`fsGroup`): the kubelet makes them `root:999`, so the mode
 /// must grant the group read; nobody else may read them.
 const SECRET_FILE_MODE: i32 = 0o440;
@@ -85,6 +96,11 @@ pub fn exporter_password_file(store: &ValidatedStore, operator: &Password) -> St
 pub fn desired_statefulset(store: &ValidatedStore, config_hash: &str) -> StatefulSet {
     let selector = pod_selector_labels(store);
     let mut containers = vec![redis_container(store)];
+    let mut init_containers = Vec::new();
+    if store.is_highly_available() {
+        init_containers.push(sentinel_init_container(store));
+        containers.push(sentinel_container(store));
+    }
     if store.monitoring.exporter {
         containers.push(exporter_container(store));
     }
@@ -131,6 +147,7 @@ pub fn desired_statefulset(store: &ValidatedStore, config_hash: &str) -> Statefu
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers,
                     volumes: Some(volumes(store)),
                     security_context: Some(pod_security_context()),
@@ -210,6 +227,89 @@ fn redis_container(store: &ValidatedStore) -> Container {
     }
 }
 
+/// Copies `sentinel.conf` from the read-only Secret to the writable emptyDir Sentinel rewrites.
+/// Runs at every pod start, so a restarted pod begins from the operator's current config.
+fn sentinel_init_container(store: &ValidatedStore) -> Container {
+    let script = format!(
+        "umask 077 && cp {secret}/{SENTINEL_CONF_KEY} {dir}/{SENTINEL_CONF_KEY}",
+        secret = paths::INTERNAL_SECRET_DIR,
+        dir = paths::SENTINEL_DIR,
+    );
+    Container {
+        name: SENTINEL_INIT_CONTAINER.into(),
+        image: Some(store.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["sh".into(), "-c".into(), script]),
+        resources: Some(small_resources()),
+        volume_mounts: Some(vec![
+            mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
+            mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
+        ]),
+        security_context: Some(container_security_context()),
+        ..Container::default()
+    }
+}
+
+/// The Sentinel sidecar: watches the primary and fails over (replicas >= 3).
+fn sentinel_container(store: &ValidatedStore) -> Container {
+    let mut mounts = vec![
+        mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
+        mount(TMP_VOLUME, "/tmp", false),
+    ];
+    if store.tls.is_some() {
+        mounts.push(mount(TLS_VOLUME, paths::TLS_DIR, true));
+    }
+    // A TCP check: Sentinel's own authentication is part of its config, and a Sentinel that
+    // accepts connections is one its peers can reach; the operator reads its answers itself.
+    let tcp_probe = |period: i32, failures: i32| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("sentinel".into()),
+            host: None,
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        success_threshold: Some(1),
+        ..Probe::default()
+    };
+    Container {
+        name: SENTINEL_CONTAINER.into(),
+        image: Some(store.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![
+            "redis-sentinel".into(),
+            format!("{}/{SENTINEL_CONF_KEY}", paths::SENTINEL_DIR),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("sentinel".into()),
+            container_port: SENTINEL_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(small_resources()),
+        volume_mounts: Some(mounts),
+        liveness_probe: Some(tcp_probe(10, 6)),
+        readiness_probe: Some(tcp_probe(5, 2)),
+        security_context: Some(container_security_context()),
+        ..Container::default()
+    }
+}
+
+/// Requests and limit of the small helper containers (Sentinel, its init, the exporter).
+fn small_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("10m".into())),
+            ("memory".to_string(), Quantity("32Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("64Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// The redis_exporter sidecar, authenticating as the operator user through a password file.
 fn exporter_container(store: &ValidatedStore) -> Container {
     let mut args = vec![
@@ -244,17 +344,7 @@ fn exporter_container(store: &ValidatedStore) -> Container {
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("10m".into())),
-                ("memory".to_string(), Quantity("32Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_string(),
-                Quantity("64Mi".into()),
-            )])),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(small_resources()),
         volume_mounts: Some(mounts),
         security_context: Some(container_security_context()),
         ..Container::default()
@@ -381,6 +471,17 @@ fn volumes(store: &ValidatedStore) -> Vec<Volume> {
                 secret_name: Some(tls.secret_name(&store.name)),
                 default_mode: Some(SECRET_FILE_MODE),
                 ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if store.is_highly_available() {
+        // Sentinel rewrites its config file (learned primary, peers): it needs a writable copy.
+        volumes.push(Volume {
+            name: SENTINEL_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("16Mi".into())),
+                ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
         });
@@ -530,6 +631,20 @@ mod tests {
         })
     }
 
+    fn small() -> serde_json::Value {
+        json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}})
+    }
+
+    fn tcp_probe(period: i32, failures: i32) -> serde_json::Value {
+        json!({
+            "tcpSocket": {"port": "sentinel"},
+            "periodSeconds": period,
+            "timeoutSeconds": 3,
+            "failureThreshold": failures,
+            "successThreshold": 1
+        })
+    }
+
     const PLAIN_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
     const PLAIN_ALIVE: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 ping 2>&1)"; case "$reply" in PONG|LOADING*) exit 0;; esac; echo "$reply"; exit 1"#;
     const TLS_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
@@ -643,6 +758,18 @@ mod tests {
                             "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}
                         },
+                        "initContainers": [{
+                            "name": "sentinel-config",
+                            "image": "redis:7.2.5",
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["sh", "-c", "umask 077 && cp /etc/redis/internal/sentinel.conf /sentinel/sentinel.conf"],
+                            "resources": small(),
+                            "volumeMounts": [
+                                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                                {"name": "sentinel", "mountPath": "/sentinel"}
+                            ],
+                            "securityContext": restricted()
+                        }],
                         "containers": [{
                             "name": "redis",
                             "image": "redis:7.2.5",
@@ -665,6 +792,21 @@ mod tests {
                             "readinessProbe": probe(TLS_READY, 5, 3, 2),
                             "securityContext": restricted()
                         }, {
+                            "name": "sentinel",
+                            "image": "redis:7.2.5",
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["redis-sentinel", "/sentinel/sentinel.conf"],
+                            "ports": [{"name": "sentinel", "containerPort": 26379, "protocol": "TCP"}],
+                            "resources": small(),
+                            "volumeMounts": [
+                                {"name": "sentinel", "mountPath": "/sentinel"},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
+                            ],
+                            "livenessProbe": tcp_probe(10, 6),
+                            "readinessProbe": tcp_probe(5, 2),
+                            "securityContext": restricted()
+                        }, {
                             "name": "exporter",
                             "image": "oliver006/redis_exporter:v1.62.0",
                             "imagePullPolicy": "IfNotPresent",
@@ -679,10 +821,7 @@ mod tests {
                                 "--skip-tls-verification"
                             ],
                             "ports": [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}],
-                            "resources": {
-                                "requests": {"cpu": "10m", "memory": "32Mi"},
-                                "limits": {"memory": "64Mi"}
-                            },
+                            "resources": small(),
                             "volumeMounts": [
                                 {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
                                 {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
@@ -693,7 +832,8 @@ mod tests {
                             {"name": "config", "configMap": {"name": "checkout-config", "defaultMode": 0o444}},
                             {"name": "internal", "secret": {"secretName": "checkout-internal", "defaultMode": 0o440}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
-                            {"name": "tls", "secret": {"secretName": "checkout-tls", "defaultMode": 0o440}}
+                            {"name": "tls", "secret": {"secretName": "checkout-tls", "defaultMode": 0o440}},
+                            {"name": "sentinel", "emptyDir": {"sizeLimit": "16Mi"}}
                         ]
                     }
                 },
@@ -759,8 +899,26 @@ mod tests {
                 .spec
                 .unwrap();
             assert_eq!(check_restricted(&pod), Vec::<String>::new(), "{shape}");
-            // The check really looked at each container: every one carries the full context.
-            for container in &pod.containers {
+            // Every container, init containers and sidecars included, carries the full context.
+            let init = pod.init_containers.clone().unwrap_or_default();
+            let names: Vec<&str> = init
+                .iter()
+                .chain(&pod.containers)
+                .map(|c| c.name.as_str())
+                .collect();
+            let mut expected = vec![];
+            if store.is_highly_available() {
+                expected.push(SENTINEL_INIT_CONTAINER);
+            }
+            expected.push(REDIS_CONTAINER);
+            if store.is_highly_available() {
+                expected.push(SENTINEL_CONTAINER);
+            }
+            if store.monitoring.exporter {
+                expected.push(EXPORTER_CONTAINER);
+            }
+            assert_eq!(names, expected, "{shape}");
+            for container in init.iter().chain(&pod.containers) {
                 assert_eq!(
                     container.security_context,
                     Some(container_security_context()),
