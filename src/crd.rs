@@ -39,6 +39,12 @@ const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|
     "((has(self.persistence) && has(self.persistence.mode) ? self.persistence.mode : (self.profile == 'development' ? 'none' : 'snapshot')) == 'none') == ((has(oldSelf.persistence) && has(oldSelf.persistence.mode) ? oldSelf.persistence.mode : (oldSelf.profile == 'development' ? 'none' : 'snapshot')) == 'none')"
 ).message("spec.persistence.mode (or spec.profile, which sets its default) cannot switch between none and a persistent mode on an existing store: StatefulSet volume claims are immutable; create a new SessionStore and move the sessions"))]
 #[x_kube(validation = Rule::new(
+    "(has(self.persistence) && has(self.persistence.size) ? self.persistence.size : '1Gi') == (has(oldSelf.persistence) && has(oldSelf.persistence.size) ? oldSelf.persistence.size : '1Gi')"
+).message("spec.persistence.size is immutable (including setting or removing it; the default is 1Gi): StatefulSet volume claims cannot change (expand the PVCs directly)"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.persistence) && has(self.persistence.storageClassName) ? self.persistence.storageClassName : '') == (has(oldSelf.persistence) && has(oldSelf.persistence.storageClassName) ? oldSelf.persistence.storageClassName : '')"
+).message("spec.persistence.storageClassName is immutable (including setting or removing it): changing it would orphan the data on the existing volumes"))]
+#[x_kube(validation = Rule::new(
     "!has(self.tls) || !self.tls.enabled || has(self.tls.secretName) || has(self.tls.issuerRef)"
 ).message("spec.tls.secretName or spec.tls.issuerRef is required when spec.tls.enabled is true"))]
 #[serde(rename_all = "camelCase")]
@@ -217,11 +223,9 @@ pub struct PersistenceSpec {
     /// Volume size per pod; immutable (StatefulSet volume claims cannot change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.persistence.size is immutable: StatefulSet volume claims cannot change (expand the PVCs directly)"))]
     pub size: Option<String>,
     /// Storage class of the volumes; immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.persistence.storageClassName is immutable: changing it would orphan the data on the existing volumes"))]
     pub storage_class_name: Option<String>,
 }
 

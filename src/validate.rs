@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -42,6 +44,9 @@ const FORBIDDEN_EXTRA_CONFIG: &[&str] = &[
     "requirepass",
     "masterauth",
     "masteruser",
+    // Valkey's aliases of masterauth / masteruser (Valkey images are supported)
+    "primaryauth",
+    "primaryuser",
     "user",
     "rename-command",
     "enable-protected-configs",
@@ -224,19 +229,24 @@ pub struct Sentinel {
 /// Validates a SessionStore and applies its profile's defaults.
 pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError> {
     let name = store.name_any();
-    let namespace = store
-        .namespace()
-        .ok_or_else(|| invalid("metadata.namespace", "a SessionStore is namespaced; set metadata.namespace"))?;
+    let namespace = store.namespace().ok_or_else(|| {
+        invalid(
+            "metadata.namespace",
+            "a SessionStore is namespaced; set metadata.namespace",
+        )
+    })?;
     check_dns_label("metadata.name", &name, 47)?;
-    let owner_reference = store.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
-        // Only a store read from a file (render) has no uid; a cluster object always has one.
-        api_version: SessionStore::api_version(&()).into_owned(),
-        kind: SessionStore::kind(&()).into_owned(),
-        name: name.clone(),
-        uid: String::new(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    });
+    let owner_reference = store
+        .controller_owner_ref(&())
+        .unwrap_or_else(|| OwnerReference {
+            // Only a store read from a file (render) has no uid; a cluster object always has one.
+            api_version: SessionStore::api_version(&()).into_owned(),
+            kind: SessionStore::kind(&()).into_owned(),
+            name: name.clone(),
+            uid: String::new(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        });
 
     let spec = &store.spec;
     let profile = spec.profile;
@@ -246,11 +256,16 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
     if replicas == 2 || !(1..=9).contains(&replicas) {
         return Err(invalid(
             "spec.replicas",
-            format!("must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority), got {replicas}"),
+            format!(
+                "must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority), got {replicas}"
+            ),
         ));
     }
 
-    let image = spec.image.clone().unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into());
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into());
     check_image("spec.image", &image)?;
 
     let memory = validate_memory(spec.memory.as_ref(), production, spec.persistence.as_ref())?;
@@ -268,9 +283,24 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
 
     let connection_spec = spec.connection.clone().unwrap_or_default();
     let connection = Connection {
-        timeout_seconds: in_range("spec.connection.timeoutSeconds", connection_spec.timeout_seconds.unwrap_or(300), 0, 86_400)?,
-        tcp_keepalive_seconds: in_range("spec.connection.tcpKeepaliveSeconds", connection_spec.tcp_keepalive_seconds.unwrap_or(300), 0, 7_200)?,
-        max_clients: in_range("spec.connection.maxClients", connection_spec.max_clients.unwrap_or(10_000), 1, 100_000)?,
+        timeout_seconds: in_range(
+            "spec.connection.timeoutSeconds",
+            connection_spec.timeout_seconds.unwrap_or(300),
+            0,
+            86_400,
+        )?,
+        tcp_keepalive_seconds: in_range(
+            "spec.connection.tcpKeepaliveSeconds",
+            connection_spec.tcp_keepalive_seconds.unwrap_or(300),
+            0,
+            7_200,
+        )?,
+        max_clients: in_range(
+            "spec.connection.maxClients",
+            connection_spec.max_clients.unwrap_or(10_000),
+            1,
+            100_000,
+        )?,
     };
 
     let extra_config = validate_extra_config(&spec.extra_config)?;
@@ -305,7 +335,9 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
         )?,
         failover_timeout_milliseconds: in_range(
             "spec.sentinel.failoverTimeoutMilliseconds",
-            sentinel_spec.failover_timeout_milliseconds.unwrap_or(30_000),
+            sentinel_spec
+                .failover_timeout_milliseconds
+                .unwrap_or(30_000),
             5_000,
             600_000,
         )?,
@@ -343,12 +375,18 @@ fn validate_memory(
     persistence: Option<&crate::crd::PersistenceSpec>,
 ) -> Result<Memory, ValidationError> {
     let memory = memory.cloned().unwrap_or_default();
-    let limit = memory
-        .limit
-        .clone()
-        .unwrap_or_else(|| if production { "1Gi".into() } else { "256Mi".into() });
+    let limit = memory.limit.clone().unwrap_or_else(|| {
+        if production {
+            "1Gi".into()
+        } else {
+            "256Mi".into()
+        }
+    });
     let limit_bytes = parse_bytes(&limit).ok_or_else(|| {
-        invalid("spec.memory.limit", format!("{limit:?} is not a byte quantity such as 1Gi or 512Mi"))
+        invalid(
+            "spec.memory.limit",
+            format!("{limit:?} is not a byte quantity such as 1Gi or 512Mi"),
+        )
     })?;
     if limit_bytes < MIN_MEMORY_LIMIT_BYTES {
         return Err(invalid("spec.memory.limit", "must be at least 32Mi"));
@@ -356,12 +394,17 @@ fn validate_memory(
     let maxmemory_bytes = match &memory.maxmemory {
         Some(value) => {
             let bytes = parse_bytes(value).ok_or_else(|| {
-                invalid("spec.memory.maxmemory", format!("{value:?} is not a byte quantity such as 700Mi"))
+                invalid(
+                    "spec.memory.maxmemory",
+                    format!("{value:?} is not a byte quantity such as 700Mi"),
+                )
             })?;
             if bytes >= limit_bytes {
                 return Err(invalid(
                     "spec.memory.maxmemory",
-                    format!("must be less than spec.memory.limit ({limit}) to leave headroom for fork copy-on-write and buffers"),
+                    format!(
+                        "must be less than spec.memory.limit ({limit}) to leave headroom for fork copy-on-write and buffers"
+                    ),
                 ));
             }
             if bytes < 1 << 20 {
@@ -400,7 +443,10 @@ fn validate_persistence(
     });
     let size = persistence.size.clone().unwrap_or_else(|| "1Gi".into());
     if parse_bytes(&size).is_none_or(|b| b == 0) {
-        return Err(invalid("spec.persistence.size", format!("{size:?} is not a byte quantity such as 1Gi")));
+        return Err(invalid(
+            "spec.persistence.size",
+            format!("{size:?} is not a byte quantity such as 1Gi"),
+        ));
     }
     if let Some(class) = &persistence.storage_class_name {
         check_dns_subdomain("spec.persistence.storageClassName", class)?;
@@ -425,7 +471,8 @@ fn validate_auth(auth: Option<&crate::crd::AuthSpec>) -> Result<Auth, Validation
         rotation: auth.rotation,
         rotation_grace_period_seconds: in_range(
             "spec.auth.rotationGracePeriodSeconds",
-            auth.rotation_grace_period_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS),
+            auth.rotation_grace_period_seconds
+                .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS),
             0,
             604_800,
         )?,
@@ -438,7 +485,10 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
     };
     let source = match (&tls.secret_name, &tls.issuer_ref) {
         (Some(_), Some(_)) => {
-            return Err(invalid("spec.tls", "set either secretName or issuerRef, not both"));
+            return Err(invalid(
+                "spec.tls",
+                "set either secretName or issuerRef, not both",
+            ));
         }
         (Some(secret), None) => {
             check_dns_subdomain("spec.tls.secretName", secret)?;
@@ -448,9 +498,15 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
             check_dns_subdomain("spec.tls.issuerRef.name", &issuer.name)?;
             let kind = issuer.kind.clone().unwrap_or_else(|| "Issuer".into());
             if kind != "Issuer" && kind != "ClusterIssuer" {
-                return Err(invalid("spec.tls.issuerRef.kind", "must be Issuer or ClusterIssuer"));
+                return Err(invalid(
+                    "spec.tls.issuerRef.kind",
+                    "must be Issuer or ClusterIssuer",
+                ));
             }
-            let group = issuer.group.clone().unwrap_or_else(|| "cert-manager.io".into());
+            let group = issuer
+                .group
+                .clone()
+                .unwrap_or_else(|| "cert-manager.io".into());
             check_dns_subdomain("spec.tls.issuerRef.group", &group)?;
             TlsSource::Issuer {
                 name: issuer.name.clone(),
@@ -478,7 +534,10 @@ fn validate_extra_config(
             && key.starts_with(|c: char| c.is_ascii_alphabetic())
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !valid_key {
-            return Err(invalid(field, "directive names are letters, digits and '-' only"));
+            return Err(invalid(
+                field,
+                "directive names are letters, digits and '-' only",
+            ));
         }
         let lower = key.to_ascii_lowercase();
         let forbidden = FORBIDDEN_EXTRA_CONFIG.iter().any(|f| {
@@ -496,7 +555,10 @@ fn validate_extra_config(
         }
         check_config_value(&field, value)?;
         if out.insert(lower, value.clone()).is_some() {
-            return Err(invalid(field, "the same directive is given twice (names are case-insensitive)"));
+            return Err(invalid(
+                field,
+                "the same directive is given twice (names are case-insensitive)",
+            ));
         }
     }
     Ok(out)
@@ -508,7 +570,10 @@ fn check_config_value(field: &str, value: &str) -> Result<(), ValidationError> {
         return Err(invalid(field, "value must be 1 to 256 characters"));
     }
     if value.trim() != value || value.contains("  ") {
-        return Err(invalid(field, "value must not start or end with spaces or contain double spaces"));
+        return Err(invalid(
+            field,
+            "value must not start or end with spaces or contain double spaces",
+        ));
     }
     let safe = value
         .chars()
@@ -535,12 +600,18 @@ fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, Valida
             !w.is_empty()
                 && w.len() <= 64
                 && w.starts_with(|c: char| c.is_ascii_alphabetic())
-                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
-        if !word(name) || sub.is_some_and(|s| !word(s)) || (command.starts_with('@') && sub.is_some()) {
+        if !word(name)
+            || sub.is_some_and(|s| !word(s))
+            || (command.starts_with('@') && sub.is_some())
+        {
             return Err(invalid(
                 field,
-                format!("{command:?} is not a command name (e.g. `sort`, `client|kill`) or `@category`"),
+                format!(
+                    "{command:?} is not a command name (e.g. `sort`, `client|kill`) or `@category`"
+                ),
             ));
         }
         let lower = command.to_ascii_lowercase();
@@ -598,7 +669,10 @@ fn check_key_prefix(prefix: &str) -> Result<(), ValidationError> {
 
 fn check_free_text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.len() > max || value.chars().any(|c| c.is_control()) {
-        return Err(invalid(field, format!("at most {max} characters, no control characters or line breaks")));
+        return Err(invalid(
+            field,
+            format!("at most {max} characters, no control characters or line breaks"),
+        ));
     }
     Ok(())
 }
@@ -612,7 +686,10 @@ fn check_image(field: &str, image: &str) -> Result<(), ValidationError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(field, format!("{image:?} is not an image reference")))
+        Err(invalid(
+            field,
+            format!("{image:?} is not an image reference"),
+        ))
     }
 }
 
@@ -623,7 +700,10 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
 ) -> Result<T, ValidationError> {
     if value < min || value > max {
-        Err(invalid(field, format!("must be between {min} and {max}, got {value}")))
+        Err(invalid(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ))
     } else {
         Ok(value)
     }
@@ -642,7 +722,9 @@ fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), Validatio
     } else {
         Err(invalid(
             field,
-            format!("must be a DNS label of at most {max} characters (children add suffixes such as -headless)"),
+            format!(
+                "must be a DNS label of at most {max} characters (children add suffixes such as -headless)"
+            ),
         ))
     }
 }
@@ -661,6 +743,380 @@ fn check_dns_subdomain(field: &str, value: &str) -> Result<(), ValidationError> 
     if ok {
         Ok(())
     } else {
-        Err(invalid(field, format!("{value:?} is not a valid Kubernetes object name")))
+        Err(invalid(
+            field,
+            format!("{value:?} is not a valid Kubernetes object name"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::build::fixtures::manifest;
+
+    fn check(spec: &str) -> Result<ValidatedStore, ValidationError> {
+        let store: SessionStore = serde_yaml::from_str(&manifest(spec)).unwrap();
+        validate(&store)
+    }
+
+    /// Asserts the spec is rejected, naming exactly `field`.
+    fn rejects(spec: &str, field: &str) -> ValidationError {
+        let error = check(spec).expect_err(spec);
+        assert_eq!(error.field, field, "{spec}: {error}");
+        assert!(
+            error.to_string().starts_with(&format!("{field}: ")),
+            "{error}"
+        );
+        error
+    }
+
+    #[test]
+    fn development_profile_defaults() {
+        let store = check("  profile: development\n").unwrap();
+        assert_eq!(store.name, "checkout");
+        assert_eq!(store.namespace, "shop");
+        assert_eq!(
+            store.owner_reference.uid,
+            "11111111-2222-3333-4444-555555555555"
+        );
+        assert_eq!(store.owner_reference.controller, Some(true));
+        assert_eq!(store.replicas, 1);
+        assert!(!store.is_highly_available());
+        assert_eq!(store.image, DEFAULT_REDIS_IMAGE);
+        assert_eq!(store.memory.limit, "256Mi");
+        // In-memory store: 80 % of the limit.
+        assert_eq!(store.memory.maxmemory_bytes, (256u64 << 20) / 100 * 80);
+        assert_eq!(store.memory.eviction_policy, EvictionPolicy::VolatileLru);
+        assert_eq!(store.persistence.mode, PersistenceMode::None);
+        assert!(!store.persistence.uses_volume());
+        assert_eq!(store.key_prefix, "session:");
+        assert_eq!(store.tls, None);
+        assert_eq!(
+            store.connection,
+            Connection {
+                timeout_seconds: 300,
+                tcp_keepalive_seconds: 300,
+                max_clients: 10_000
+            }
+        );
+        assert_eq!(store.auth.rotation_grace_period_seconds, 600);
+        assert!(!store.monitoring.exporter);
+        assert_eq!(store.monitoring.exporter_image, DEFAULT_EXPORTER_IMAGE);
+        assert_eq!(store.scheduling, Scheduling::default());
+    }
+
+    #[test]
+    fn production_profile_defaults() {
+        // No `profile:` at all: production is the default.
+        let store = check("").unwrap();
+        assert_eq!(store.profile, Profile::Production);
+        assert_eq!(store.replicas, 3);
+        assert!(store.is_highly_available());
+        assert_eq!(store.memory.limit, "1Gi");
+        // Persistent store: 70 % of the limit, fork copy-on-write headroom.
+        assert_eq!(store.memory.maxmemory_bytes, (1u64 << 30) / 100 * 70);
+        assert_eq!(store.persistence.mode, PersistenceMode::Snapshot);
+        assert_eq!(store.persistence.size, "1Gi");
+        assert_eq!(store.persistence.storage_class_name, None);
+        assert_eq!(
+            store.sentinel,
+            Sentinel {
+                down_after_milliseconds: 5_000,
+                failover_timeout_milliseconds: 30_000
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_values_win_over_profile_defaults() {
+        let store = check(
+            "  profile: development\n  replicas: 3\n  memory: {limit: 2Gi, maxmemory: 1500Mi, evictionPolicy: allkeys-lfu}\n  persistence: {mode: appendOnly, size: 5Gi, storageClassName: fast-ssd}\n  sessions: {keyPrefix: 'shop:sess:'}\n  extraConfig: {Hz: '20', lazyfree-lazy-expire: 'yes'}\n  disabledCommands: [SORT, sort, '@pubsub', 'client|kill']\n",
+        )
+        .unwrap();
+        assert_eq!(store.replicas, 3);
+        assert_eq!(store.memory.maxmemory_bytes, 1500 << 20);
+        assert_eq!(store.memory.eviction_policy, EvictionPolicy::AllkeysLfu);
+        assert_eq!(store.persistence.mode, PersistenceMode::AppendOnly);
+        assert_eq!(
+            store.persistence.storage_class_name.as_deref(),
+            Some("fast-ssd")
+        );
+        assert_eq!(store.key_prefix, "shop:sess:");
+        assert_eq!(
+            store.extra_config,
+            BTreeMap::from([
+                ("hz".to_string(), "20".to_string()),
+                ("lazyfree-lazy-expire".to_string(), "yes".to_string())
+            ])
+        );
+        assert_eq!(
+            store.disabled_commands,
+            vec!["sort", "@pubsub", "client|kill"]
+        );
+    }
+
+    #[test]
+    fn replicas_two_and_out_of_range_are_rejected() {
+        for replicas in [2, 0, -1, 10] {
+            rejects(&format!("  replicas: {replicas}\n"), "spec.replicas");
+        }
+        for replicas in [1, 3, 4, 9] {
+            assert_eq!(
+                check(&format!("  replicas: {replicas}\n"))
+                    .unwrap()
+                    .replicas,
+                replicas
+            );
+        }
+    }
+
+    #[test]
+    fn maxmemory_must_stay_below_the_limit() {
+        rejects(
+            "  memory: {limit: 1Gi, maxmemory: 1Gi}\n",
+            "spec.memory.maxmemory",
+        );
+        rejects(
+            "  memory: {limit: 1Gi, maxmemory: 2Gi}\n",
+            "spec.memory.maxmemory",
+        );
+        rejects(
+            "  memory: {limit: 1Gi, maxmemory: 1073741824}\n",
+            "spec.memory.maxmemory",
+        );
+        rejects(
+            "  memory: {limit: 1Gi, maxmemory: 100k}\n",
+            "spec.memory.maxmemory",
+        );
+        rejects(
+            "  memory: {limit: 1Gi, maxmemory: lots}\n",
+            "spec.memory.maxmemory",
+        );
+        rejects("  memory: {limit: 16Mi}\n", "spec.memory.limit");
+        rejects("  memory: {limit: 1GB}\n", "spec.memory.limit");
+        assert_eq!(
+            check("  memory: {limit: 1Gi, maxmemory: 1023Mi}\n")
+                .unwrap()
+                .memory
+                .maxmemory_bytes,
+            1023 << 20
+        );
+    }
+
+    #[test]
+    fn hardening_directives_in_extra_config_are_rejected() {
+        for key in [
+            "bind",
+            "port",
+            "tls-port",
+            "tls-cert-file",
+            "TLS-Replication",
+            "aclfile",
+            "include",
+            "requirepass",
+            "masterauth",
+            "masteruser",
+            "primaryauth",
+            "primaryuser",
+            "user",
+            "rename-command",
+            "dir",
+            "dbfilename",
+            "replicaof",
+            "slaveof",
+            "protected-mode",
+            "enable-debug-command",
+            "enable-module-command",
+            "enable-protected-configs",
+            "loadmodule",
+            "unixsocket",
+            "maxmemory",
+            "save",
+            "appendonly",
+            "syslog-enabled",
+            "cluster-enabled",
+            "sentinel",
+            "daemonize",
+            "logfile",
+            "replica-announce-ip",
+        ] {
+            rejects(
+                &format!("  extraConfig: {{{key}: 'x'}}\n"),
+                &format!("spec.extraConfig.{key}"),
+            );
+        }
+    }
+
+    #[test]
+    fn injection_in_extra_config_values_is_rejected() {
+        for value in [
+            "yes\\nuser evil on nopass ~* +@all",
+            "yes\\rrequirepass x",
+            "\\\"quoted\\\"",
+            "it's",
+            "a # comment",
+            "back\\\\slash",
+            " leading",
+            "two  spaces",
+            "",
+        ] {
+            rejects(
+                &format!("  extraConfig: {{hz: \"{value}\"}}\n"),
+                "spec.extraConfig.hz",
+            );
+        }
+        rejects("  extraConfig: {'hz x': '10'}\n", "spec.extraConfig.hz x");
+        rejects(
+            "  extraConfig: {hz: '10', HZ: '20'}\n",
+            "spec.extraConfig.hz",
+        );
+    }
+
+    #[test]
+    fn key_prefix_with_glob_or_space_is_rejected() {
+        for prefix in [
+            "sess*",
+            "sess?",
+            "[ab]",
+            "a\\\\b",
+            "a b",
+            "",
+            "x\\ny",
+            "\\\"q\\\"",
+        ] {
+            rejects(
+                &format!("  sessions: {{keyPrefix: \"{prefix}\"}}\n"),
+                "spec.sessions.keyPrefix",
+            );
+        }
+        assert_eq!(
+            check("  sessions: {keyPrefix: 'app:{tenant}/s-1@x=+.'}\n")
+                .unwrap()
+                .key_prefix,
+            "app:{tenant}/s-1@x=+."
+        );
+    }
+
+    #[test]
+    fn memory_in_resources_is_rejected() {
+        rejects("  resources: {limits: {memory: 1Gi}}\n", "spec.resources");
+        rejects(
+            "  resources: {requests: {memory: 1Gi, cpu: 100m}}\n",
+            "spec.resources",
+        );
+        assert!(check("  resources: {requests: {cpu: 100m}}\n").is_ok());
+    }
+
+    #[test]
+    fn service_monitor_needs_the_exporter() {
+        rejects(
+            "  monitoring: {serviceMonitor: true}\n",
+            "spec.monitoring.serviceMonitor",
+        );
+        assert!(check("  monitoring: {serviceMonitor: true, exporter: true}\n").is_ok());
+    }
+
+    #[test]
+    fn tls_needs_exactly_one_source() {
+        rejects("  tls: {enabled: true}\n", "spec.tls.secretName");
+        rejects(
+            "  tls: {enabled: true, secretName: a, issuerRef: {name: b}}\n",
+            "spec.tls",
+        );
+        rejects(
+            "  tls: {enabled: true, secretName: Not_A_Name}\n",
+            "spec.tls.secretName",
+        );
+        rejects(
+            "  tls: {enabled: true, issuerRef: {name: ca, kind: Vault}}\n",
+            "spec.tls.issuerRef.kind",
+        );
+        // Disabled TLS ignores the rest.
+        assert_eq!(check("  tls: {enabled: false}\n").unwrap().tls, None);
+        let issuer = check("  tls: {enabled: true, issuerRef: {name: ca}}\n")
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(
+            issuer.source,
+            TlsSource::Issuer {
+                name: "ca".into(),
+                kind: "Issuer".into(),
+                group: "cert-manager.io".into()
+            }
+        );
+        assert_eq!(issuer.secret_name("checkout"), "checkout-tls");
+    }
+
+    #[test]
+    fn disabled_commands_must_be_command_names() {
+        for bad in ["fl ushall", "+@all", "~*", "@a|b", "", "set\\nuser"] {
+            rejects(
+                &format!("  disabledCommands: [\"{bad}\"]\n"),
+                "spec.disabledCommands[0]",
+            );
+        }
+    }
+
+    #[test]
+    fn other_fields_name_themselves() {
+        rejects("  image: 'redis 7'\n", "spec.image");
+        rejects(
+            "  monitoring: {exporter: true, exporterImage: 'x;y'}\n",
+            "spec.monitoring.exporterImage",
+        );
+        rejects("  persistence: {size: 0Gi}\n", "spec.persistence.size");
+        rejects(
+            "  persistence: {storageClassName: Fast_SSD}\n",
+            "spec.persistence.storageClassName",
+        );
+        rejects(
+            "  auth: {existingSecret: 'no/slash'}\n",
+            "spec.auth.existingSecret",
+        );
+        rejects("  auth: {rotation: \"a\\nb\"}\n", "spec.auth.rotation");
+        rejects(
+            "  auth: {rotationGracePeriodSeconds: -1}\n",
+            "spec.auth.rotationGracePeriodSeconds",
+        );
+        rejects(
+            "  connection: {maxClients: 0}\n",
+            "spec.connection.maxClients",
+        );
+        rejects(
+            "  connection: {timeoutSeconds: 90000}\n",
+            "spec.connection.timeoutSeconds",
+        );
+        rejects(
+            "  connection: {tcpKeepaliveSeconds: -5}\n",
+            "spec.connection.tcpKeepaliveSeconds",
+        );
+        rejects(
+            "  sentinel: {downAfterMilliseconds: 10}\n",
+            "spec.sentinel.downAfterMilliseconds",
+        );
+        rejects(
+            "  sentinel: {failoverTimeoutMilliseconds: 1000}\n",
+            "spec.sentinel.failoverTimeoutMilliseconds",
+        );
+        rejects(
+            "  priorityClassName: 'Bad Name'\n",
+            "spec.priorityClassName",
+        );
+    }
+
+    #[test]
+    fn metadata_is_checked() {
+        let mut store: SessionStore = serde_yaml::from_str(&manifest("")).unwrap();
+        store.metadata.name = Some("a-name-that-is-far-too-long-for-headless-suffixes-x".into());
+        assert_eq!(validate(&store).unwrap_err().field, "metadata.name");
+        store.metadata.name = Some("Checkout".into());
+        assert_eq!(validate(&store).unwrap_err().field, "metadata.name");
+        store.metadata.name = Some("checkout".into());
+        store.metadata.namespace = None;
+        assert_eq!(validate(&store).unwrap_err().field, "metadata.namespace");
     }
 }

@@ -2,10 +2,13 @@
 //! Pure functions, one file per child kind; no client, no clock, no randomness.
 
 pub mod acl;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod config_map;
 pub mod meta;
 pub mod network_policy;
 pub mod pdb;
+pub mod pod_security;
 pub mod secret;
 pub mod service;
 pub mod statefulset;
