@@ -39,7 +39,8 @@ spec:
 
 /// Parses one SessionStore manifest (panics on a bad test fixture).
 pub fn store_from_yaml(yaml: &str) -> SessionStore {
-    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("test manifest does not parse: {e}\n{yaml}"))
+    serde_yaml::from_str(yaml)
+        .unwrap_or_else(|e| panic!("test manifest does not parse: {e}\n{yaml}"))
 }
 
 /// Parses and validates a manifest that the test expects to be valid.

@@ -56,13 +56,23 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a plaintext store (panics for a TLS store: use `start_tls`).
     pub fn start(store: &ValidatedStore, credentials: &StoreCredentials) -> RedisServer {
-        assert!(store.tls.is_none(), "store has TLS enabled: use RedisServer::start_tls");
+        assert!(
+            store.tls.is_none(),
+            "store has TLS enabled: use RedisServer::start_tls"
+        );
         Self::launch(store, credentials, None, None)
     }
 
     /// Starts a TLS store with the given certificates mounted at `paths::TLS_DIR`.
-    pub fn start_tls(store: &ValidatedStore, credentials: &StoreCredentials, tls: &TestPki) -> RedisServer {
-        assert!(store.tls.is_some(), "store has TLS disabled: use RedisServer::start");
+    pub fn start_tls(
+        store: &ValidatedStore,
+        credentials: &StoreCredentials,
+        tls: &TestPki,
+    ) -> RedisServer {
+        assert!(
+            store.tls.is_some(),
+            "store has TLS disabled: use RedisServer::start"
+        );
         Self::launch(store, credentials, Some(TlsFiles::from(tls)), None)
     }
 
@@ -100,7 +110,12 @@ impl RedisServer {
     }
 
     /// A client with an explicit transport: `tls` on or off and the CA it trusts.
-    pub fn client_with(&self, tls: bool, trusted_ca: Option<&[u8]>, auth: Option<(&str, &str)>) -> Client {
+    pub fn client_with(
+        &self,
+        tls: bool,
+        trusted_ca: Option<&[u8]>,
+        auth: Option<(&str, &str)>,
+    ) -> Client {
         let mut redis = RedisConnectionInfo::default();
         if let Some((user, password)) = auth {
             redis = redis.set_username(user).set_password(password);
@@ -112,12 +127,19 @@ impl RedisServer {
                 insecure: false,
                 tls_params: None,
             };
-            let info = addr.into_connection_info().expect("connection info").set_redis_settings(redis);
+            let info = addr
+                .into_connection_info()
+                .expect("connection info")
+                .set_redis_settings(redis);
             Client::build_with_tls(
                 info,
                 TlsCertificates {
                     client_tls: None,
-                    root_cert: Some(trusted_ca.expect("a TLS client needs a CA to trust").to_vec()),
+                    root_cert: Some(
+                        trusted_ca
+                            .expect("a TLS client needs a CA to trust")
+                            .to_vec(),
+                    ),
                 },
             )
             .expect("TLS client")
@@ -164,7 +186,8 @@ impl RedisServer {
                 std::fs::create_dir(d.join(sub)).expect("create dir");
             }
             for (key, value) in &internal {
-                std::fs::write(d.join("internal").join(key), &value.0).expect("write internal Secret file");
+                std::fs::write(d.join("internal").join(key), &value.0)
+                    .expect("write internal Secret file");
             }
             if let Some(t) = &tls {
                 std::fs::write(d.join("tls/ca.crt"), &t.ca_crt).expect("write ca.crt");
@@ -198,7 +221,10 @@ impl RedisServer {
             match server.wait_until_answering() {
                 Ok(()) => return server,
                 Err(log) if log.contains("Address already in use") => last_log = log,
-                Err(log) => panic!("redis-server did not start with the generated config:\n{log}\n--- redis.conf ---\n{}", server.redis_conf),
+                Err(log) => panic!(
+                    "redis-server did not start with the generated config:\n{log}\n--- redis.conf ---\n{}",
+                    server.redis_conf
+                ),
             }
         }
         panic!("redis-server could not bind a free port in {PORT_ATTEMPTS} attempts:\n{last_log}");
@@ -211,17 +237,28 @@ impl RedisServer {
         let client = self.client(None);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("redis-server exited with {status}:\n{}", self.log()));
+                return Err(format!(
+                    "redis-server exited with {status}:\n{}",
+                    self.log()
+                ));
             }
-            let reply = connect(&client).and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            let reply =
+                connect(&client).and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             match reply {
                 Ok(_) => return Ok(()),
                 // A server-side error (NOAUTH) is an answer; LOADING and I/O errors are not yet.
-                Err(e) if !e.is_io_error() && !e.is_connection_refusal() && e.code() != Some("LOADING") => {
+                Err(e)
+                    if !e.is_io_error()
+                        && !e.is_connection_refusal()
+                        && e.code() != Some("LOADING") =>
+                {
                     return Ok(());
                 }
                 Err(e) if Instant::now() > deadline => {
-                    panic!("redis-server did not answer within {START_TIMEOUT:?}: {e}\n{}", self.log())
+                    panic!(
+                        "redis-server did not answer within {START_TIMEOUT:?}: {e}\n{}",
+                        self.log()
+                    )
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(25)),
             }
@@ -293,19 +330,33 @@ fn rewrite_for_test(config: &str, dir: &Path, port: u16, tls: bool) -> String {
                 ports += 1;
                 format!("tls-port {port}")
             }
-            "aclfile" | "include" | "dir" | "tls-cert-file" | "tls-key-file" | "tls-ca-cert-file" => {
+            "aclfile" | "include" | "dir" | "tls-cert-file" | "tls-key-file"
+            | "tls-ca-cert-file" => {
                 format!("{directive} {}", mapped(value))
             }
             _ => line.to_string(),
         };
-        for path in [paths::INTERNAL_SECRET_DIR, paths::TLS_DIR, paths::CONFIG_DIR] {
-            assert!(!rewritten.contains(path), "the harness does not map {path} in `{line}`");
+        for path in [
+            paths::INTERNAL_SECRET_DIR,
+            paths::TLS_DIR,
+            paths::CONFIG_DIR,
+        ] {
+            assert!(
+                !rewritten.contains(path),
+                "the harness does not map {path} in `{line}`"
+            );
         }
         out.push_str(&rewritten);
         out.push('\n');
     }
-    assert_eq!(binds, 1, "expected one `bind` line in redis.conf:\n{config}");
-    assert_eq!(ports, 1, "expected one listening port line in redis.conf:\n{config}");
+    assert_eq!(
+        binds, 1,
+        "expected one `bind` line in redis.conf:\n{config}"
+    );
+    assert_eq!(
+        ports, 1,
+        "expected one listening port line in redis.conf:\n{config}"
+    );
     out
 }
 
