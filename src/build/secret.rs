@@ -324,7 +324,8 @@ mod tests {
                 name: "checkout".into(),
                 uid: "0c7a-uid".into(),
                 controller: Some(true),
-                block_owner_deletion: Some(true),
+                // kube's `controller_owner_ref` leaves it unset (no finalizer permission needed).
+                block_owner_deletion: None,
             }]),
             ..ObjectMeta::default()
         }
