@@ -416,6 +416,9 @@ fn generated_cases_exercise_both_outcomes() {
     );
 }
 
+/// Changes one field of a clean input into an injection attempt.
+type Mutation = Box<dyn Fn(&mut Inputs)>;
+
 /// The reference case itself passes, and a hand-written injection attempt in each field is
 /// rejected (so the property is not vacuously true because everything is rejected).
 #[test]
@@ -432,7 +435,7 @@ fn known_injections_are_rejected_and_clean_input_renders() {
     };
     check(&clean).expect("clean input");
     assert!(validate(&store(&clean)).is_ok());
-    let attempts: Vec<(&str, Box<dyn Fn(&mut Inputs)>)> = vec![
+    let attempts: Vec<(&str, Mutation)> = vec![
         (
             "spec.sessions.keyPrefix",
             Box::new(|i| i.key_prefix = "s:* ~*".into()),
