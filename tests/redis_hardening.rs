@@ -614,3 +614,21 @@ fn tls_replica_syncs_over_tls_with_the_replication_user() {
     let (store, creds, _pki, primary) = tls_server();
     replica_syncs_with_the_replication_user(&primary, &store, &creds);
 }
+
+/// During a rotation the ACL file carries both application passwords: clients still holding the
+/// previous one keep working while new ones use the current one.
+#[test]
+fn rotation_accepts_current_and_previous_app_password() {
+    let store = validated(DEVELOPMENT);
+    let mut creds = credentials();
+    let previous = sessionstore_operator::password::Password::generate();
+    creds.app_previous = Some(previous.clone());
+    let server = RedisServer::start(&store, &creds);
+    for password in [creds.app.expose(), previous.expose()] {
+        let mut app = server
+            .connect("app", password)
+            .expect("app password accepted");
+        run(&mut app, &["SET", "session:r", "1"]).expect("SET");
+    }
+    assert!(server.connect("app", creds.operator.expose()).is_err());
+}
