@@ -1,195 +1,60 @@
-//! The health probe against real `redis-server` processes on loopback: exact session counts,
-//! memory pressure and evictions, unreachable and refusing servers, a replica's link, TLS
-//! verification, and the global connection bound.
-//!
-//! The ACL file is the operator's generated one (`build::acl::users_acl`), so the probe runs with
-//! exactly the operator user's permissions. `redis.conf` is a minimal one written here: the shared
-//! harness that runs the generated `redis.conf` (`tests/support/redis_server.rs`, branch
-//! `redisconf`) needs the config generator, which has not landed yet.
+//! The health probe against real `redis-server` processes on loopback, each running the
+//! operator's GENERATED `redis.conf`, ACL file and replication credentials (the shared harness in
+//! `tests/support/redis_server.rs`): exact session counts, memory pressure and evictions,
+//! unreachable and refusing servers, a replica's link, TLS verification, and the global
+//! connection bound.
+
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use redis::IntoConnectionInfo;
 use sessionstore_operator::build::StoreCredentials;
-use sessionstore_operator::build::acl::{APP_USER, REPLICATION_USER, users_acl};
-use sessionstore_operator::crd::SessionStore;
+use sessionstore_operator::build::acl::{APP_USER, REPLICATION_USER};
 use sessionstore_operator::observe::conditions::{self, reason};
 use sessionstore_operator::observe::{
     HealthTracker, PodProblem, PodTarget, ProbeSettings, RedisProbe, Role, StoreObservation,
     StoreTarget, TlsTarget,
 };
 use sessionstore_operator::password::Password;
-use sessionstore_operator::validate::{ValidatedStore, validate};
+use support::redis_server::RedisServer;
+use support::tls::TestPki;
+use support::{DEVELOPMENT, validated};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn dev_store() -> ValidatedStore {
-    let yaml = r#"
+/// 2 MiB of maxmemory under allkeys-lru: small enough to fill in a test.
+const TINY: &str = r#"
 apiVersion: sessionstore.dev/v1alpha1
 kind: SessionStore
 metadata: {name: checkout, namespace: shop}
 spec:
   profile: development
   clients: {podSelector: {matchLabels: {app: checkout}}}
+  memory: {limit: 64Mi, maxmemory: 2Mi, evictionPolicy: allkeys-lru}
 "#;
-    let store: SessionStore = serde_yaml::from_str(yaml).expect("test manifest parses");
-    validate(&store).expect("test manifest is valid")
+
+const WITH_TLS: &str = r#"
+apiVersion: sessionstore.dev/v1alpha1
+kind: SessionStore
+metadata: {name: checkout, namespace: shop}
+spec:
+  profile: development
+  clients: {podSelector: {matchLabels: {app: checkout}}}
+  tls: {enabled: true, secretName: checkout-tls}
+"#;
+
+fn start(yaml: &str, credentials: &StoreCredentials) -> RedisServer {
+    RedisServer::start(&validated(yaml), credentials)
 }
 
-/// One `redis-server` on a free loopback port; killed and reaped on drop.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-struct Options<'a> {
-    maxmemory: &'a str,
-    policy: &'a str,
-    replica_of: Option<u16>,
-    /// (cert, key, ca) PEM files: the server listens with TLS only.
-    tls: Option<(&'a [u8], &'a [u8], &'a [u8])>,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Options {
-            maxmemory: "64mb",
-            policy: "volatile-lru",
-            replica_of: None,
-            tls: None,
-        }
-    }
-}
-
-impl Server {
-    fn start(credentials: &StoreCredentials, options: Options<'_>) -> Server {
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let d = dir.path().to_path_buf();
-            std::fs::write(d.join("users.acl"), users_acl(&dev_store(), credentials))
-                .expect("write ACL file");
-            let port = free_port();
-            let mut conf = format!(
-                "bind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\ndir {dir}\naclfile {dir}/users.acl\n\
-                 maxmemory {}\nmaxmemory-policy {}\nrepl-diskless-sync-delay 0\nlogfile \"\"\n",
-                options.maxmemory,
-                options.policy,
-                dir = d.display(),
-            );
-            match options.tls {
-                None => conf.push_str(&format!("port {port}\n")),
-                Some((cert, key, ca)) => {
-                    std::fs::write(d.join("tls.crt"), cert).expect("write cert");
-                    std::fs::write(d.join("tls.key"), key).expect("write key");
-                    std::fs::write(d.join("ca.crt"), ca).expect("write ca");
-                    conf.push_str(&format!(
-                        "port 0\ntls-port {port}\ntls-cert-file {dir}/tls.crt\ntls-key-file {dir}/tls.key\n\
-                         tls-ca-cert-file {dir}/ca.crt\ntls-auth-clients no\n",
-                        dir = d.display()
-                    ));
-                }
-            }
-            if let Some(primary) = options.replica_of {
-                conf.push_str(&format!(
-                    "replicaof 127.0.0.1 {primary}\nmasteruser {REPLICATION_USER}\nmasterauth {}\n",
-                    credentials.replication.expose()
-                ));
-            }
-            std::fs::write(d.join("redis.conf"), conf).expect("write redis.conf");
-            let log = std::fs::File::create(d.join("redis.log")).expect("log file");
-            let child = Command::new("redis-server")
-                .arg(d.join("redis.conf"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install Redis 7 (apt-get install redis-server)"));
-            let mut server = Server {
-                child: Some(child),
-                port,
-                dir,
-            };
-            if server.wait_listening() {
-                return server;
-            }
-            let log = server.log();
-            assert!(
-                log.contains("Address already in use"),
-                "redis-server did not start:\n{log}"
-            );
-        }
-        panic!("no free port for redis-server");
-    }
-
-    /// True once the port accepts; false if the process exited (port taken).
-    fn wait_listening(&mut self) -> bool {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                return false;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen within {START_TIMEOUT:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A plain client logged in as the application user (the only user that may write sessions).
-    fn app(&self, credentials: &StoreCredentials) -> redis::Connection {
-        let info = redis::ConnectionAddr::Tcp("127.0.0.1".into(), self.port)
-            .into_connection_info()
-            .expect("connection info")
-            .set_redis_settings(
-                redis::RedisConnectionInfo::default()
-                    .set_username(APP_USER)
-                    .set_password(credentials.app.expose()),
-            );
-        let client = redis::Client::open(info).expect("client");
-        let connection = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .expect("app connects");
-        connection
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        connection
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A client logged in as the application user (the only user that may write sessions).
+fn app(server: &RedisServer, credentials: &StoreCredentials) -> redis::Connection {
+    server
+        .connect(APP_USER, credentials.app.expose())
+        .unwrap_or_else(|e| panic!("app user cannot connect: {e}\n{}", server.log()))
 }
 
 fn target(name: &str, port: u16, pods: &[&str], password: &Password) -> StoreTarget {
@@ -229,8 +94,8 @@ fn reasons(observation: &StoreObservation, previous_evicted: Option<u64>) -> Vec
 #[tokio::test]
 async fn session_counts_and_hit_rate_are_exact() {
     let credentials = StoreCredentials::generate();
-    let server = Server::start(&credentials, Options::default());
-    let mut app = server.app(&credentials);
+    let server = start(DEVELOPMENT, &credentials);
+    let mut app = app(&server, &credentials);
     for i in 0..25 {
         redis::cmd("SET")
             .arg(format!("session:ttl:{i}"))
@@ -260,7 +125,7 @@ async fn session_counts_and_hit_rate_are_exact() {
     let observation = probe
         .probe_store(&target(
             "checkout",
-            server.port,
+            server.port(),
             &["checkout-0"],
             &credentials.operator,
         ))
@@ -269,7 +134,9 @@ async fn session_counts_and_hit_rate_are_exact() {
     assert_eq!(health.session_keys, Some(32));
     assert_eq!(health.keys_without_ttl, Some(7));
     assert_eq!(health.hit_rate.as_deref(), Some("0.7500"), "3 hits, 1 miss");
-    assert_eq!(health.max_memory_bytes, Some(64 * 1024 * 1024));
+    // The generated config's maxmemory, as the profile computed it.
+    let configured = validated(DEVELOPMENT).memory.maxmemory_bytes;
+    assert_eq!(health.max_memory_bytes, i64::try_from(configured).ok());
     assert_eq!(health.evicted_keys, Some(0));
     assert!(
         health
@@ -303,18 +170,11 @@ async fn session_counts_and_hit_rate_are_exact() {
 #[tokio::test]
 async fn filling_maxmemory_shows_pressure_and_evictions() {
     let credentials = StoreCredentials::generate();
-    let server = Server::start(
-        &credentials,
-        Options {
-            maxmemory: "2mb",
-            policy: "allkeys-lru",
-            ..Options::default()
-        },
-    );
+    let server = start(TINY, &credentials);
     let probe = fast_probe();
     let store = target(
         "checkout",
-        server.port,
+        server.port(),
         &["checkout-0"],
         &credentials.operator,
     );
@@ -327,7 +187,7 @@ async fn filling_maxmemory_shows_pressure_and_evictions() {
     );
 
     // 4000 x 1 KiB values into 2 MiB: Redis must evict (allkeys-lru) to take them.
-    let mut app = server.app(&credentials);
+    let mut app = app(&server, &credentials);
     let value = "x".repeat(1024);
     for i in 0..4000 {
         redis::cmd("SET")
@@ -369,9 +229,10 @@ async fn filling_maxmemory_shows_pressure_and_evictions() {
 async fn a_stopped_server_is_unreachable_and_does_not_affect_another_store() {
     let credentials_a = StoreCredentials::generate();
     let credentials_b = StoreCredentials::generate();
-    let mut a = Server::start(&credentials_a, Options::default());
-    let b = Server::start(&credentials_b, Options::default());
-    a.stop();
+    let a = start(DEVELOPMENT, &credentials_a);
+    let b = start(DEVELOPMENT, &credentials_b);
+    let a_port = a.port();
+    drop(a); // killed and reaped
     // A third "store" that accepts TCP but never answers: the command timeout must end it.
     let silent = TcpListener::bind("127.0.0.1:0").expect("silent listener");
     let silent_port = silent.local_addr().expect("addr").port();
@@ -381,8 +242,8 @@ async fn a_stopped_server_is_unreachable_and_does_not_affect_another_store() {
         command_timeout: Duration::from_millis(500),
         max_connections: 4,
     });
-    let store_a = target("a", a.port, &["a-0"], &credentials_a.operator);
-    let store_b = target("b", b.port, &["b-0"], &credentials_b.operator);
+    let store_a = target("a", a_port, &["a-0"], &credentials_a.operator);
+    let store_b = target("b", b.port(), &["b-0"], &credentials_b.operator);
     let store_c = target("c", silent_port, &["c-0"], &credentials_b.operator);
     let started = Instant::now();
     let (obs_a, obs_b, obs_c) = tokio::join!(
@@ -411,10 +272,10 @@ async fn a_stopped_server_is_unreachable_and_does_not_affect_another_store() {
 #[tokio::test]
 async fn a_wrong_operator_password_is_a_calm_auth_refusal() {
     let credentials = StoreCredentials::generate();
-    let server = Server::start(&credentials, Options::default());
+    let server = start(DEVELOPMENT, &credentials);
     let wrong = Password::from_secret_value("wrong-password-value-0123456789".into());
     let observation = fast_probe()
-        .probe_store(&target("checkout", server.port, &["checkout-0"], &wrong))
+        .probe_store(&target("checkout", server.port(), &["checkout-0"], &wrong))
         .await;
     assert_eq!(observation.pods[0].result, Err(PodProblem::AuthRefused));
     let verdict = conditions::assess(&observation, None);
@@ -431,18 +292,13 @@ async fn a_wrong_operator_password_is_a_calm_auth_refusal() {
 #[tokio::test]
 async fn a_replica_reports_its_link_up_then_down_when_the_primary_stops() {
     let credentials = StoreCredentials::generate();
-    let mut primary = Server::start(&credentials, Options::default());
-    let replica = Server::start(
-        &credentials,
-        Options {
-            replica_of: Some(primary.port),
-            ..Options::default()
-        },
-    );
+    let store = validated(DEVELOPMENT);
+    let primary = RedisServer::start(&store, &credentials);
+    let replica = RedisServer::start_replica_of(&primary, &store, &credentials);
     let probe = fast_probe();
     // Two "pods" on one host: each pod has its own port here, so probe them as two stores'
     // worth of targets folded into one observation.
-    let (primary_port, replica_port) = (primary.port, replica.port);
+    let (primary_port, replica_port) = (primary.port(), replica.port());
     let probe_both = || async {
         let p = probe
             .probe_store(&target(
@@ -493,7 +349,7 @@ async fn a_replica_reports_its_link_up_then_down_when_the_primary_stops() {
             .is_empty()
     );
 
-    primary.stop();
+    drop(primary); // killed and reaped
     let deadline = Instant::now() + Duration::from_secs(15);
     let observation = loop {
         let observation = probe_both().await;
@@ -529,14 +385,14 @@ async fn a_replica_reports_its_link_up_then_down_when_the_primary_stops() {
 #[tokio::test]
 async fn the_global_bound_caps_open_connections() {
     let credentials = StoreCredentials::generate();
-    let server = Server::start(&credentials, Options::default());
+    let server = start(DEVELOPMENT, &credentials);
     let probe = RedisProbe::new(ProbeSettings {
         max_connections: 3,
         ..ProbeSettings::default()
     });
     let pods: Vec<String> = (0..20).map(|i| format!("checkout-{i}")).collect();
     let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-    let store = target("checkout", server.port, &names, &credentials.operator);
+    let store = target("checkout", server.port(), &names, &credentials.operator);
     let (one, two) = tokio::join!(probe.probe_store(&store), probe.probe_store(&store));
     for pod in one.pods.iter().chain(&two.pods) {
         assert!(pod.result.is_ok(), "{}: {:?}", pod.name, pod.result);
@@ -634,23 +490,24 @@ async fn tls_probe_trusts_only_the_store_ca_and_the_store_names() {
     // A wildcard over the headless Service, as a cert-manager Certificate for the store would carry.
     let (cert, key, ca) = pki(
         dir.path(),
-        "DNS:*.checkout-headless.shop.svc.cluster.local,DNS:checkout.shop.svc",
+        // IP:127.0.0.1 lets the harness's own client see the server is up; the probe ignores IPs.
+        "IP:127.0.0.1,DNS:*.checkout-headless.shop.svc.cluster.local,DNS:checkout.shop.svc",
     );
     let other = tempfile::tempdir().expect("other pki dir");
     let (_, _, other_ca) = pki(other.path(), "DNS:localhost");
     let credentials = StoreCredentials::generate();
-    let server = Server::start(
-        &credentials,
-        Options {
-            tls: Some((&cert, &key, &ca)),
-            ..Options::default()
-        },
-    );
+    let pki = TestPki {
+        ca_crt: ca.clone(),
+        tls_crt: cert,
+        tls_key: key,
+        wrong_ca_crt: other_ca.clone(),
+    };
+    let server = RedisServer::start_tls(&validated(WITH_TLS), &credentials, &pki);
     let probe = fast_probe();
     let with_tls = |name: &str, ca: &[u8]| {
         let mut t = target(
             name,
-            server.port,
+            server.port(),
             &[&format!("{name}-0")],
             &credentials.operator,
         );

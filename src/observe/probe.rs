@@ -10,9 +10,10 @@
 //! TLS: the pod certificate is issued for DNS names, but we dial an IP. The chain is verified
 //! against the store's own CA only (never the system roots), and the certificate must name this
 //! pod or this store: `<pod>.<name>-headless.<ns>.svc[.<domain>]` (or a wildcard over the
-//! headless Service), `<name>.<ns>.svc[.<domain>]`, `<name>`, or the pod IP. Any one suffices,
-//! since certificates from the user (`tls.secretName`) and from cert-manager list different names.
-//! A certificate from another store's CA, or for another store, is refused.
+//! headless Service), `<name>.<ns>.svc[.<domain>]` or `<name>`. Any one suffices, since
+//! certificates from the user (`tls.secretName`) and from cert-manager list different names. The
+//! pod IP is deliberately NOT accepted: pod IPs are recycled, so an IP in a certificate does not
+//! identify this store. A certificate from another CA, or for another store, is refused.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -365,14 +366,10 @@ fn acceptable_names(
         format!("{name}.{ns}"),
         name.clone(),
     ]);
-    let mut out: Vec<ServerName<'static>> = names
+    names
         .into_iter()
         .filter_map(|n| ServerName::try_from(n).ok())
-        .collect();
-    if let Some(ip) = pod.and_then(|p| p.ip) {
-        out.push(ServerName::IpAddress(ip.into()));
-    }
-    out
+        .collect()
 }
 
 /// A rustls client trusting only the store's CA and the store's names.
@@ -502,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn acceptable_names_cover_the_pod_the_store_and_the_ip() {
+    fn acceptable_names_cover_the_pod_and_the_store_but_not_the_ip() {
         let s = store();
         let tls = s.tls.clone().expect("tls");
         let names: Vec<String> = acceptable_names(&s, &tls, s.pods.first())
@@ -519,7 +516,6 @@ mod tests {
                 "checkout.shop.svc",
                 "checkout.shop",
                 "checkout",
-                "10.0.0.7",
             ]
         );
     }
