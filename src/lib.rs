@@ -14,5 +14,6 @@ pub mod settings;
 pub mod validate;
 pub mod build;
 pub mod render;
+pub mod rotation;
 
 pub use error::{Error, Result};
