@@ -9,7 +9,7 @@
 //! [`RotationState::acl_credentials`]). A crash between the two repeats the step, which is
 //! idempotent; a crash after persisting moves on. Nothing else is remembered.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use tracing::{debug, trace};
 
 use crate::crd::AuthStatus;
@@ -154,7 +154,9 @@ fn plan_in_progress(input: &RotationInput<'_>, r: &Rotation) -> Plan {
             // The grace period starts when applications can first see the new password.
             then: advance(
                 Stage::Published,
-                Some(input.now + TimeDelta::seconds(input.grace_period_seconds.max(0))),
+                Some(ceil_to_second(
+                    input.now + TimeDelta::seconds(input.grace_period_seconds.max(0)),
+                )),
             ),
         },
         Stage::Published => match r.previous_password_expires_at {
@@ -177,6 +179,16 @@ fn plan_in_progress(input: &RotationInput<'_>, r: &Rotation) -> Plan {
                 rotation: r.rotation.clone(),
             }),
         },
+    }
+}
+
+/// Times are persisted with second precision; rounding up keeps the grace period at least as long
+/// as asked instead of up to a second shorter.
+fn ceil_to_second(time: DateTime<Utc>) -> DateTime<Utc> {
+    match time.with_nanosecond(0) {
+        Some(whole) if whole < time => whole + TimeDelta::seconds(1),
+        Some(whole) => whole,
+        None => time,
     }
 }
 
@@ -386,7 +398,7 @@ mod tests {
         let old = pw("old");
         let live = in_progress(Stage::NewPasswordLive, None);
         let p = plan(
-            &input(&live, Some("v2"), &old, "2025-07-01T10:05:00Z"),
+            &input(&live, Some("v2"), &old, "2025-07-01T10:04:59.250Z"),
             no_generate,
         );
         let published = p.then.unwrap();
