@@ -1,54 +1,189 @@
 //! The Redis ACL file (`users.acl`): `default` off, and one least-privilege user per role.
+//!
+//! Passwords appear only as `#<sha256>` hashes, so the file (and a leaked copy of it) never holds
+//! a clear-text password. Rules are those of the Redis ACL documentation where it gives them
+//! (replication and Sentinel users); every rule is valid in Redis 7.0 and later.
 
 use crate::build::StoreCredentials;
+use crate::password::Password;
 use crate::validate::ValidatedStore;
 
+pub const DEFAULT_USER: &str = "default";
 pub const APP_USER: &str = "app";
 pub const OPERATOR_USER: &str = "operator";
 pub const REPLICATION_USER: &str = "replication";
 pub const SENTINEL_USER: &str = "sentinel";
 
-/// The ACL rules of every user without their passwords: hashed into the config hash, so a rule
-/// change rolls the pods while a password rotation (done live) does not.
-pub fn acl_rules(store: &ValidatedStore) -> Vec<(String, String)> {
-    let mut app = format!("resetkeys ~{}* resetchannels +@all -@dangerous -@scripting", store.key_prefix);
+/// `default` is the user every unauthenticated connection is: off, no password, no rights, so a
+/// client without credentials gets NOAUTH and `AUTH default <anything>` fails.
+pub const DEFAULT_RULES: &str = "off resetpass resetkeys resetchannels -@all";
+
+/// Commands the application user is refused on top of `disabledCommands`: everything `@dangerous`
+/// (FLUSHALL, FLUSHDB, KEYS, CONFIG, DEBUG, SHUTDOWN, MONITOR, INFO, replication, ...) and
+/// `@scripting` (EVAL, SCRIPT, FUNCTION, FCALL: scripts could touch keys outside the prefix
+/// through dynamic names), plus the whole ACL command (WHOAMI and CAT are harmless, but an
+/// application has no reason to inspect users). SCAN stays: session libraries list their own
+/// sessions with `SCAN MATCH <prefix>*`.
+pub const APP_BASE_DENY: &str = "-@dangerous -@scripting -acl";
+
+/// The operator's user, for health, rotation and primary management, and nothing else:
+/// PING/INFO/ROLE/CONFIG GET for health and status; CLIENT SETNAME to name its connections;
+/// ACL SETUSER/GETUSER/LOAD to add and retire application passwords live (ACL SETUSER is admin
+/// power over users by nature: the operator already owns the Secret that holds every password);
+/// REPLICAOF and FAILOVER to (re)attach replicas and hand the primary over before a pod restarts.
+/// No key access, no data commands, no CONFIG SET. (AUTH and HELLO need no rule: Redis always
+/// allows them.)
+pub const OPERATOR_RULES: &str = "resetkeys resetchannels -@all +ping +info +role +config|get \
+     +client|setname +acl|setuser +acl|getuser +acl|load +replicaof +failover";
+
+/// Redis docs ("ACL rules for Sentinel and Replicas"): a replica needs only PSYNC, REPLCONF, PING.
+pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replconf +ping";
+
+/// Redis docs: what Sentinel needs on a monitored Redis (it talks over `__sentinel__:hello`).
+pub const SENTINEL_RULES: &str = "resetkeys allchannels -@all +multi +slaveof +ping +exec +subscribe \
+     +config|rewrite +role +publish +info +client|setname +client|kill +script|kill";
+
+/// The application user's rules: its key prefix, everything but the deny-list.
+pub fn app_rules(store: &ValidatedStore) -> String {
+    let mut rules = format!(
+        "resetkeys ~{}* resetchannels +@all {APP_BASE_DENY}",
+        store.key_prefix
+    );
     for command in &store.disabled_commands {
-        app.push_str(&format!(" -{command}"));
+        rules.push_str(" -");
+        rules.push_str(command);
     }
+    rules
+}
+
+/// The ACL rules of every user without their passwords: hashed into the config hash, so a rule
+/// change rolls the pods while a password rotation (done live) does not. Also what the operator
+/// sends with `ACL SETUSER` (rules never contain `reset`/`resetpass` for enabled users, so they
+/// leave passwords alone).
+pub fn acl_rules(store: &ValidatedStore) -> Vec<(String, String)> {
     vec![
-        ("default".into(), "off resetkeys resetchannels -@all".into()),
-        (APP_USER.into(), app),
-        (OPERATOR_USER.into(), "resetkeys resetchannels -@all +ping +info +config|get +acl|setuser +acl|deluser +acl|load +acl|whoami +client|setname +role +replicaof +failover".into()),
-        (REPLICATION_USER.into(), "resetkeys resetchannels -@all +psync +replconf +ping".into()),
-        (SENTINEL_USER.into(), "resetkeys allchannels -@all +multi +slaveof +replicaof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill".into()),
+        (DEFAULT_USER.into(), DEFAULT_RULES.into()),
+        (APP_USER.into(), app_rules(store)),
+        (OPERATOR_USER.into(), OPERATOR_RULES.into()),
+        (REPLICATION_USER.into(), REPLICATION_RULES.into()),
+        (SENTINEL_USER.into(), SENTINEL_RULES.into()),
     ]
 }
 
-/// The whole ACL file, passwords as SHA-256 hashes.
+/// The passwords a user accepts: the app user keeps its previous one during a rotation.
+fn passwords<'a>(user: &str, credentials: &'a StoreCredentials) -> Vec<&'a Password> {
+    match user {
+        APP_USER => std::iter::once(&credentials.app)
+            .chain(credentials.app_previous.as_ref())
+            .collect(),
+        OPERATOR_USER => vec![&credentials.operator],
+        REPLICATION_USER => vec![&credentials.replication],
+        SENTINEL_USER => vec![&credentials.sentinel],
+        _ => Vec::new(),
+    }
+}
+
+/// The whole ACL file: one `user` line per user, passwords as SHA-256 hashes.
 pub fn users_acl(store: &ValidatedStore, credentials: &StoreCredentials) -> String {
     let mut out = String::new();
     for (user, rules) in acl_rules(store) {
-        let passwords = match user.as_str() {
-            APP_USER => {
-                let mut p = vec![credentials.app.acl_hash()];
-                if let Some(previous) = &credentials.app_previous {
-                    p.push(previous.acl_hash());
-                }
-                p
+        out.push_str("user ");
+        out.push_str(&user);
+        if user != DEFAULT_USER {
+            out.push_str(" on");
+            for password in passwords(&user, credentials) {
+                out.push(' ');
+                out.push_str(&password.acl_hash());
             }
-            OPERATOR_USER => vec![credentials.operator.acl_hash()],
-            REPLICATION_USER => vec![credentials.replication.acl_hash()],
-            SENTINEL_USER => vec![credentials.sentinel.acl_hash()],
-            _ => vec![],
-        };
-        let on = if user == "default" { "" } else { "on " };
-        out.push_str(&format!("user {user} {on}"));
-        for p in passwords {
-            out.push_str(&p);
-            out.push(' ');
         }
+        out.push(' ');
         out.push_str(&rules);
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SessionStore;
+    use crate::validate::validate;
+
+    fn store(extra_spec: &str) -> ValidatedStore {
+        let yaml = format!(
+            "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\nmetadata: {{name: s, namespace: n}}\n\
+             spec:\n  clients: {{podSelector: {{}}}}\n{extra_spec}"
+        );
+        let store: SessionStore = serde_yaml::from_str(&yaml).expect("test manifest");
+        validate(&store).expect("valid test manifest")
+    }
+
+    fn credentials(previous: bool) -> StoreCredentials {
+        StoreCredentials {
+            app: Password::from_secret_value("app-pw".into()),
+            app_previous: previous.then(|| Password::from_secret_value("old-pw".into())),
+            operator: Password::from_secret_value("op-pw".into()),
+            replication: Password::from_secret_value("repl-pw".into()),
+            sentinel: Password::from_secret_value("sent-pw".into()),
+        }
+    }
+
+    fn hash(p: &str) -> String {
+        Password::from_secret_value(p.into()).acl_hash()
+    }
+
+    #[test]
+    fn whole_acl_file_with_defaults() {
+        let acl = users_acl(&store(""), &credentials(false));
+        let expected = format!(
+            "user default off resetpass resetkeys resetchannels -@all\n\
+             user app on {} resetkeys ~session:* resetchannels +@all -@dangerous -@scripting -acl\n\
+             user operator on {} {OPERATOR_RULES}\n\
+             user replication on {} resetkeys resetchannels -@all +psync +replconf +ping\n\
+             user sentinel on {} {SENTINEL_RULES}\n",
+            hash("app-pw"),
+            hash("op-pw"),
+            hash("repl-pw"),
+            hash("sent-pw"),
+        );
+        pretty_assertions::assert_eq!(acl, expected);
+    }
+
+    #[test]
+    fn key_prefix_disabled_commands_and_previous_password_reach_the_app_user() {
+        let store = store(
+            "  sessions: {keyPrefix: \"web:\"}\n  disabledCommands: [SORT_RO, \"client|list\", \"@pubsub\"]\n",
+        );
+        let acl = users_acl(&store, &credentials(true));
+        let app = acl.lines().nth(1).expect("app line");
+        assert_eq!(
+            app,
+            format!(
+                "user app on {} {} resetkeys ~web:* resetchannels +@all -@dangerous -@scripting -acl -sort_ro -client|list -@pubsub",
+                hash("app-pw"),
+                hash("old-pw")
+            )
+        );
+    }
+
+    #[test]
+    fn no_clear_text_password_in_the_file() {
+        let acl = users_acl(&store(""), &credentials(true));
+        for clear in ["app-pw", "old-pw", "op-pw", "repl-pw", "sent-pw"] {
+            assert!(!acl.contains(clear), "{clear} in clear text");
+        }
+    }
+
+    #[test]
+    fn rules_carry_no_password_so_rotation_keeps_the_config_hash() {
+        for (_, rules) in acl_rules(&store("")) {
+            assert!(!rules.contains('#') && !rules.contains('>'), "{rules}");
+            assert!(
+                !rules
+                    .split(' ')
+                    .any(|r| r == "reset" || r == "resetpass" || r == "nopass")
+                    || rules == DEFAULT_RULES
+            );
+        }
+    }
 }
