@@ -2,6 +2,7 @@
 //! rotation runs, the old password is refused afterwards, an interrupted rotation resumes, a pod
 //! restarted at any phase agrees, and no password (or its hash) leaks anywhere but the Secrets.
 
+mod support;
 mod support_rotation;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,8 +105,8 @@ async fn clients_see_zero_failures_through_a_whole_rotation_on_every_pod() {
     let mut cluster = Cluster::create(&v1, Password::generate());
     let old = cluster.connection().password;
     let servers = [
-        RedisServer::start("checkout-0", &v1, &cluster.users_acl()),
-        RedisServer::start("checkout-1", &v1, &cluster.users_acl()),
+        cluster.start_pod("checkout-0", &v1),
+        cluster.start_pod("checkout-1", &v1),
     ];
     let pods: Vec<PodEndpoint> = servers.iter().map(RedisServer::endpoint).collect();
 
@@ -239,8 +240,8 @@ async fn an_interrupted_rotation_resumes_from_persisted_state_and_finishes() {
             let v2 = store("v2", 0);
             let mut cluster = Cluster::create(&v1, Password::generate());
             let old = cluster.connection().password;
-            let pod0 = RedisServer::start("checkout-0", &v1, &cluster.users_acl());
-            let mut pod1 = RedisServer::start("checkout-1", &v1, &cluster.users_acl());
+            let pod0 = cluster.start_pod("checkout-0", &v1);
+            let mut pod1 = cluster.start_pod("checkout-1", &v1);
             let pods = vec![pod0.endpoint(), pod1.endpoint()];
 
             // Run until the k-th effective step (waits do not count), which crashes.
@@ -271,7 +272,7 @@ async fn an_interrupted_rotation_resumes_from_persisted_state_and_finishes() {
 
             // While the operator is down, pod 1 restarts from what is persisted.
             drop(pod1);
-            pod1 = RedisServer::start("checkout-1", &v1, &cluster.users_acl());
+            pod1 = cluster.start_pod("checkout-1", &v1);
             let pods = vec![pod0.endpoint(), pod1.endpoint()];
 
             // The restarted operator knows only the Secrets.
@@ -328,7 +329,7 @@ async fn a_pod_restarted_in_any_phase_accepts_exactly_the_right_passwords() {
     let v2 = store("v2", 1);
     let mut cluster = Cluster::create(&v1, Password::generate());
     let old = cluster.connection().password;
-    let live_pod = RedisServer::start("checkout-0", &v1, &cluster.users_acl());
+    let live_pod = cluster.start_pod("checkout-0", &v1);
     let pods = vec![live_pod.endpoint()];
     let mut seen = Vec::new();
     for _ in 0..20 {
@@ -357,7 +358,7 @@ async fn a_pod_restarted_in_any_phase_accepts_exactly_the_right_passwords() {
             },
             RotationState::Stable { .. } => ((false, true), (false, true)),
         };
-        let restarted = RedisServer::start("checkout-restarted", &v1, &cluster.users_acl());
+        let restarted = cluster.start_pod("checkout-restarted", &v1);
         let r = restarted.endpoint();
         let l = &pods[0];
         let restarted_got = (
@@ -399,7 +400,7 @@ async fn a_pod_restarted_in_any_phase_accepts_exactly_the_right_passwords() {
 async fn a_live_change_that_misses_a_pod_fails_naming_that_pod_and_no_secret() {
     let v1 = store("v1", 1);
     let cluster = Cluster::create(&v1, Password::generate());
-    let server = RedisServer::start("checkout-0", &v1, &cluster.users_acl());
+    let server = cluster.start_pod("checkout-0", &v1);
     let dead_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -514,7 +515,7 @@ fn no_password_or_hash_leaks_into_logs_status_errors_or_non_secret_objects() {
 
             // A whole rotation against real Redis, starting from the known old password.
             let mut cluster = Cluster::create(&v1, old.clone());
-            let server = RedisServer::start("checkout-0", &v1, &cluster.users_acl());
+            let server = cluster.start_pod("checkout-0", &v1);
             let pods = vec![server.endpoint()];
             let mut generated = Some(new.clone());
             for _ in 0..20 {

@@ -1,22 +1,17 @@
-//! Test support for the rotation tests: real `redis-server` processes started from the operator's
-//! own `redis.conf` and `users.acl`, and a simulated controller that drives the rotation plan
+//! Test support for the rotation tests: Redis pods (the shared real-`redis-server` harness, started
+//! from the operator's own `redis.conf` and persisted `users.acl`), and a simulated controller that drives the rotation plan
 //! against them with the two Secrets held in memory (what would be in the API server).
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::ByteString;
 use sessionstore_operator::build::StoreCredentials;
 use sessionstore_operator::build::acl::users_acl;
-use sessionstore_operator::build::config_map::redis_conf;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::render::parse_stores;
 use sessionstore_operator::rotation::{
@@ -41,100 +36,40 @@ spec:
     validate(&stores[0]).expect("valid store")
 }
 
-/// A `redis-server` on a free loopback port, stopped (and waited for) on drop.
+/// A Redis pod: the shared harness's real `redis-server`, started from the operator's generated
+/// `redis.conf` and internal Secret, under a pod name.
 pub struct RedisServer {
     pub name: String,
-    pub port: u16,
-    child: Child,
-    dir: tempfile::TempDir,
+    server: crate::support::redis_server::RedisServer,
 }
 
 impl RedisServer {
-    /// Starts redis-server with the builder's `redis.conf` plus the overrides a test needs (port,
-    /// loopback, files in a temp dir), and `users_acl` as its ACL file. Fails (never skips) when
-    /// redis-server is missing: CI installs it.
-    pub fn start(name: &str, store: &ValidatedStore, users_acl: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let acl_path = dir.path().join("users.acl");
-        std::fs::write(&acl_path, users_acl).expect("write users.acl");
-        for _attempt in 0..3 {
-            let port = free_port();
-            let conf = format!(
-                "{base}\n# test overrides\nport {port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize no\n\
-                 aclfile {acl}\ndir {dir}\nlogfile {dir}/redis.log\nsave \"\"\nappendonly no\n",
-                base = redis_conf(store),
-                acl = acl_path.display(),
-                dir = dir.path().display(),
-            );
-            let conf_path = dir.path().join("redis.conf");
-            std::fs::write(&conf_path, conf).expect("write redis.conf");
-            let mut child = Command::new("redis-server")
-                .arg(&conf_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (apt-get install redis-server)");
-            if wait_until_serving(port, &mut child) {
-                return RedisServer {
-                    name: name.to_string(),
-                    port,
-                    child,
-                    dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+    /// Starts a pod whose mounted internal Secret holds exactly `users_acl` (the persisted file):
+    /// the harness builds the Secret from `credentials`, and this checks that it is the same file.
+    /// Fails (never skips) when redis-server is missing: CI installs it.
+    pub fn start(
+        name: &str,
+        store: &ValidatedStore,
+        credentials: &StoreCredentials,
+        users_acl_text: &str,
+    ) -> Self {
+        assert_eq!(
+            users_acl(store, credentials),
+            users_acl_text,
+            "the pod must start from the persisted users.acl"
+        );
+        RedisServer {
+            name: name.to_string(),
+            server: crate::support::redis_server::RedisServer::start(store, credentials),
         }
-        let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
-        panic!("redis-server {name} did not start; log:\n{log}");
     }
 
     pub fn endpoint(&self) -> PodEndpoint {
         PodEndpoint {
             name: self.name.clone(),
-            addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), self.port),
+            addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), self.server.port()),
         }
     }
-
-    pub fn acl_path(&self) -> PathBuf {
-        self.dir.path().join("users.acl")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Serving = answers a PING (with PONG or NOAUTH: `default` is off), within 5 s.
-fn wait_until_serving(port: u16, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut buf = [0u8; 64];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && let Ok(n) = stream.read(&mut buf)
-            {
-                let reply = String::from_utf8_lossy(&buf[..n]);
-                if reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") {
-                    return true;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Whether `user`/`password` can log in and use a session key on `pod`.
@@ -221,6 +156,19 @@ impl Cluster {
             })),
             base,
         }
+    }
+
+    /// The credentials the persisted users.acl was built from (what a restarted pod mounts).
+    pub fn acl_credentials(&self) -> StoreCredentials {
+        self.state().acl_credentials(&StoreCredentials {
+            app: self.connection().password,
+            ..self.base.clone()
+        })
+    }
+
+    /// Starts a pod from what is persisted now.
+    pub fn start_pod(&self, name: &str, store: &ValidatedStore) -> RedisServer {
+        RedisServer::start(name, store, &self.acl_credentials(), &self.users_acl())
     }
 
     pub fn users_acl(&self) -> String {
