@@ -15,5 +15,6 @@ pub mod validate;
 pub mod build;
 pub mod render;
 pub mod observe;
+pub mod rotation;
 
 pub use error::{Error, Result};
