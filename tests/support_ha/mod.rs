@@ -63,7 +63,10 @@ pub fn require_binaries() {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(found, "{bin} is required on PATH for the HA tests (apt-get install redis-server redis-sentinel)");
+        assert!(
+            found,
+            "{bin} is required on PATH for the HA tests (apt-get install redis-server redis-sentinel)"
+        );
     }
 }
 
@@ -103,10 +106,26 @@ impl HaCluster {
         };
         let secret = cluster.secret_dir();
         fs::create_dir_all(&secret).expect("secret dir");
-        fs::write(secret.join("users.acl"), users_acl(&cluster.store, &cluster.credentials)).expect("acl");
-        fs::write(secret.join(SENTINEL_USERS_ACL_KEY), sentinel_users_acl(&cluster.credentials)).expect("acl");
-        fs::write(secret.join(SENTINEL_PASSWORD_KEY), cluster.credentials.sentinel.expose()).expect("pw");
-        fs::write(secret.join(REPLICATION_PASSWORD_KEY), cluster.credentials.replication.expose()).expect("pw");
+        fs::write(
+            secret.join("users.acl"),
+            users_acl(&cluster.store, &cluster.credentials),
+        )
+        .expect("acl");
+        fs::write(
+            secret.join(SENTINEL_USERS_ACL_KEY),
+            sentinel_users_acl(&cluster.credentials),
+        )
+        .expect("acl");
+        fs::write(
+            secret.join(SENTINEL_PASSWORD_KEY),
+            cluster.credentials.sentinel.expose(),
+        )
+        .expect("pw");
+        fs::write(
+            secret.join(REPLICATION_PASSWORD_KEY),
+            cluster.credentials.replication.expose(),
+        )
+        .expect("pw");
         fs::write(cluster.script(), STARTUP_SCRIPT).expect("script");
         for i in 0..PODS {
             fs::create_dir_all(cluster.data_dir(i)).expect("data dir");
@@ -144,13 +163,19 @@ impl HaCluster {
         master_name(&self.store)
     }
     pub fn sentinel_addrs(&self) -> Vec<String> {
-        self.sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+        self.sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
     }
 
     /// Maps the mount paths of the generated text to this cluster's directories.
     fn localize(&self, text: &str) -> String {
-        text.replace(paths::INTERNAL_SECRET_DIR, &self.secret_dir().display().to_string())
-            .replace(paths::CONFIG_DIR, &self.root().display().to_string())
+        text.replace(
+            paths::INTERNAL_SECRET_DIR,
+            &self.secret_dir().display().to_string(),
+        )
+        .replace(paths::CONFIG_DIR, &self.root().display().to_string())
     }
 
     /// The generated redis.conf plus the loopback overrides (last value wins), written afresh at
@@ -179,13 +204,34 @@ impl HaCluster {
             ("SS_PEERS".into(), peers.join(" ")),
             ("SS_BOOTSTRAP".into(), self.addr(0)),
             ("SS_SENTINELS".into(), self.sentinel_addrs().join(" ")),
-            ("SS_SENTINEL_PORT".into(), self.sentinel_ports[i].to_string()),
-            ("SS_SECRET_DIR".into(), self.secret_dir().display().to_string()),
+            (
+                "SS_SENTINEL_PORT".into(),
+                self.sentinel_ports[i].to_string(),
+            ),
+            (
+                "SS_SECRET_DIR".into(),
+                self.secret_dir().display().to_string(),
+            ),
             ("SS_RUN_DIR".into(), self.run_dir(i).display().to_string()),
             ("SS_DATA_DIR".into(), self.data_dir(i).display().to_string()),
-            ("SS_REDIS_CONF".into(), self.root().join(format!("redis-{i}.conf")).display().to_string()),
-            ("SS_SENTINEL_TEMPLATE".into(), template.display().to_string()),
-            ("SS_SENTINEL_CONF".into(), self.sentinel_dir(i).join("sentinel.conf").display().to_string()),
+            (
+                "SS_REDIS_CONF".into(),
+                self.root()
+                    .join(format!("redis-{i}.conf"))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "SS_SENTINEL_TEMPLATE".into(),
+                template.display().to_string(),
+            ),
+            (
+                "SS_SENTINEL_CONF".into(),
+                self.sentinel_dir(i)
+                    .join("sentinel.conf")
+                    .display()
+                    .to_string(),
+            ),
             ("SS_WAIT_SECONDS".into(), "60".into()),
             ("SS_RETRY_SECONDS".into(), "0.2".into()),
             ("SS_CALL_TIMEOUT_SECONDS".into(), "2".into()),
@@ -226,7 +272,10 @@ impl HaCluster {
     /// The Sentinel init step, then the Sentinel itself with the written config.
     pub fn start_sentinel(&mut self, i: usize) {
         let template = sentinel_conf(&self.store, &OperatorSettings::default())
-            .replace("port 26379\n", &format!("port {}\n", self.sentinel_ports[i]))
+            .replace(
+                "port 26379\n",
+                &format!("port {}\n", self.sentinel_ports[i]),
+            )
             .replace(
                 &format!("dir {}\n", paths::SENTINEL_DIR),
                 &format!("dir {}\n", self.sentinel_dir(i).display()),
@@ -246,7 +295,11 @@ impl HaCluster {
             )
             .status()
             .expect("sentinel-init runs");
-        assert!(status.success(), "sentinel-init {i} failed; see {}", self.log(&format!("sentinel-init-{i}")).display());
+        assert!(
+            status.success(),
+            "sentinel-init {i} failed; see {}",
+            self.log(&format!("sentinel-init-{i}")).display()
+        );
         let mut cmd = Command::new("redis-sentinel");
         cmd.arg(self.sentinel_dir(i).join("sentinel.conf"));
         let proc = self.spawn(&format!("sentinel-{i}"), &mut cmd);
@@ -264,7 +317,11 @@ impl HaCluster {
         options
     }
 
-    pub async fn connect(&self, port: u16, user: &str) -> redis::RedisResult<MultiplexedConnection> {
+    pub async fn connect(
+        &self,
+        port: u16,
+        user: &str,
+    ) -> redis::RedisResult<MultiplexedConnection> {
         let password = match user {
             APP_USER => self.credentials.app.expose(),
             OPERATOR_USER => self.credentials.operator.expose(),
@@ -289,8 +346,15 @@ impl HaCluster {
 
     /// `INFO replication` of pod `i` as the operator user, or `None` if it does not answer.
     pub async fn replication_info(&self, i: usize) -> Option<String> {
-        let mut conn = self.connect(self.redis_ports[i], OPERATOR_USER).await.ok()?;
-        redis::cmd("INFO").arg("replication").query_async::<String>(&mut conn).await.ok()
+        let mut conn = self
+            .connect(self.redis_ports[i], OPERATOR_USER)
+            .await
+            .ok()?;
+        redis::cmd("INFO")
+            .arg("replication")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
     }
 }
 
@@ -312,7 +376,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -23,43 +23,56 @@ pub async fn start_cluster(down_after_ms: i64) -> HaCluster {
     }
     for i in 0..PODS {
         let want_master = i == 0;
-        wait_for(LIMIT, &format!("pod {i} to take its bootstrap role"), || {
-            let cluster = &cluster;
-            async move {
-                let info = cluster.replication_info(i).await?;
-                let role = info_field(&info, "role")?;
-                let ok = if want_master {
-                    role == "master" && info_field(&info, "connected_slaves")? == (PODS - 1).to_string()
-                } else {
-                    role == "slave"
-                        && info_field(&info, "master_port")? == cluster.redis_ports[0].to_string()
-                        && info_field(&info, "master_link_status")? == "up"
-                };
-                ok.then_some(())
-            }
-        })
+        wait_for(
+            LIMIT,
+            &format!("pod {i} to take its bootstrap role"),
+            || {
+                let cluster = &cluster;
+                async move {
+                    let info = cluster.replication_info(i).await?;
+                    let role = info_field(&info, "role")?;
+                    let ok = if want_master {
+                        role == "master"
+                            && info_field(&info, "connected_slaves")? == (PODS - 1).to_string()
+                    } else {
+                        role == "slave"
+                            && info_field(&info, "master_port")?
+                                == cluster.redis_ports[0].to_string()
+                            && info_field(&info, "master_link_status")? == "up"
+                    };
+                    ok.then_some(())
+                }
+            },
+        )
         .await;
     }
     for i in 0..PODS {
         cluster.start_sentinel(i);
     }
     for i in 0..PODS {
-        wait_for(LIMIT, &format!("Sentinel {i} to see every replica and Sentinel"), || {
-            let cluster = &cluster;
-            async move {
-                let mut conn = cluster.connect(cluster.sentinel_ports[i], OPERATOR_USER).await.ok()?;
-                let fields: Vec<String> = redis::cmd("SENTINEL")
-                    .arg("MASTER")
-                    .arg(cluster.master_name())
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
-                let get = |k: &str| fields.chunks(2).find(|c| c[0] == k).map(|c| c[1].clone());
-                let ok = get("num-slaves")? == (PODS - 1).to_string()
-                    && get("num-other-sentinels")? == (PODS - 1).to_string();
-                ok.then_some(())
-            }
-        })
+        wait_for(
+            LIMIT,
+            &format!("Sentinel {i} to see every replica and Sentinel"),
+            || {
+                let cluster = &cluster;
+                async move {
+                    let mut conn = cluster
+                        .connect(cluster.sentinel_ports[i], OPERATOR_USER)
+                        .await
+                        .ok()?;
+                    let fields: Vec<String> = redis::cmd("SENTINEL")
+                        .arg("MASTER")
+                        .arg(cluster.master_name())
+                        .query_async(&mut conn)
+                        .await
+                        .ok()?;
+                    let get = |k: &str| fields.chunks(2).find(|c| c[0] == k).map(|c| c[1].clone());
+                    let ok = get("num-slaves")? == (PODS - 1).to_string()
+                        && get("num-other-sentinels")? == (PODS - 1).to_string();
+                    ok.then_some(())
+                }
+            },
+        )
         .await;
     }
     cluster
@@ -96,7 +109,12 @@ async fn write_until_error(
             break;
         }
         if wait {
-            match redis::cmd("WAIT").arg(1).arg(100).query_async::<i64>(&mut conn).await {
+            match redis::cmd("WAIT")
+                .arg(1)
+                .arg(100)
+                .query_async::<i64>(&mut conn)
+                .await
+            {
                 Ok(replicas) if replicas >= 1 => {}
                 Ok(_) => {
                     writes.unconfirmed += 1;
@@ -155,7 +173,11 @@ pub struct FailoverRun {
 }
 
 /// Writes, kills the primary mid-stream, measures the failover, restarts the old primary empty.
-pub async fn run_failover(cluster: &mut HaCluster, wait: bool, writes_before_kill: usize) -> FailoverRun {
+pub async fn run_failover(
+    cluster: &mut HaCluster,
+    wait: bool,
+    writes_before_kill: usize,
+) -> FailoverRun {
     let options = cluster.discovery_options();
     let sentinels = cluster.sentinel_addrs();
     let before = discover_primary(&sentinels, &cluster.master_name(), &options)
@@ -165,7 +187,10 @@ pub async fn run_failover(cluster: &mut HaCluster, wait: bool, writes_before_kil
 
     let counter = Arc::new(AtomicUsize::new(0));
     let port = cluster.redis_ports[old_primary];
-    let conn = cluster.connect(port, APP_USER).await.expect("app user connects to the primary");
+    let conn = cluster
+        .connect(port, APP_USER)
+        .await
+        .expect("app user connects to the primary");
     let (writes, killed_at) = {
         let writer = write_until_error(conn, wait, counter.clone());
         let killer = async {
@@ -192,7 +217,9 @@ pub async fn run_failover(cluster: &mut HaCluster, wait: bool, writes_before_kil
         let sentinels = &sentinels;
         let options = &options;
         async move {
-            let answer = discover_primary(sentinels, &cluster.master_name(), options).await.ok()?;
+            let answer = discover_primary(sentinels, &cluster.master_name(), options)
+                .await
+                .ok()?;
             let pod = pod_of(cluster, &answer.address())?;
             if pod == old_primary {
                 return None;
@@ -211,22 +238,26 @@ pub async fn run_failover(cluster: &mut HaCluster, wait: bool, writes_before_kil
     cluster.start_redis(old_primary);
     let ever_master = std::sync::atomic::AtomicBool::new(false);
     let new_port = cluster.redis_ports[new_primary].to_string();
-    wait_for(LIMIT, "the empty old primary to rejoin as a replica", || {
-        let cluster = &*cluster;
-        let new_port = &new_port;
-        let ever_master = &ever_master;
-        async move {
-            let info = cluster.replication_info(old_primary).await?;
-            let role = info_field(&info, "role")?;
-            if role == "master" {
-                ever_master.store(true, Ordering::Relaxed);
+    wait_for(
+        LIMIT,
+        "the empty old primary to rejoin as a replica",
+        || {
+            let cluster = &*cluster;
+            let new_port = &new_port;
+            let ever_master = &ever_master;
+            async move {
+                let info = cluster.replication_info(old_primary).await?;
+                let role = info_field(&info, "role")?;
+                if role == "master" {
+                    ever_master.store(true, Ordering::Relaxed);
+                }
+                let ok = role == "slave"
+                    && info_field(&info, "master_port")? == *new_port
+                    && info_field(&info, "master_link_status")? == "up";
+                ok.then_some(())
             }
-            let ok = role == "slave"
-                && info_field(&info, "master_port")? == *new_port
-                && info_field(&info, "master_link_status")? == "up";
-            ok.then_some(())
-        }
-    })
+        },
+    )
     .await;
     let lost_after_rejoin = missing_on(cluster, new_primary, &writes.acknowledged).await;
     let missing_on_rejoined = missing_on(cluster, old_primary, &writes.acknowledged).await;
