@@ -6,15 +6,16 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod build;
 pub mod crd;
 pub mod error;
+pub mod ha;
+pub mod observe;
 pub mod password;
 pub mod quantity;
+pub mod render;
+pub mod rotation;
 pub mod settings;
 pub mod validate;
-pub mod build;
-pub mod render;
-pub mod observe;
-pub mod rotation;
 
 pub use error::{Error, Result};

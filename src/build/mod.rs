@@ -10,7 +10,9 @@ pub mod network_policy;
 pub mod pdb;
 pub mod pod_security;
 pub mod secret;
+pub mod sentinel;
 pub mod service;
+pub mod startup;
 pub mod statefulset;
 
 use k8s_openapi::api::apps::v1::StatefulSet;

@@ -1,0 +1,9 @@
+//! High availability at run time: which pod is the primary according to the Sentinels, and what
+//! the controller must change (role labels) so the ClusterIP Service follows it.
+
+pub mod primary;
+
+pub use primary::{
+    DiscoveryError, DiscoveryOptions, PrimaryAnswer, Role, RoleChange, desired_role_labels,
+    discover_primary, pod_for_host, role_label_changes,
+};

@@ -1,0 +1,385 @@
+//! Real-process harness for the HA tests and the failover bench: 3 redis-server started through the
+//! generated `startup.sh`, 3 redis-sentinel with the generated template, on loopback free ports.
+//! Pod host names become 127.0.0.1 and ports differ per pod; everything else is the generated text.
+//! Every process is SIGKILLed when the cluster is dropped.
+#![allow(dead_code)]
+
+pub mod scenario;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use sessionstore_operator::build::StoreCredentials;
+use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER, users_acl};
+use sessionstore_operator::build::config_map::redis_conf;
+use sessionstore_operator::build::meta::paths;
+use sessionstore_operator::build::sentinel::{
+    REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, master_name,
+    sentinel_conf, sentinel_users_acl,
+};
+use sessionstore_operator::build::startup::STARTUP_SCRIPT;
+use sessionstore_operator::crd::SessionStore;
+use sessionstore_operator::ha::DiscoveryOptions;
+use sessionstore_operator::settings::OperatorSettings;
+use sessionstore_operator::validate::{ValidatedStore, validate};
+
+pub const PODS: usize = 3;
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc(Child);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Fails (never skips) when the Redis binaries are missing: CI installs them.
+pub fn require_binaries() {
+    for bin in ["redis-server", "redis-sentinel", "redis-cli"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {bin}"))
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{bin} is required on PATH for the HA tests (apt-get install redis-server redis-sentinel)"
+        );
+    }
+}
+
+pub struct HaCluster {
+    pub dir: tempfile::TempDir,
+    pub store: ValidatedStore,
+    pub credentials: StoreCredentials,
+    pub redis_ports: Vec<u16>,
+    pub sentinel_ports: Vec<u16>,
+    redis: Vec<Option<Proc>>,
+    sentinels: Vec<Option<Proc>>,
+}
+
+impl HaCluster {
+    /// Writes the generated secrets, script and templates; starts nothing.
+    pub fn new(down_after_ms: i64) -> Self {
+        require_binaries();
+        let manifest = format!(
+            "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\n\
+             metadata: {{name: checkout, namespace: shop, uid: u1}}\n\
+             spec:\n  clients: {{podSelector: {{matchLabels: {{app: checkout}}}}}}\n  replicas: {PODS}\n\
+             \x20 persistence: {{mode: none}}\n\
+             \x20 sentinel: {{downAfterMilliseconds: {down_after_ms}, failoverTimeoutMilliseconds: 10000}}\n"
+        );
+        let parsed: SessionStore = serde_yaml::from_str(&manifest).expect("manifest parses");
+        let store = validate(&parsed).expect("manifest is valid");
+        let credentials = StoreCredentials::generate();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = HaCluster {
+            store,
+            credentials,
+            redis_ports: (0..PODS).map(|_| free_port()).collect(),
+            sentinel_ports: (0..PODS).map(|_| free_port()).collect(),
+            redis: (0..PODS).map(|_| None).collect(),
+            sentinels: (0..PODS).map(|_| None).collect(),
+            dir,
+        };
+        let secret = cluster.secret_dir();
+        fs::create_dir_all(&secret).expect("secret dir");
+        fs::write(
+            secret.join("users.acl"),
+            users_acl(&cluster.store, &cluster.credentials),
+        )
+        .expect("acl");
+        fs::write(
+            secret.join(SENTINEL_USERS_ACL_KEY),
+            sentinel_users_acl(&cluster.credentials),
+        )
+        .expect("acl");
+        fs::write(
+            secret.join(SENTINEL_PASSWORD_KEY),
+            cluster.credentials.sentinel.expose(),
+        )
+        .expect("pw");
+        fs::write(
+            secret.join(REPLICATION_PASSWORD_KEY),
+            cluster.credentials.replication.expose(),
+        )
+        .expect("pw");
+        fs::write(cluster.script(), STARTUP_SCRIPT).expect("script");
+        for i in 0..PODS {
+            fs::create_dir_all(cluster.data_dir(i)).expect("data dir");
+            fs::create_dir_all(cluster.run_dir(i)).expect("run dir");
+            fs::create_dir_all(cluster.sentinel_dir(i)).expect("sentinel dir");
+        }
+        cluster
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    fn secret_dir(&self) -> PathBuf {
+        self.root().join("internal")
+    }
+    fn script(&self) -> PathBuf {
+        self.root().join("startup.sh")
+    }
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.root().join(format!("data-{i}"))
+    }
+    fn run_dir(&self, i: usize) -> PathBuf {
+        self.root().join(format!("run-{i}"))
+    }
+    fn sentinel_dir(&self, i: usize) -> PathBuf {
+        self.root().join(format!("sentinel-{i}"))
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.root().join(format!("{name}.log"))
+    }
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.redis_ports[i])
+    }
+    pub fn master_name(&self) -> String {
+        master_name(&self.store)
+    }
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Maps the mount paths of the generated text to this cluster's directories.
+    fn localize(&self, text: &str) -> String {
+        text.replace(
+            paths::INTERNAL_SECRET_DIR,
+            &self.secret_dir().display().to_string(),
+        )
+        .replace(paths::CONFIG_DIR, &self.root().display().to_string())
+    }
+
+    /// The generated redis.conf plus the loopback overrides (last value wins), written afresh at
+    /// every start like the read-only ConfigMap in a pod.
+    fn write_redis_conf(&self, i: usize) -> PathBuf {
+        let mut conf = self.localize(&redis_conf(&self.store));
+        conf.push_str(&format!(
+            "\n# test overrides\nport {}\nbind 127.0.0.1\ndir {}\naclfile {}/users.acl\n\
+             save \"\"\nappendonly no\nlogfile \"\"\nrepl-diskless-sync-delay 0\n",
+            self.redis_ports[i],
+            self.data_dir(i).display(),
+            self.secret_dir().display(),
+        ));
+        let path = self.root().join(format!("redis-{i}.conf"));
+        fs::write(&path, conf).expect("redis.conf");
+        path
+    }
+
+    fn script_env(&self, i: usize) -> Vec<(String, String)> {
+        let peers: Vec<String> = (0..PODS).map(|j| self.addr(j)).collect();
+        let template = self.sentinel_dir(i).join("template.conf");
+        vec![
+            ("SS_MASTER_NAME".into(), self.master_name()),
+            ("SS_SELF_HOST".into(), "127.0.0.1".into()),
+            ("SS_SELF_PORT".into(), self.redis_ports[i].to_string()),
+            ("SS_PEERS".into(), peers.join(" ")),
+            ("SS_BOOTSTRAP".into(), self.addr(0)),
+            ("SS_SENTINELS".into(), self.sentinel_addrs().join(" ")),
+            (
+                "SS_SENTINEL_PORT".into(),
+                self.sentinel_ports[i].to_string(),
+            ),
+            (
+                "SS_SECRET_DIR".into(),
+                self.secret_dir().display().to_string(),
+            ),
+            ("SS_RUN_DIR".into(), self.run_dir(i).display().to_string()),
+            ("SS_DATA_DIR".into(), self.data_dir(i).display().to_string()),
+            (
+                "SS_REDIS_CONF".into(),
+                self.root()
+                    .join(format!("redis-{i}.conf"))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "SS_SENTINEL_TEMPLATE".into(),
+                template.display().to_string(),
+            ),
+            (
+                "SS_SENTINEL_CONF".into(),
+                self.sentinel_dir(i)
+                    .join("sentinel.conf")
+                    .display()
+                    .to_string(),
+            ),
+            ("SS_WAIT_SECONDS".into(), "60".into()),
+            ("SS_RETRY_SECONDS".into(), "0.2".into()),
+            ("SS_CALL_TIMEOUT_SECONDS".into(), "2".into()),
+        ]
+    }
+
+    fn spawn(&self, log: &str, cmd: &mut Command) -> Proc {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(log))
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        Proc(cmd.stdout(out).stderr(err).spawn().expect("process starts"))
+    }
+
+    /// Starts pod `i`'s Redis the way the container does: `sh startup.sh redis` (which execs redis-server).
+    pub fn start_redis(&mut self, i: usize) {
+        self.write_redis_conf(i);
+        let mut cmd = Command::new("sh");
+        cmd.arg(self.script()).arg("redis").envs(self.script_env(i));
+        let proc = self.spawn(&format!("redis-{i}"), &mut cmd);
+        self.redis[i] = Some(proc);
+    }
+
+    /// SIGKILL, like a node or container crash.
+    pub fn kill_redis(&mut self, i: usize) {
+        self.redis[i] = None;
+    }
+
+    /// Empties the data dir, like a pod rescheduled onto a fresh volume.
+    pub fn wipe_data(&self, i: usize) {
+        let dir = self.data_dir(i);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("data dir");
+    }
+
+    /// The Sentinel init step, then the Sentinel itself with the written config.
+    pub fn start_sentinel(&mut self, i: usize) {
+        let template = sentinel_conf(&self.store, &OperatorSettings::default())
+            .replace(
+                "port 26379\n",
+                &format!("port {}\n", self.sentinel_ports[i]),
+            )
+            .replace(
+                &format!("dir {}\n", paths::SENTINEL_DIR),
+                &format!("dir {}\n", self.sentinel_dir(i).display()),
+            );
+        let template = self.localize(&template);
+        fs::write(self.sentinel_dir(i).join("template.conf"), template).expect("template");
+        let status = Command::new("sh")
+            .arg(self.script())
+            .arg("sentinel-init")
+            .envs(self.script_env(i))
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log(&format!("sentinel-init-{i}")))
+                    .expect("log"),
+            )
+            .status()
+            .expect("sentinel-init runs");
+        assert!(
+            status.success(),
+            "sentinel-init {i} failed; see {}",
+            self.log(&format!("sentinel-init-{i}")).display()
+        );
+        let mut cmd = Command::new("redis-sentinel");
+        cmd.arg(self.sentinel_dir(i).join("sentinel.conf"));
+        let proc = self.spawn(&format!("sentinel-{i}"), &mut cmd);
+        self.sentinels[i] = Some(proc);
+    }
+
+    pub fn sentinel_conf_text(&self, i: usize) -> String {
+        fs::read_to_string(self.sentinel_dir(i).join("sentinel.conf")).unwrap_or_default()
+    }
+
+    pub fn discovery_options(&self) -> DiscoveryOptions {
+        let mut options = DiscoveryOptions::new(OPERATOR_USER, self.credentials.operator.clone());
+        options.connect_timeout = Duration::from_millis(300);
+        options.response_timeout = Duration::from_millis(300);
+        options
+    }
+
+    pub async fn connect(
+        &self,
+        port: u16,
+        user: &str,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let password = match user {
+            APP_USER => self.credentials.app.expose(),
+            OPERATOR_USER => self.credentials.operator.expose(),
+            SENTINEL_USER => self.credentials.sentinel.expose(),
+            _ => "",
+        };
+        let info = ConnectionAddr::Tcp("127.0.0.1".into(), port)
+            .into_connection_info()?
+            .set_redis_settings(
+                RedisConnectionInfo::default()
+                    .set_username(user)
+                    .set_password(password)
+                    .set_skip_set_lib_name(),
+            );
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(1000)));
+        redis::Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// `INFO replication` of pod `i` as the operator user, or `None` if it does not answer.
+    pub async fn replication_info(&self, i: usize) -> Option<String> {
+        let mut conn = self
+            .connect(self.redis_ports[i], OPERATOR_USER)
+            .await
+            .ok()?;
+        redis::cmd("INFO")
+            .arg("replication")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    }
+}
+
+/// `key:value` from an INFO text.
+pub fn info_field(info: &str, key: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `limit` passes.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
