@@ -2,9 +2,9 @@
 //! Pure functions, one file per child kind; no client, no clock, no randomness.
 
 pub mod acl;
+pub mod config_map;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod config_map;
 pub mod meta;
 pub mod network_policy;
 pub mod pdb;
