@@ -116,20 +116,20 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
             return Ok(Action::await_change());
         }
     };
-    match pipeline(ctx, store, &validated).await {
+    match pipeline(ctx, store, &validated, true).await {
         // Someone created a Secret between our read and our create: read again, once.
         Err(Error::Conflict { context }) => {
             tracing::info!(%context, "conflict on create; reading again");
             ctx.credentials.forget(&validated);
-            pipeline(ctx, store, &validated).await
+            pipeline(ctx, store, &validated, false).await
         }
         other => other,
     }
 }
 
 /// Read Secrets -> build -> apply -> status, for a valid store.
-async fn pipeline(ctx: &Context, store: &SessionStore, validated: &ValidatedStore) -> Result<Action> {
-    let secrets_read = match read_credentials(ctx, validated).await {
+async fn pipeline(ctx: &Context, store: &SessionStore, validated: &ValidatedStore, optimistic: bool) -> Result<Action> {
+    let secrets_read = match read_credentials(ctx, validated, optimistic).await {
         Ok(read) => read,
         Err(Error::ExistingSecret { message }) => {
             tracing::warn!("{message}");

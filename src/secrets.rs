@@ -220,8 +220,10 @@ fn stored_password(secret: Option<&Secret>, key: &str) -> Result<Option<Password
     }
 }
 
-/// Reads the Secrets (or remembers them) and derives the credentials.
-pub async fn read_credentials(ctx: &Context, store: &ValidatedStore) -> Result<SecretsRead> {
+/// Reads the Secrets (or remembers them) and derives the credentials. With `optimistic`, a missing
+/// connection Secret means the internal one is not read but created (a 409 makes the caller retry
+/// with `optimistic = false`).
+pub async fn read_credentials(ctx: &Context, store: &ValidatedStore, optimistic: bool) -> Result<SecretsRead> {
     if let Some(remembered) = ctx.credentials.fresh(store) {
         return Ok(SecretsRead {
             credentials: remembered.credentials,
@@ -238,8 +240,8 @@ pub async fn read_credentials(ctx: &Context, store: &ValidatedStore) -> Result<S
     // A missing connection Secret means a new store: skip the read of the internal one and create
     // it optimistically (a 409 re-reads). Saves one request per new store.
     let internal = match connection {
-        SecretState::Existing(_) => get_secret(ctx, &api, &SecretRole::Internal.name(&store.name)).await?,
-        _ => SecretState::Unread,
+        SecretState::Missing if optimistic => SecretState::Unread,
+        _ => get_secret(ctx, &api, &SecretRole::Internal.name(&store.name)).await?,
     };
     let credentials = credentials_from_secrets(connection.secret(), internal.secret(), existing_password)?;
     Ok(SecretsRead {
