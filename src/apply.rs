@@ -48,7 +48,12 @@ impl DriftMemo {
 
     /// Whether the live object is as our last apply left it (unknown counts as yes).
     fn untouched(&self, key: &str, live: &Option<String>) -> bool {
-        match self.applied.lock().unwrap_or_else(PoisonError::into_inner).get(key) {
+        match self
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
             Some(ours) => ours == live,
             None => true,
         }
@@ -62,7 +67,10 @@ impl DriftMemo {
     }
 
     fn forget(&self, key: &str) {
-        self.applied.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 }
 
@@ -98,7 +106,11 @@ pub async fn apply_children(
     let mut outcome = ApplyOutcome::default();
     let uses_existing = store.auth.existing_secret.is_some();
 
-    outcome.count(apply_child(ctx, ChildKind::ConfigMap, config_map).await?.is_some());
+    outcome.count(
+        apply_child(ctx, ChildKind::ConfigMap, config_map)
+            .await?
+            .is_some(),
+    );
 
     let internal = secrets::apply_secret(
         ctx,
@@ -121,17 +133,38 @@ pub async fn apply_children(
     outcome.count(!matches!(internal, SecretApplied::Unchanged(_)));
     outcome.count(!matches!(connection, SecretApplied::Unchanged(_)));
     outcome.created = matches!(connection, SecretApplied::Created(_));
-    ctx.credentials
-        .remember(store, secrets_read.credentials.clone(), connection.hash(), internal.hash());
+    ctx.credentials.remember(
+        store,
+        secrets_read.credentials.clone(),
+        connection.hash(),
+        internal.hash(),
+    );
 
-    outcome.count(apply_child(ctx, ChildKind::Service, headless_service).await?.is_some());
-    outcome.count(apply_child(ctx, ChildKind::Service, service).await?.is_some());
-    let applied_sts: Option<StatefulSet> = apply_child(ctx, ChildKind::StatefulSet, statefulset).await?;
+    outcome.count(
+        apply_child(ctx, ChildKind::Service, headless_service)
+            .await?
+            .is_some(),
+    );
+    outcome.count(
+        apply_child(ctx, ChildKind::Service, service)
+            .await?
+            .is_some(),
+    );
+    let applied_sts: Option<StatefulSet> =
+        apply_child(ctx, ChildKind::StatefulSet, statefulset).await?;
     outcome.count(applied_sts.is_some());
     outcome.statefulset_status = applied_sts.and_then(|s| s.status);
-    outcome.count(apply_child(ctx, ChildKind::NetworkPolicy, network_policy).await?.is_some());
+    outcome.count(
+        apply_child(ctx, ChildKind::NetworkPolicy, network_policy)
+            .await?
+            .is_some(),
+    );
     match pod_disruption_budget {
-        Some(pdb) => outcome.count(apply_child(ctx, ChildKind::PodDisruptionBudget, pdb).await?.is_some()),
+        Some(pdb) => outcome.count(
+            apply_child(ctx, ChildKind::PodDisruptionBudget, pdb)
+                .await?
+                .is_some(),
+        ),
         None => outcome.count(
             delete_child::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(
                 ctx,
@@ -157,7 +190,11 @@ impl ApplyOutcome {
 /// Returns the object the API server stored, or `None` when nothing was sent.
 pub async fn apply_child<K>(ctx: &Context, kind: ChildKind, mut desired: K) -> Result<Option<K>>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let hash = object_hash(&desired)?;
     desired
@@ -192,7 +229,11 @@ where
     tracing::debug!(child = %what, "applying");
     ctx.metrics.api_request("patch");
     let applied = api
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired))
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
         .await
         .map_err(|e| Error::kube(format!("applying {what}"), e))?;
     ctx.drift.record(memo_key, drift_key(applied.meta()));
@@ -200,9 +241,17 @@ where
 }
 
 /// Deletes a child the store no longer needs (the PDB when replicas drop to 1), if it exists.
-async fn delete_child<K>(ctx: &Context, kind: ChildKind, namespace: &str, name: &str) -> Result<bool>
+async fn delete_child<K>(
+    ctx: &Context,
+    kind: ChildKind,
+    namespace: &str,
+    name: &str,
+) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let exists = match ctx.cache.lookup(kind, namespace, name) {
@@ -212,7 +261,9 @@ where
             ctx.metrics.api_request("get");
             api.get_metadata_opt(name)
                 .await
-                .map_err(|e| Error::kube(format!("reading {} {namespace}/{name}", kind.as_str()), e))?
+                .map_err(|e| {
+                    Error::kube(format!("reading {} {namespace}/{name}", kind.as_str()), e)
+                })?
                 .is_some()
         }
     };
@@ -223,7 +274,12 @@ where
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(e) => return Err(Error::kube(format!("deleting {} {namespace}/{name}", kind.as_str()), e)),
+        Err(e) => {
+            return Err(Error::kube(
+                format!("deleting {} {namespace}/{name}", kind.as_str()),
+                e,
+            ));
+        }
     }
     ctx.drift.forget(&DriftMemo::key(kind, namespace, name));
     Ok(true)

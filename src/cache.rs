@@ -76,7 +76,9 @@ impl LiveChild {
 }
 
 /// `generation` when set (spec edits only), else `resourceVersion`.
-pub fn drift_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+pub fn drift_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
     match meta.generation {
         Some(generation) if generation > 0 => Some(format!("g{generation}")),
         _ => meta.resource_version.as_ref().map(|rv| format!("rv{rv}")),
@@ -152,7 +154,10 @@ impl MemoryCache {
     }
 
     pub fn len(&self) -> usize {
-        self.objects.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -212,7 +217,9 @@ impl ChildCache for WatchCache {
             ChildKind::Service => lookup_in(&self.services, namespace, name),
             ChildKind::StatefulSet => lookup_in(&self.statefulsets, namespace, name),
             ChildKind::NetworkPolicy => lookup_in(&self.network_policies, namespace, name),
-            ChildKind::PodDisruptionBudget => lookup_in(&self.pod_disruption_budgets, namespace, name),
+            ChildKind::PodDisruptionBudget => {
+                lookup_in(&self.pod_disruption_budgets, namespace, name)
+            }
         }
     }
 
@@ -270,7 +277,10 @@ mod tests {
             cache.lookup(ChildKind::Service, "ns", "a"),
             Cached::Present(LiveChild { applied_hash: Some(h), .. }) if h == "h"
         ));
-        assert_eq!(cache.lookup(ChildKind::ConfigMap, "ns", "a"), Cached::Absent);
+        assert_eq!(
+            cache.lookup(ChildKind::ConfigMap, "ns", "a"),
+            Cached::Absent
+        );
         cache.remove(ChildKind::Service, "ns", "a");
         assert_eq!(cache.lookup(ChildKind::Service, "ns", "a"), Cached::Absent);
     }

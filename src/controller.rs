@@ -52,7 +52,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: OperatorSettings, cache: Arc<dyn ChildCache>, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        settings: OperatorSettings,
+        cache: Arc<dyn ChildCache>,
+        metrics: Metrics,
+    ) -> Self {
         Self::with_instance(client, settings, cache, metrics, None)
     }
 
@@ -86,7 +91,11 @@ impl Context {
 }
 
 fn store_key(store: &SessionStore) -> String {
-    format!("{}/{}", store.namespace().unwrap_or_default(), store.name_any())
+    format!(
+        "{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    )
 }
 
 /// Reconciles one SessionStore. Errors go to [`error_policy`].
@@ -110,7 +119,15 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
             tracing::warn!(field = %error.field, "invalid spec: {}", error.message);
             let written = write_status(ctx, store, &Progress::Invalid(&error)).await?;
             if written {
-                publish(ctx, store, EventType::Warning, "InvalidSpec", "Validating", error.to_string()).await;
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validating",
+                    error.to_string(),
+                )
+                .await;
             }
             // Retrying cannot help: wait for the user to change the spec.
             return Ok(Action::await_change());
@@ -128,14 +145,27 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
 }
 
 /// Read Secrets -> build -> apply -> status, for a valid store.
-async fn pipeline(ctx: &Context, store: &SessionStore, validated: &ValidatedStore, optimistic: bool) -> Result<Action> {
+async fn pipeline(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    optimistic: bool,
+) -> Result<Action> {
     let secrets_read = match read_credentials(ctx, validated, optimistic).await {
         Ok(read) => read,
         Err(Error::ExistingSecret { message }) => {
             tracing::warn!("{message}");
             let written = write_status(ctx, store, &Progress::WaitingForSecret(&message)).await?;
             if written {
-                publish(ctx, store, EventType::Warning, "ExistingSecretMissing", "ReadingSecret", format!("spec.auth.existingSecret: {message}")).await;
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "ExistingSecretMissing",
+                    "ReadingSecret",
+                    format!("spec.auth.existingSecret: {message}"),
+                )
+                .await;
             }
             return Ok(Action::requeue(EXISTING_SECRET_RETRY));
         }
@@ -195,7 +225,11 @@ async fn statefulset_ready_replicas(ctx: &Context, store: &ValidatedStore) -> Re
     if let Some(status) = ctx.cache.statefulset_status(&store.namespace, &name) {
         return Ok(status.ready_replicas.unwrap_or(0));
     }
-    if ctx.cache.lookup(ChildKind::StatefulSet, &store.namespace, &name) != Cached::Unknown {
+    if ctx
+        .cache
+        .lookup(ChildKind::StatefulSet, &store.namespace, &name)
+        != Cached::Unknown
+    {
         return Ok(0);
     }
     ctx.metrics.api_request("get");
@@ -204,13 +238,26 @@ async fn statefulset_ready_replicas(ctx: &Context, store: &ValidatedStore) -> Re
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e))?;
-    Ok(sts.and_then(|s| s.status).and_then(|s| s.ready_replicas).unwrap_or(0))
+    Ok(sts
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0))
 }
 
 /// Computes the status and writes it when it changed. Returns whether it wrote.
-async fn write_status(ctx: &Context, store: &SessionStore, progress: &Progress<'_>) -> Result<bool> {
+async fn write_status(
+    ctx: &Context,
+    store: &SessionStore,
+    progress: &Progress<'_>,
+) -> Result<bool> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let desired = status::desired_status(store.status.as_ref(), store.meta().generation, progress, &ctx.settings, &now);
+    let desired = status::desired_status(
+        store.status.as_ref(),
+        store.meta().generation,
+        progress,
+        &ctx.settings,
+        &now,
+    );
     if !status::differs(store.status.as_ref(), &desired) {
         return Ok(false);
     }
@@ -225,14 +272,24 @@ fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
         tracing::info!(
             from = before.map(Phase::as_str).unwrap_or("None"),
             to = desired.phase.map(Phase::as_str).unwrap_or("None"),
-            reason = desired.condition(READY).map(|c| c.reason.as_str()).unwrap_or_default(),
+            reason = desired
+                .condition(READY)
+                .map(|c| c.reason.as_str())
+                .unwrap_or_default(),
             "phase changed"
         );
     }
 }
 
 /// Publishes an Event about the store; a failure is logged, never fatal to the reconcile.
-async fn publish(ctx: &Context, store: &SessionStore, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    store: &SessionStore,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     ctx.metrics.api_request("create");
     let event = Event {
         type_,
@@ -271,8 +328,14 @@ pub fn error_policy(store: Arc<SessionStore>, error: &Error, ctx: Arc<Context>) 
 /// `BACKOFF_BASE * 2^(failures-1)`, capped at `BACKOFF_MAX`; at least `THROTTLED_MIN` after a 429.
 pub fn backoff_delay(failures: u32, throttled: bool) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    let delay = BACKOFF_BASE.saturating_mul(1u32 << exponent).min(BACKOFF_MAX);
-    if throttled { delay.max(THROTTLED_MIN) } else { delay }
+    let delay = BACKOFF_BASE
+        .saturating_mul(1u32 << exponent)
+        .min(BACKOFF_MAX);
+    if throttled {
+        delay.max(THROTTLED_MIN)
+    } else {
+        delay
+    }
 }
 
 #[cfg(test)]

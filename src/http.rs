@@ -43,7 +43,10 @@ impl HttpState {
 
     /// The controllers' SessionStore caches, counted by phase at scrape time.
     pub fn add_store_reader(&self, store: Store<SessionStore>) {
-        self.stores.lock().unwrap_or_else(PoisonError::into_inner).push(store);
+        self.stores
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(store);
     }
 }
 
@@ -76,7 +79,10 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     match encode(&state.registry) {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         ),
         Err(_) => (
@@ -93,23 +99,31 @@ pub async fn serve(
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::io::{Read, Write};
 
+    /// A plain HTTP/1.1 GET on a blocking socket (tokio's io-util is not enabled).
     async fn fetch(addr: std::net::SocketAddr, path: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .expect("writes");
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await.expect("reads");
-        out
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            stream.write_all(request.as_bytes()).expect("writes");
+            let mut out = String::new();
+            stream.read_to_string(&mut out).expect("reads");
+            out
+        })
+        .await
+        .expect("joins")
     }
 
     #[tokio::test]
@@ -117,7 +131,9 @@ mod tests {
         let (registry, metrics) = crate::metrics::new_registry();
         metrics.api_request("get");
         let state = HttpState::new(registry, metrics);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, state.clone(), async {
@@ -129,7 +145,10 @@ mod tests {
         state.set_ready(true);
         assert!(fetch(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         let metrics = fetch(addr, "/metrics").await;
-        assert!(metrics.contains("sessionstore_api_requests_total{verb=\"get\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains("sessionstore_api_requests_total{verb=\"get\"} 1"),
+            "{metrics}"
+        );
 
         let _ = stop.send(());
         tokio::time::timeout(std::time::Duration::from_secs(5), server)

@@ -2,7 +2,7 @@
 //! replicas can run: only the holder reconciles; the other waits, ready to take over.
 
 use kube::Client;
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManager};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,7 +20,12 @@ pub struct Leader {
 
 impl Leader {
     /// Reads (or creates) the Lease and starts the renew loop. Returns once the lease state is known.
-    pub async fn start(client: Client, namespace: &str, lease_name: &str, identity: &str) -> Result<Self> {
+    pub async fn start(
+        client: Client,
+        namespace: &str,
+        lease_name: &str,
+        identity: &str,
+    ) -> Result<Self> {
         let manager = LeaseManagerBuilder::new(client, lease_name)
             .with_namespace(namespace)
             .with_identity(identity)

@@ -13,7 +13,11 @@ use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "sessionstore-operator", version, about = "A secure, reliable Redis for every application's sessions")]
+#[command(
+    name = "sessionstore-operator",
+    version,
+    about = "A secure, reliable Redis for every application's sessions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller against the current kubeconfig or in-cluster configuration.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the SessionStore CustomResourceDefinition as YAML.
     Crd,
     /// Validate a SessionStore manifest and print every child object, with no cluster.
@@ -65,10 +69,18 @@ struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "sessionstore-system")]
     operator_namespace: String,
     /// Labels of the operator's pods, let in by every store's NetworkPolicy.
-    #[arg(long, env = "OPERATOR_POD_LABELS", default_value = "app.kubernetes.io/name=sessionstore-operator")]
+    #[arg(
+        long,
+        env = "OPERATOR_POD_LABELS",
+        default_value = "app.kubernetes.io/name=sessionstore-operator"
+    )]
     operator_pod_labels: String,
     /// Labels of the namespace Prometheus scrapes from.
-    #[arg(long, env = "MONITORING_NAMESPACE_LABELS", default_value = "kubernetes.io/metadata.name=monitoring")]
+    #[arg(
+        long,
+        env = "MONITORING_NAMESPACE_LABELS",
+        default_value = "kubernetes.io/metadata.name=monitoring"
+    )]
     monitoring_namespace_labels: String,
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -79,14 +91,21 @@ struct RunArgs {
     pod_name: Option<String>,
 }
 
-fn parse_labels(flag: &str, value: &str) -> sessionstore_operator::Result<BTreeMap<String, String>> {
+fn parse_labels(
+    flag: &str,
+    value: &str,
+) -> sessionstore_operator::Result<BTreeMap<String, String>> {
     value
         .split(',')
         .filter(|pair| !pair.trim().is_empty())
         .map(|pair| {
             pair.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| sessionstore_operator::Error::Startup(format!("{flag}: expected k=v,..., got {pair:?}")))
+                .ok_or_else(|| {
+                    sessionstore_operator::Error::Startup(format!(
+                        "{flag}: expected k=v,..., got {pair:?}"
+                    ))
+                })
         })
         .collect()
 }
@@ -102,7 +121,11 @@ fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
             .unwrap_or_else(|| format!("sessionstore-operator-{}", std::process::id())),
     };
     let options = RunOptions {
-        namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+        namespaces: args
+            .namespaces
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
         http_addr: args.http_addr,
         leader_election: args.leader_election && !args.no_leader_election,
         lease_name: args.lease_name,
@@ -111,21 +134,28 @@ fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
         settings: OperatorSettings {
             operator_namespace: args.operator_namespace,
             operator_pod_labels: parse_labels("--operator-pod-labels", &args.operator_pod_labels)?,
-            monitoring_namespace_labels: parse_labels("--monitoring-namespace-labels", &args.monitoring_namespace_labels)?,
+            monitoring_namespace_labels: parse_labels(
+                "--monitoring-namespace-labels",
+                &args.monitoring_namespace_labels,
+            )?,
             cluster_domain: args.cluster_domain,
         },
     };
     // Health checks land with the health step; the interval is accepted now so the chart's flag works.
-    tracing::debug!(health_interval_seconds = args.health_interval_seconds, "health interval");
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| sessionstore_operator::Error::Startup(format!("starting the async runtime: {e}")))?;
+    tracing::debug!(
+        health_interval_seconds = args.health_interval_seconds,
+        "health interval"
+    );
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        sessionstore_operator::Error::Startup(format!("starting the async runtime: {e}"))
+    })?;
     runtime.block_on(sessionstore_operator::run::run(options))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Crd => render::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Render { file, show_secrets } => read_input(&file).and_then(|source| {
             render::render(&source, &file, show_secrets, &OperatorSettings::default())

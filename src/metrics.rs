@@ -61,7 +61,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric under the `sessionstore_` prefix.
     pub fn register(self, registry: &mut Registry) -> Self {
-        registry.register("reconciles", "Reconciles by result", self.reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by result",
+            self.reconciles.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Failed reconciles by error kind",
@@ -95,11 +99,15 @@ impl Metrics {
     }
 
     pub fn reconcile_ok(&self) {
-        self.reconciles.get_or_create(&ResultLabels { result: "ok" }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
     }
 
     pub fn reconcile_failed(&self, error: &Error) {
-        self.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
         self.reconcile_errors
             .get_or_create(&KindLabels {
                 kind: error.metric_label(),
@@ -122,7 +130,9 @@ impl Metrics {
         }
         for (phase, count) in Phase::ALL.iter().zip(counts) {
             self.stores
-                .get_or_create(&PhaseLabels { phase: phase.as_str() })
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
                 .set(count);
         }
     }

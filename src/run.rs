@@ -60,7 +60,11 @@ pub async fn run(options: RunOptions) -> Result<()> {
         .map_err(|e| Error::Startup(format!("listening on {}: {e}", options.http_addr)))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(signal_listener(stop_tx.clone()));
-    let server = tokio::spawn(http::serve(listener, state.clone(), stopped(stop_rx.clone())));
+    let server = tokio::spawn(http::serve(
+        listener,
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     let mut leader = None;
     if options.leader_election {
@@ -88,7 +92,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
 
     let result = {
-        let controllers = run_controllers(client, &options, metrics, state.clone(), stop_rx.clone());
+        let controllers =
+            run_controllers(client, &options, metrics, state.clone(), stop_rx.clone());
         tokio::pin!(controllers);
         match leader.as_mut() {
             Some(lease) => {
@@ -138,15 +143,16 @@ async fn check_crd(client: &Client, namespaces: &[String]) -> Result<()> {
 async fn signal_listener(stop: watch::Sender<bool>) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                let _ = stop.send(true);
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = stop.send(true);
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
@@ -160,14 +166,14 @@ async fn signal_listener(stop: watch::Sender<bool>) {
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
-fn stopped(mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// A `Sync` shutdown future for `Controller::graceful_shutdown_on` (bridged through a oneshot).
-fn stopped_sync(stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+fn stopped_sync(
+    stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
     let (tx, rx) = futures::channel::oneshot::channel::<()>();
     tokio::spawn(async move {
         stopped(stop).await;
@@ -221,7 +227,9 @@ where
 }
 
 fn child_config() -> watcher::Config {
-    watcher::Config::default().labels(&managed_by_selector()).any_semantic()
+    watcher::Config::default()
+        .labels(&managed_by_selector())
+        .any_semantic()
 }
 
 /// A label-selected metadata-only watch reflected into a store, stripped of managedFields.
@@ -232,7 +240,13 @@ fn metadata_reflector<K>(
     impl Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, child_config())
@@ -261,10 +275,15 @@ async fn run_controllers(
     let mut controllers = Vec::new();
     let mut readiness = Vec::new();
     for scope in &scopes {
-        let (config_maps, cm_stream) = metadata_reflector(api_for::<PartialObjectMeta<ConfigMap>>(&client, scope));
-        let (services, svc_stream) = metadata_reflector(api_for::<PartialObjectMeta<Service>>(&client, scope));
-        let (network_policies, np_stream) = metadata_reflector(api_for::<PartialObjectMeta<NetworkPolicy>>(&client, scope));
-        let (pod_disruption_budgets, pdb_stream) = metadata_reflector(api_for::<PartialObjectMeta<PodDisruptionBudget>>(&client, scope));
+        let (config_maps, cm_stream) =
+            metadata_reflector(api_for::<PartialObjectMeta<ConfigMap>>(&client, scope));
+        let (services, svc_stream) =
+            metadata_reflector(api_for::<PartialObjectMeta<Service>>(&client, scope));
+        let (network_policies, np_stream) =
+            metadata_reflector(api_for::<PartialObjectMeta<NetworkPolicy>>(&client, scope));
+        let (pod_disruption_budgets, pdb_stream) = metadata_reflector(api_for::<
+            PartialObjectMeta<PodDisruptionBudget>,
+        >(&client, scope));
         // StatefulSets are watched whole for their status, with the spec dropped to save memory.
         let (statefulsets, sts_writer) = reflector::store();
         let sts_stream = watcher(api_for::<StatefulSet>(&client, scope), child_config())
@@ -285,18 +304,21 @@ async fn run_controllers(
         readiness.push(cache.clone());
         caches.insert(scope.clone(), cache);
 
-        let controller = Controller::new(api_for::<SessionStore>(&client, scope), watcher::Config::default().any_semantic())
-            .owns_stream(cm_stream)
-            .owns_stream(svc_stream)
-            .owns_stream(np_stream)
-            .owns_stream(pdb_stream)
-            .owns_stream(sts_stream)
-            .with_config(
-                ControllerConfig::default()
-                    .concurrency(options.max_concurrent_reconciles)
-                    .debounce(Duration::from_millis(500)),
-            )
-            .graceful_shutdown_on(stopped_sync(stop.clone()));
+        let controller = Controller::new(
+            api_for::<SessionStore>(&client, scope),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns_stream(cm_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(np_stream)
+        .owns_stream(pdb_stream)
+        .owns_stream(sts_stream)
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(options.max_concurrent_reconciles)
+                .debounce(Duration::from_millis(500)),
+        )
+        .graceful_shutdown_on(stopped_sync(stop.clone()));
         state.add_store_reader(controller.store());
         controllers.push(controller);
     }

@@ -57,7 +57,11 @@ impl SecretRole {
         match (self, uses_existing_secret) {
             (SecretRole::Connection, false) => &[PASSWORD_KEY],
             (SecretRole::Connection, true) => &[],
-            (SecretRole::Internal, _) => &[OPERATOR_PASSWORD_KEY, REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY],
+            (SecretRole::Internal, _) => &[
+                OPERATOR_PASSWORD_KEY,
+                REPLICATION_PASSWORD_KEY,
+                SENTINEL_PASSWORD_KEY,
+            ],
         }
     }
 
@@ -110,7 +114,9 @@ pub enum SecretApplied {
 impl SecretApplied {
     pub fn hash(&self) -> &str {
         match self {
-            SecretApplied::Created(h) | SecretApplied::Patched(h) | SecretApplied::Unchanged(h) => h,
+            SecretApplied::Created(h) | SecretApplied::Patched(h) | SecretApplied::Unchanged(h) => {
+                h
+            }
         }
     }
 }
@@ -144,18 +150,27 @@ impl CredentialMemo {
     }
 
     /// Records what was just applied.
-    pub fn remember(&self, store: &ValidatedStore, credentials: StoreCredentials, connection_hash: &str, internal_hash: &str) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            store_key(store),
-            Remembered {
-                uid: store.owner_reference.uid.clone(),
-                generation: store.generation,
-                credentials,
-                connection_hash: connection_hash.into(),
-                internal_hash: internal_hash.into(),
-                at: Instant::now(),
-            },
-        );
+    pub fn remember(
+        &self,
+        store: &ValidatedStore,
+        credentials: StoreCredentials,
+        connection_hash: &str,
+        internal_hash: &str,
+    ) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                store_key(store),
+                Remembered {
+                    uid: store.owner_reference.uid.clone(),
+                    generation: store.generation,
+                    credentials,
+                    connection_hash: connection_hash.into(),
+                    internal_hash: internal_hash.into(),
+                    at: Instant::now(),
+                },
+            );
     }
 
     /// Forgets a store (after a conflict, or when it is gone).
@@ -187,15 +202,20 @@ pub fn credentials_from_secrets(
     Ok(StoreCredentials {
         app,
         app_previous: None,
-        operator: stored_password(internal, OPERATOR_PASSWORD_KEY)?.unwrap_or_else(Password::generate),
-        replication: stored_password(internal, REPLICATION_PASSWORD_KEY)?.unwrap_or_else(Password::generate),
-        sentinel: stored_password(internal, SENTINEL_PASSWORD_KEY)?.unwrap_or_else(Password::generate),
+        operator: stored_password(internal, OPERATOR_PASSWORD_KEY)?
+            .unwrap_or_else(Password::generate),
+        replication: stored_password(internal, REPLICATION_PASSWORD_KEY)?
+            .unwrap_or_else(Password::generate),
+        sentinel: stored_password(internal, SENTINEL_PASSWORD_KEY)?
+            .unwrap_or_else(Password::generate),
     })
 }
 
 /// A non-empty password under `key`, or `None`. Errors never contain the value.
 fn stored_password(secret: Option<&Secret>, key: &str) -> Result<Option<Password>> {
-    let Some(secret) = secret else { return Ok(None) };
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
     let value = secret
         .data
         .as_ref()
@@ -223,7 +243,11 @@ fn stored_password(secret: Option<&Secret>, key: &str) -> Result<Option<Password
 /// Reads the Secrets (or remembers them) and derives the credentials. With `optimistic`, a missing
 /// connection Secret means the internal one is not read but created (a 409 makes the caller retry
 /// with `optimistic = false`).
-pub async fn read_credentials(ctx: &Context, store: &ValidatedStore, optimistic: bool) -> Result<SecretsRead> {
+pub async fn read_credentials(
+    ctx: &Context,
+    store: &ValidatedStore,
+    optimistic: bool,
+) -> Result<SecretsRead> {
     if let Some(remembered) = ctx.credentials.fresh(store) {
         return Ok(SecretsRead {
             credentials: remembered.credentials,
@@ -243,7 +267,8 @@ pub async fn read_credentials(ctx: &Context, store: &ValidatedStore, optimistic:
         SecretState::Missing if optimistic => SecretState::Unread,
         _ => get_secret(ctx, &api, &SecretRole::Internal.name(&store.name)).await?,
     };
-    let credentials = credentials_from_secrets(connection.secret(), internal.secret(), existing_password)?;
+    let credentials =
+        credentials_from_secrets(connection.secret(), internal.secret(), existing_password)?;
     Ok(SecretsRead {
         credentials,
         connection,
@@ -260,7 +285,12 @@ async fn get_secret(ctx: &Context, api: &Api<Secret>, name: &str) -> Result<Secr
     }
 }
 
-async fn read_existing_secret(ctx: &Context, api: &Api<Secret>, name: &str, namespace: &str) -> Result<Password> {
+async fn read_existing_secret(
+    ctx: &Context,
+    api: &Api<Secret>,
+    name: &str,
+    namespace: &str,
+) -> Result<Password> {
     ctx.metrics.api_request("get");
     let secret = api
         .get_opt(name)
@@ -276,7 +306,12 @@ async fn read_existing_secret(ctx: &Context, api: &Api<Secret>, name: &str, name
 
 /// Makes sure a Secret about to be created carries its stored passwords, whatever the builder
 /// wrote: the read step finds them there next time, so they are generated exactly once.
-pub fn with_stored_passwords(mut secret: Secret, role: SecretRole, credentials: &StoreCredentials, uses_existing: bool) -> Secret {
+pub fn with_stored_passwords(
+    mut secret: Secret,
+    role: SecretRole,
+    credentials: &StoreCredentials,
+    uses_existing: bool,
+) -> Secret {
     normalize(&mut secret);
     let data = secret.data.get_or_insert_with(BTreeMap::new);
     for key in role.stored_keys(uses_existing) {
@@ -344,7 +379,9 @@ pub async fn apply_secret(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
 
     let live = match state {
-        SecretState::Remembered(remembered) if *remembered == hash => return Ok(SecretApplied::Unchanged(hash)),
+        SecretState::Remembered(remembered) if *remembered == hash => {
+            return Ok(SecretApplied::Unchanged(hash));
+        }
         SecretState::Remembered(_) => get_secret(ctx, &api, &name).await?,
         other => other.clone(),
     };
@@ -359,9 +396,13 @@ pub async fn apply_secret(
                 .get_or_insert_with(BTreeMap::new)
                 .insert(APPLIED_HASH_ANNOTATION.into(), hash.clone());
             ctx.metrics.api_request("patch");
-            api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-                .await
-                .map_err(|e| Error::kube(format!("patching Secret {namespace}/{name}"), e))?;
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("patching Secret {namespace}/{name}"), e))?;
             Ok(SecretApplied::Patched(hash))
         }
         SecretState::Missing | SecretState::Unread | SecretState::Remembered(_) => {
@@ -381,7 +422,10 @@ pub async fn apply_secret(
                 Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::Conflict {
                     context: format!("creating Secret {namespace}/{name}"),
                 }),
-                Err(e) => Err(Error::kube(format!("creating Secret {namespace}/{name}"), e)),
+                Err(e) => Err(Error::kube(
+                    format!("creating Secret {namespace}/{name}"),
+                    e,
+                )),
             }
         }
     }
@@ -439,11 +483,18 @@ mod tests {
     #[test]
     fn stored_passwords_are_reused_and_only_missing_ones_generated() {
         let connection = secret("s-connection", &[("password", "app-pw")]);
-        let internal = secret("s-internal", &[("operator-password", "op-pw"), ("users.acl", "x")]);
-        let creds = credentials_from_secrets(Some(&connection), Some(&internal), None).expect("reads");
+        let internal = secret(
+            "s-internal",
+            &[("operator-password", "op-pw"), ("users.acl", "x")],
+        );
+        let creds =
+            credentials_from_secrets(Some(&connection), Some(&internal), None).expect("reads");
         assert_eq!(creds.app.expose(), "app-pw");
         assert_eq!(creds.operator.expose(), "op-pw");
-        assert_eq!(creds.replication.expose().len(), crate::password::GENERATED_PASSWORD_LEN);
+        assert_eq!(
+            creds.replication.expose().len(),
+            crate::password::GENERATED_PASSWORD_LEN
+        );
         assert_ne!(creds.replication, creds.sentinel);
     }
 
@@ -462,8 +513,11 @@ mod tests {
     #[test]
     fn a_non_utf8_password_is_an_error_that_does_not_show_the_bytes() {
         let mut bad = secret("s-connection", &[]);
-        bad.data = Some(BTreeMap::from([("password".into(), ByteString(vec![0xff, 0xfe, 0x41]))]));
-        let err = credentials_from_secrets(Some(&bad), None, None).err().expect("fails");
+        bad.data = Some(BTreeMap::from([(
+            "password".into(),
+            ByteString(vec![0xff, 0xfe, 0x41]),
+        )]));
+        let err = credentials_from_secrets(Some(&bad), None, None).expect_err("fails");
         assert!(err.to_string().contains("s-connection"));
         assert!(err.to_string().contains("password"));
     }
@@ -472,15 +526,30 @@ mod tests {
     fn the_patch_of_an_existing_secret_leaves_out_every_stored_password() {
         let desired = secret(
             "s-internal",
-            &[("operator-password", "a"), ("replication-password", "b"), ("sentinel-password", "c"), ("users.acl", "acl")],
+            &[
+                ("operator-password", "a"),
+                ("replication-password", "b"),
+                ("sentinel-password", "c"),
+                ("users.acl", "acl"),
+            ],
         );
         let patch = existing_secret_patch(&desired, SecretRole::Internal, false);
-        let keys: Vec<_> = patch.data.iter().flatten().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = patch
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(keys, ["users.acl"]);
 
         let desired = secret("s-connection", &[("password", "a"), ("host", "h")]);
         let patch = existing_secret_patch(&desired, SecretRole::Connection, false);
-        let keys: Vec<_> = patch.data.iter().flatten().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = patch
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(keys, ["host"]);
         // With auth.existingSecret the connection password follows the user's Secret.
         let patch = existing_secret_patch(&desired, SecretRole::Connection, true);
@@ -490,7 +559,12 @@ mod tests {
     #[test]
     fn created_secrets_carry_their_passwords_even_when_the_builder_left_them_out() {
         let creds = StoreCredentials::generate();
-        let internal = with_stored_passwords(secret("s-internal", &[("users.acl", "x")]), SecretRole::Internal, &creds, false);
+        let internal = with_stored_passwords(
+            secret("s-internal", &[("users.acl", "x")]),
+            SecretRole::Internal,
+            &creds,
+            false,
+        );
         let read = credentials_from_secrets(None, Some(&internal), None).expect("reads");
         assert_eq!(read.operator, creds.operator);
         assert_eq!(read.replication, creds.replication);
@@ -503,7 +577,11 @@ mod tests {
             false,
         );
         assert_eq!(
-            internal.data.as_ref().and_then(|d| d.get("operator-password")).map(|b| b.0.as_slice()),
+            internal
+                .data
+                .as_ref()
+                .and_then(|d| d.get("operator-password"))
+                .map(|b| b.0.as_slice()),
             Some(&b"from-builder"[..])
         );
     }

@@ -27,7 +27,10 @@ pub enum Progress<'a> {
     /// `spec.auth.existingSecret` is missing or unusable; the message names it.
     WaitingForSecret(&'a str),
     /// Every child is applied; `ready_replicas` from the StatefulSet's status.
-    Applied { store: &'a ValidatedStore, ready_replicas: i32 },
+    Applied {
+        store: &'a ValidatedStore,
+        ready_replicas: i32,
+    },
 }
 
 /// The status fields this controller owns, as sent in the server-side apply.
@@ -107,10 +110,18 @@ pub fn desired_status(
         }
         Progress::WaitingForSecret(message) => {
             next.phase = Some(Phase::Pending);
-            ours.push(condition(READY, false, "ExistingSecretMissing", (*message).to_string()));
+            ours.push(condition(
+                READY,
+                false,
+                "ExistingSecretMissing",
+                (*message).to_string(),
+            ));
             ours.extend(previous.condition(AVAILABLE).cloned());
         }
-        Progress::Applied { store, ready_replicas } => {
+        Progress::Applied {
+            store,
+            ready_replicas,
+        } => {
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
             next.phase = Some(if ready >= replicas {
@@ -121,15 +132,39 @@ pub fn desired_status(
                 Phase::Provisioning
             });
             ours.push(if ready >= replicas {
-                condition(READY, true, "AllReplicasReady", format!("{ready} of {replicas} replicas ready"))
+                condition(
+                    READY,
+                    true,
+                    "AllReplicasReady",
+                    format!("{ready} of {replicas} replicas ready"),
+                )
             } else {
-                let reason = if was_ready { "ReplicasNotReady" } else { "Provisioning" };
-                condition(READY, false, reason, format!("{ready} of {replicas} replicas ready"))
+                let reason = if was_ready {
+                    "ReplicasNotReady"
+                } else {
+                    "Provisioning"
+                };
+                condition(
+                    READY,
+                    false,
+                    reason,
+                    format!("{ready} of {replicas} replicas ready"),
+                )
             });
             ours.push(if ready >= 1 {
-                condition(AVAILABLE, true, "Serving", "at least one Redis pod is ready to serve sessions".into())
+                condition(
+                    AVAILABLE,
+                    true,
+                    "Serving",
+                    "at least one Redis pod is ready to serve sessions".into(),
+                )
             } else {
-                condition(AVAILABLE, false, "NoReadyReplicas", "no Redis pod is ready yet".into())
+                condition(
+                    AVAILABLE,
+                    false,
+                    "NoReadyReplicas",
+                    "no Redis pod is ready yet".into(),
+                )
             });
             next.endpoint = Some(Endpoint {
                 host: format!(
@@ -174,9 +209,18 @@ pub async fn patch_status(ctx: &Context, store: &SessionStore, status: &OwnedSta
         "status": status,
     });
     ctx.metrics.api_request("patch");
-    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(|e| Error::kube(format!("writing status of SessionStore {namespace}/{name}"), e))?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| {
+        Error::kube(
+            format!("writing status of SessionStore {namespace}/{name}"),
+            e,
+        )
+    })?;
     Ok(())
 }
 
@@ -209,13 +253,22 @@ mod tests {
         let first = desired_status(
             None,
             Some(2),
-            &Progress::Applied { store: &validated, ready_replicas: 0 },
+            &Progress::Applied {
+                store: &validated,
+                ready_replicas: 0,
+            },
             &settings,
             &at(100),
         );
         assert_eq!(first.phase, Some(Phase::Provisioning));
-        assert_eq!(first.condition(READY).map(|c| c.status.as_str()), Some("False"));
-        assert_eq!(first.endpoint.as_ref().map(|e| e.host.as_str()), Some("web.shop.svc.cluster.local"));
+        assert_eq!(
+            first.condition(READY).map(|c| c.status.as_str()),
+            Some("False")
+        );
+        assert_eq!(
+            first.endpoint.as_ref().map(|e| e.host.as_str()),
+            Some("web.shop.svc.cluster.local")
+        );
         assert_eq!(first.connection_secret.as_deref(), Some("web-connection"));
 
         let live = SessionStoreStatus {
@@ -232,7 +285,10 @@ mod tests {
         let again = desired_status(
             Some(&live),
             Some(2),
-            &Progress::Applied { store: &validated, ready_replicas: 0 },
+            &Progress::Applied {
+                store: &validated,
+                ready_replicas: 0,
+            },
             &settings,
             &at(500),
         );
@@ -241,14 +297,20 @@ mod tests {
         let ready = desired_status(
             Some(&live),
             Some(2),
-            &Progress::Applied { store: &validated, ready_replicas: 1 },
+            &Progress::Applied {
+                store: &validated,
+                ready_replicas: 1,
+            },
             &settings,
             &at(900),
         );
         assert!(differs(Some(&live), &ready));
         assert_eq!(ready.phase, Some(Phase::Ready));
         let r = ready.condition(READY).expect("ready condition");
-        assert_eq!((r.status.as_str(), r.last_transition_time.clone()), ("True", at(900)));
+        assert_eq!(
+            (r.status.as_str(), r.last_transition_time.clone()),
+            ("True", at(900))
+        );
     }
 
     #[test]
@@ -269,7 +331,13 @@ mod tests {
             field: "spec.replicas".into(),
             message: "2 is rejected".into(),
         };
-        let status = desired_status(Some(&live), Some(3), &Progress::Invalid(&error), &settings, &at(5));
+        let status = desired_status(
+            Some(&live),
+            Some(3),
+            &Progress::Invalid(&error),
+            &settings,
+            &at(5),
+        );
         assert_eq!(status.phase, Some(Phase::Failed));
         let ready = status.condition(READY).expect("ready");
         assert_eq!(ready.reason, "InvalidSpec");

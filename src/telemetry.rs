@@ -14,8 +14,11 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Fails on a malformed level directive.
 pub fn init(format: LogFormat, level: &str) -> Result<()> {
-    let filter = EnvFilter::try_new(level).map_err(|e| Error::Startup(format!("--log-level {level:?}: {e}")))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(level)
+        .map_err(|e| Error::Startup(format!("--log-level {level:?}: {e}")))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -52,7 +52,12 @@ impl Harness {
     fn with_cache(double: ApiDouble, cache: Arc<MemoryCache>) -> Self {
         let (client, server) = mock_client(&double);
         let (registry, metrics): (_, Metrics) = metrics::new_registry();
-        let ctx = Arc::new(Context::new(client, OperatorSettings::default(), cache.clone(), metrics));
+        let ctx = Arc::new(Context::new(
+            client,
+            OperatorSettings::default(),
+            cache.clone(),
+            metrics,
+        ));
         Harness {
             double,
             cache,
@@ -69,9 +74,12 @@ impl Harness {
     }
 
     async fn reconcile(&self) -> sessionstore_operator::Result<Action> {
-        tokio::time::timeout(Duration::from_secs(10), reconcile(self.store(), self.ctx.clone()))
-            .await
-            .expect("reconcile finishes")
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            reconcile(self.store(), self.ctx.clone()),
+        )
+        .await
+        .expect("reconcile finishes")
     }
 
     /// Feeds the cache what label-selected watches would hold: every stored child's metadata.
@@ -84,7 +92,8 @@ impl Harness {
             ("/poddisruptionbudgets/", ChildKind::PodDisruptionBudget),
         ] {
             for (_, object) in self.double.objects(fragment) {
-                let meta: ObjectMeta = serde_json::from_value(object["metadata"].clone()).expect("metadata");
+                let meta: ObjectMeta =
+                    serde_json::from_value(object["metadata"].clone()).expect("metadata");
                 self.cache.insert(
                     kind,
                     meta.namespace.as_deref().unwrap_or_default(),
@@ -108,7 +117,10 @@ fn lines(calls: &[Call]) -> Vec<String> {
 
 fn secret_data(double: &ApiDouble, name: &str, key: &str) -> Option<String> {
     let secret = double.get(&format!("{SECRETS}/{name}"))?;
-    let encoded = secret.pointer(&format!("/data/{key}"))?.as_str()?.to_string();
+    let encoded = secret
+        .pointer(&format!("/data/{key}"))?
+        .as_str()?
+        .to_string();
     // ByteString serializes as base64; decode by round-tripping through k8s-openapi.
     let bytes: k8s_openapi::ByteString = serde_json::from_value(Value::String(encoded)).ok()?;
     String::from_utf8(bytes.0).ok()
@@ -138,17 +150,32 @@ async fn first_reconcile_creates_every_child_in_order_and_patches_status() {
         ]
     );
     for call in calls.iter().filter(|c| c.method == Method::PATCH) {
-        assert!(call.uri.contains("fieldManager=sessionstore-operator"), "{}", call.uri);
-        assert!(call.uri.contains("force=true"), "server-side apply is forced: {}", call.uri);
+        assert!(
+            call.uri.contains("fieldManager=sessionstore-operator"),
+            "{}",
+            call.uri
+        );
+        assert!(
+            call.uri.contains("force=true"),
+            "server-side apply is forced: {}",
+            call.uri
+        );
         let body = call.body.as_ref().expect("patch body");
-        assert!(body["apiVersion"].is_string() && body["kind"].is_string(), "SSA body names its kind");
+        assert!(
+            body["apiVersion"].is_string() && body["kind"].is_string(),
+            "SSA body names its kind"
+        );
     }
     let kinds: Vec<_> = calls
         .iter()
         .filter(|c| c.method == Method::PATCH && !c.uri.contains("/status"))
         .map(|c| {
             let b = c.body.as_ref().expect("body");
-            format!("{}/{}", b["kind"].as_str().unwrap_or_default(), b["metadata"]["name"].as_str().unwrap_or_default())
+            format!(
+                "{}/{}",
+                b["kind"].as_str().unwrap_or_default(),
+                b["metadata"]["name"].as_str().unwrap_or_default()
+            )
         })
         .collect();
     assert_eq!(
@@ -163,39 +190,85 @@ async fn first_reconcile_creates_every_child_in_order_and_patches_status() {
         ]
     );
     // Every applied child carries the applied-hash annotation and our ownerReference.
-    for call in calls.iter().filter(|c| c.method == Method::PATCH && !c.uri.contains("/status")) {
+    for call in calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && !c.uri.contains("/status"))
+    {
         let meta = &call.body.as_ref().expect("body")["metadata"];
         assert!(meta["annotations"]["sessionstore.dev/applied-hash"].is_string());
         assert_eq!(meta["ownerReferences"][0]["uid"], "5e55-1");
-        assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "sessionstore-operator");
+        assert_eq!(
+            meta["labels"]["app.kubernetes.io/managed-by"],
+            "sessionstore-operator"
+        );
     }
 
     // The Secrets are created with POST (never applied), internal first, with the field manager.
-    let posts: Vec<_> = calls.iter().filter(|c| c.method == Method::POST && c.path() == SECRETS).collect();
-    assert_eq!(posts[0].body.as_ref().expect("body")["metadata"]["name"], "web-internal");
-    assert_eq!(posts[1].body.as_ref().expect("body")["metadata"]["name"], "web-connection");
-    assert!(posts.iter().all(|c| c.uri.contains("fieldManager=sessionstore-operator")));
-    for key in ["operator-password", "replication-password", "sentinel-password", "users.acl"] {
-        assert!(secret_data(&h.double, "web-internal", key).is_some(), "internal Secret has {key}");
+    let posts: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method == Method::POST && c.path() == SECRETS)
+        .collect();
+    assert_eq!(
+        posts[0].body.as_ref().expect("body")["metadata"]["name"],
+        "web-internal"
+    );
+    assert_eq!(
+        posts[1].body.as_ref().expect("body")["metadata"]["name"],
+        "web-connection"
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|c| c.uri.contains("fieldManager=sessionstore-operator"))
+    );
+    for key in [
+        "operator-password",
+        "replication-password",
+        "sentinel-password",
+        "users.acl",
+    ] {
+        assert!(
+            secret_data(&h.double, "web-internal", key).is_some(),
+            "internal Secret has {key}"
+        );
     }
-    let app_password = secret_data(&h.double, "web-connection", "password").expect("app password stored");
+    let app_password =
+        secret_data(&h.double, "web-connection", "password").expect("app password stored");
     let acl = secret_data(&h.double, "web-internal", "users.acl").expect("acl");
-    assert!(acl.contains(&Password::from_secret_value(app_password).acl_hash()), "ACL matches the app password");
+    assert!(
+        acl.contains(&Password::from_secret_value(app_password).acl_hash()),
+        "ACL matches the app password"
+    );
 
     let event = calls[9].body.as_ref().expect("event body");
-    assert_eq!((event["reason"].as_str(), event["type"].as_str()), (Some("Created"), Some("Normal")));
+    assert_eq!(
+        (event["reason"].as_str(), event["type"].as_str()),
+        (Some("Created"), Some("Normal"))
+    );
     let status = &calls[10].body.as_ref().expect("status body")["status"];
     assert_eq!(status["phase"], "Provisioning");
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["endpoint"]["host"], "web.shop.svc.cluster.local");
     assert_eq!(status["connectionSecret"], "web-connection");
-    assert_eq!((status["replicas"].as_i64(), status["readyReplicas"].as_i64()), (Some(3), Some(0)));
+    assert_eq!(
+        (
+            status["replicas"].as_i64(),
+            status["readyReplicas"].as_i64()
+        ),
+        (Some(3), Some(0))
+    );
     assert_eq!(status["conditions"][0]["type"], "Ready");
     assert_eq!(status["conditions"][0]["status"], "False");
 
     let text = metrics::encode(&h.registry).expect("metrics");
-    assert!(text.contains("sessionstore_reconciles_total{result=\"ok\"} 1"), "{text}");
-    assert!(text.contains("sessionstore_api_requests_total{verb=\"patch\"} 7"), "{text}");
+    assert!(
+        text.contains("sessionstore_reconciles_total{result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sessionstore_api_requests_total{verb=\"patch\"} 7"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -207,7 +280,11 @@ async fn a_second_reconcile_of_the_same_store_sends_nothing() {
 
     h.reconcile().await.expect("second reconcile");
     let calls = h.double.take_calls();
-    assert!(calls.is_empty(), "radio silence expected, got {:?}", lines(&calls));
+    assert!(
+        calls.is_empty(),
+        "radio silence expected, got {:?}",
+        lines(&calls)
+    );
 }
 
 #[tokio::test]
@@ -220,7 +297,10 @@ async fn an_operator_restart_reads_the_secrets_and_writes_nothing() {
 
     // New Context: no remembered credentials or drift keys, caches re-listed.
     let restarted = Harness::with_cache(first.double.clone(), first.cache.clone());
-    restarted.reconcile().await.expect("reconcile after restart");
+    restarted
+        .reconcile()
+        .await
+        .expect("reconcile after restart");
     let calls = restarted.double.take_calls();
     assert_eq!(
         lines(&calls),
@@ -229,13 +309,18 @@ async fn an_operator_restart_reads_the_secrets_and_writes_nothing() {
             "GET /api/v1/namespaces/shop/secrets/web-internal",
         ]
     );
-    assert_eq!(secret_data(&restarted.double, "web-connection", "password"), password);
+    assert_eq!(
+        secret_data(&restarted.double, "web-connection", "password"),
+        password
+    );
 }
 
 #[tokio::test]
 async fn an_existing_secret_is_never_overwritten() {
     let double = seeded(production_spec());
-    let b64 = |s: &str| serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).expect("encodes");
+    let b64 = |s: &str| {
+        serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).expect("encodes")
+    };
     double.put(
         &format!("{SECRETS}/web-connection"),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "web-connection", "namespace": "shop"},
@@ -251,7 +336,9 @@ async fn an_existing_secret_is_never_overwritten() {
     let calls = h.double.take_calls();
 
     assert!(
-        !calls.iter().any(|c| c.method == Method::POST && c.path() == SECRETS),
+        !calls
+            .iter()
+            .any(|c| c.method == Method::POST && c.path() == SECRETS),
         "no Secret created: {:?}",
         lines(&calls)
     );
@@ -259,16 +346,37 @@ async fn an_existing_secret_is_never_overwritten() {
         .iter()
         .filter(|c| c.method == Method::PATCH && c.path().starts_with(SECRETS))
         .collect();
-    assert!(!secret_patches.is_empty(), "labels, ownerReferences and users.acl are adopted");
+    assert!(
+        !secret_patches.is_empty(),
+        "labels, ownerReferences and users.acl are adopted"
+    );
     for call in &secret_patches {
         let data = &call.body.as_ref().expect("body")["data"];
-        for key in ["password", "operator-password", "replication-password", "sentinel-password"] {
-            assert!(data.get(key).is_none(), "{key} must never be patched: {}", call.uri);
+        for key in [
+            "password",
+            "operator-password",
+            "replication-password",
+            "sentinel-password",
+        ] {
+            assert!(
+                data.get(key).is_none(),
+                "{key} must never be patched: {}",
+                call.uri
+            );
         }
-        assert_eq!(call.body.as_ref().expect("body")["metadata"]["ownerReferences"][0]["uid"], "5e55-1");
+        assert_eq!(
+            call.body.as_ref().expect("body")["metadata"]["ownerReferences"][0]["uid"],
+            "5e55-1"
+        );
     }
-    assert_eq!(secret_data(&h.double, "web-connection", "password").as_deref(), Some("keep-this-app-password"));
-    assert_eq!(secret_data(&h.double, "web-internal", "operator-password").as_deref(), Some("keep-op"));
+    assert_eq!(
+        secret_data(&h.double, "web-connection", "password").as_deref(),
+        Some("keep-this-app-password")
+    );
+    assert_eq!(
+        secret_data(&h.double, "web-internal", "operator-password").as_deref(),
+        Some("keep-op")
+    );
     // The derived ACL file is recomputed from the stored passwords.
     let acl = secret_data(&h.double, "web-internal", "users.acl").expect("acl patched in");
     assert!(acl.contains(&Password::from_secret_value("keep-this-app-password".into()).acl_hash()));
@@ -286,7 +394,10 @@ async fn a_deleted_child_is_applied_again_and_nothing_else() {
     h.cache.remove(ChildKind::Service, "shop", "web");
     h.reconcile().await.expect("second reconcile");
     let calls = h.double.take_calls();
-    assert_eq!(lines(&calls), ["PATCH /api/v1/namespaces/shop/services/web"]);
+    assert_eq!(
+        lines(&calls),
+        ["PATCH /api/v1/namespaces/shop/services/web"]
+    );
 }
 
 #[tokio::test]
@@ -309,7 +420,10 @@ async fn a_hand_edited_child_is_applied_again() {
 async fn an_invalid_spec_patches_a_condition_posts_a_warning_and_waits() {
     let spec = json!({"profile": "production", "replicas": 2, "clients": {"podSelector": {"matchLabels": {"app": "web"}}}});
     let h = Harness::new(seeded(spec));
-    let action = h.reconcile().await.expect("an invalid spec is not a reconcile error");
+    let action = h
+        .reconcile()
+        .await
+        .expect("an invalid spec is not a reconcile error");
     assert_eq!(action, Action::await_change());
     let calls = h.double.take_calls();
     assert_eq!(
@@ -324,10 +438,23 @@ async fn an_invalid_spec_patches_a_condition_posts_a_warning_and_waits() {
     assert_eq!(status["conditions"][0]["type"], "Ready");
     assert_eq!(status["conditions"][0]["status"], "False");
     assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
-    assert!(status["conditions"][0]["message"].as_str().unwrap_or_default().contains("spec.replicas"));
+    assert!(
+        status["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.replicas")
+    );
     let event = calls[1].body.as_ref().expect("event");
-    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("InvalidSpec")));
-    assert!(event["note"].as_str().unwrap_or_default().contains("spec.replicas"));
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("InvalidSpec"))
+    );
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.replicas")
+    );
 
     // Reconciled again unchanged (e.g. after a restart): the condition is already there, silence.
     h.reconcile().await.expect("again");
@@ -349,10 +476,16 @@ async fn a_500_from_the_api_server_surfaces_as_an_error_and_backs_off() {
     let error = h.reconcile().await.expect_err("a 500 fails the reconcile");
     assert_eq!(error.metric_label(), "kube_api");
     assert_eq!(error.api_status(), Some(500));
-    assert!(error.to_string().contains("ConfigMap shop/web-config"), "{error}");
+    assert!(
+        error.to_string().contains("ConfigMap shop/web-config"),
+        "{error}"
+    );
     // Nothing after the failed ConfigMap: the StatefulSet never starts without its config.
     let calls = h.double.take_calls();
-    assert_eq!(calls.last().map(Call::line).as_deref(), Some("PATCH /api/v1/namespaces/shop/configmaps/web-config"));
+    assert_eq!(
+        calls.last().map(Call::line).as_deref(),
+        Some("PATCH /api/v1/namespaces/shop/configmaps/web-config")
+    );
 
     let first = error_policy(store.clone(), &error, h.ctx.clone());
     let error = h.reconcile().await.expect_err("fails again");
@@ -360,7 +493,10 @@ async fn a_500_from_the_api_server_surfaces_as_an_error_and_backs_off() {
     assert_eq!(first, Action::requeue(Duration::from_secs(5)));
     assert_eq!(second, Action::requeue(Duration::from_secs(10)));
     let text = metrics::encode(&h.registry).expect("metrics");
-    assert!(text.contains("sessionstore_reconcile_errors_total{kind=\"kube_api\"} 2"), "{text}");
+    assert!(
+        text.contains("sessionstore_reconcile_errors_total{kind=\"kube_api\"} 2"),
+        "{text}"
+    );
 
     // The fault is gone: the store converges and the backoff resets.
     h.reconcile().await.expect("recovers");
@@ -371,7 +507,9 @@ async fn a_500_from_the_api_server_surfaces_as_an_error_and_backs_off() {
 #[tokio::test]
 async fn a_secret_created_concurrently_is_read_back_not_overwritten() {
     let double = seeded(production_spec());
-    let b64 = |s: &str| serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).expect("encodes");
+    let b64 = |s: &str| {
+        serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).expect("encodes")
+    };
     // Another writer created the internal Secret after our read: our POST gets 409.
     double.put(
         &format!("{SECRETS}/web-internal"),
@@ -381,11 +519,20 @@ async fn a_secret_created_concurrently_is_read_back_not_overwritten() {
     let h = Harness::new(double);
     h.reconcile().await.expect("reconciles after re-reading");
     let calls = lines(&h.double.take_calls());
-    let secret_posts = calls.iter().filter(|l| *l == "POST /api/v1/namespaces/shop/secrets").count();
+    let secret_posts = calls
+        .iter()
+        .filter(|l| *l == "POST /api/v1/namespaces/shop/secrets")
+        .count();
     // One optimistic POST (409), then a read; the connection Secret is the only other create.
     assert_eq!(secret_posts, 2, "{calls:?}");
-    assert!(calls.contains(&"GET /api/v1/namespaces/shop/secrets/web-internal".to_string()), "{calls:?}");
-    assert_eq!(secret_data(&h.double, "web-internal", "operator-password").as_deref(), Some("theirs-op"));
+    assert!(
+        calls.contains(&"GET /api/v1/namespaces/shop/secrets/web-internal".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(
+        secret_data(&h.double, "web-internal", "operator-password").as_deref(),
+        Some("theirs-op")
+    );
     let acl = secret_data(&h.double, "web-internal", "users.acl").expect("acl");
     assert!(acl.contains(&Password::from_secret_value("theirs-op".into()).acl_hash()));
 }
@@ -407,8 +554,18 @@ async fn a_missing_existing_secret_gives_a_condition_and_a_warning() {
     );
     let condition = &calls[1].body.as_ref().expect("status")["status"]["conditions"][0];
     assert_eq!(condition["reason"], "ExistingSecretMissing");
-    assert!(condition["message"].as_str().unwrap_or_default().contains("my-password"));
-    assert!(calls[2].body.as_ref().expect("event")["note"].as_str().unwrap_or_default().contains("spec.auth.existingSecret"));
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("my-password")
+    );
+    assert!(
+        calls[2].body.as_ref().expect("event")["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.auth.existingSecret")
+    );
 }
 
 #[tokio::test]
@@ -425,8 +582,15 @@ async fn dropping_to_one_replica_deletes_the_disruption_budget() {
     h.reconcile().await.expect("reconcile after scale-down");
     let calls = lines(&h.double.take_calls());
     assert!(
-        calls.contains(&"DELETE /apis/policy/v1/namespaces/shop/poddisruptionbudgets/web".to_string()),
+        calls.contains(
+            &"DELETE /apis/policy/v1/namespaces/shop/poddisruptionbudgets/web".to_string()
+        ),
         "{calls:?}"
     );
-    assert!(!calls.iter().any(|l| l.starts_with("POST /api/v1/namespaces/shop/secrets")), "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|l| l.starts_with("POST /api/v1/namespaces/shop/secrets")),
+        "{calls:?}"
+    );
 }

@@ -67,7 +67,9 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 fn object_path(collection: &str, body: &Value) -> String {
     format!(
         "{collection}/{}",
-        body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+        body.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     )
 }
 
@@ -94,7 +96,9 @@ impl ApiDouble {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stores an object at its API path (e.g. a Secret that already exists).
@@ -138,7 +142,11 @@ impl ApiDouble {
         } else {
             serde_json::from_slice(&bytes).ok()
         };
-        let uri = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
         let path = parts.uri.path().to_string();
         let (code, answer) = self.handle(&parts.method, &uri, &path, body);
         Response::builder()
@@ -204,8 +212,15 @@ impl ApiDouble {
                         let mut merged = existing.clone();
                         let spec_changed = existing.get("spec") != patch.get("spec");
                         merge(&mut merged, &patch);
-                        let generation = existing.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-                        merged["metadata"]["generation"] = json!(if spec_changed { generation + 1 } else { generation });
+                        let generation = existing
+                            .pointer("/metadata/generation")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1);
+                        merged["metadata"]["generation"] = json!(if spec_changed {
+                            generation + 1
+                        } else {
+                            generation
+                        });
                         merged
                     }
                     None => {
@@ -224,7 +239,10 @@ impl ApiDouble {
                 Some(_) => (200, status(200, "Deleted", "deleted")),
                 None => (404, status(404, "NotFound", "not found")),
             },
-            _ => (405, status(405, "MethodNotAllowed", "not supported by the double")),
+            _ => (
+                405,
+                status(405, "MethodNotAllowed", "not supported by the double"),
+            ),
         }
     }
 }
