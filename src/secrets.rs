@@ -157,20 +157,21 @@ impl CredentialMemo {
         connection_hash: &str,
         internal_hash: &str,
     ) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                store_key(store),
-                Remembered {
-                    uid: store.owner_reference.uid.clone(),
-                    generation: store.generation,
-                    credentials,
-                    connection_hash: connection_hash.into(),
-                    internal_hash: internal_hash.into(),
-                    at: Instant::now(),
-                },
-            );
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // Stores deleted while we were not looking (no finalizer) drop out here: every live store
+        // is reconciled at least every resync interval, well within this bound.
+        entries.retain(|_, r| r.at.elapsed() < CREDENTIALS_RECHECK * 3);
+        entries.insert(
+            store_key(store),
+            Remembered {
+                uid: store.owner_reference.uid.clone(),
+                generation: store.generation,
+                credentials,
+                connection_hash: connection_hash.into(),
+                internal_hash: internal_hash.into(),
+                at: Instant::now(),
+            },
+        );
     }
 
     /// Forgets a store (after a conflict, or when it is gone).
