@@ -18,4 +18,15 @@ pub mod rotation;
 pub mod settings;
 pub mod validate;
 
+pub mod apply;
+pub mod cache;
+pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod run;
+pub mod secrets;
+pub mod status;
+pub mod telemetry;
+
 pub use error::{Error, Result};

@@ -3,9 +3,14 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use clap::{ArgAction, Parser, Subcommand};
 use sessionstore_operator::render;
+use sessionstore_operator::run::RunOptions;
 use sessionstore_operator::settings::OperatorSettings;
+use sessionstore_operator::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controller against the current kubeconfig or in-cluster configuration.
+    Run(Box<RunArgs>),
     /// Print the SessionStore CustomResourceDefinition as YAML.
     Crd,
     /// Validate a SessionStore manifest and print every child object, with no cluster.
@@ -33,9 +40,122 @@ enum Command {
     },
 }
 
+/// Flags of `run` (see the run contract shared with the Helm chart).
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Watch only these namespaces (repeatable); default all.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// An EnvFilter directive, e.g. `info` or `sessionstore_operator=debug,kube=warn`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Seconds between Redis health checks of a store.
+    #[arg(long, env = "HEALTH_INTERVAL_SECONDS", default_value_t = 30)]
+    health_interval_seconds: u64,
+    /// Take a Lease before reconciling, so two replicas can run.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_election: bool,
+    /// Disable leader election (a single replica).
+    #[arg(long, conflicts_with = "leader_election", action = ArgAction::SetTrue)]
+    no_leader_election: bool,
+    #[arg(long, default_value = "sessionstore-operator")]
+    lease_name: String,
+    /// Namespace the operator runs in (the Lease lives there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sessionstore-system")]
+    operator_namespace: String,
+    /// Labels of the operator's pods, let in by every store's NetworkPolicy.
+    #[arg(
+        long,
+        env = "OPERATOR_POD_LABELS",
+        default_value = "app.kubernetes.io/name=sessionstore-operator"
+    )]
+    operator_pod_labels: String,
+    /// Labels of the namespace Prometheus scrapes from.
+    #[arg(
+        long,
+        env = "MONITORING_NAMESPACE_LABELS",
+        default_value = "kubernetes.io/metadata.name=monitoring"
+    )]
+    monitoring_namespace_labels: String,
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 8)]
+    max_concurrent_reconciles: u16,
+    /// Lease holder identity (default: the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+fn parse_labels(
+    flag: &str,
+    value: &str,
+) -> sessionstore_operator::Result<BTreeMap<String, String>> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| {
+                    sessionstore_operator::Error::Startup(format!(
+                        "{flag}: expected k=v,..., got {pair:?}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
+    telemetry::init(args.log_format, &args.log_level)?;
+    let pod_name = match args.pod_name {
+        Some(name) => name,
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("sessionstore-operator-{}", std::process::id())),
+    };
+    let options = RunOptions {
+        namespaces: args
+            .namespaces
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
+        http_addr: args.http_addr,
+        leader_election: args.leader_election && !args.no_leader_election,
+        lease_name: args.lease_name,
+        pod_name,
+        max_concurrent_reconciles: args.max_concurrent_reconciles.max(1),
+        settings: OperatorSettings {
+            operator_namespace: args.operator_namespace,
+            operator_pod_labels: parse_labels("--operator-pod-labels", &args.operator_pod_labels)?,
+            monitoring_namespace_labels: parse_labels(
+                "--monitoring-namespace-labels",
+                &args.monitoring_namespace_labels,
+            )?,
+            cluster_domain: args.cluster_domain,
+        },
+    };
+    // Health checks land with the health step; the interval is accepted now so the chart's flag works.
+    tracing::debug!(
+        health_interval_seconds = args.health_interval_seconds,
+        "health interval"
+    );
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        sessionstore_operator::Error::Startup(format!("starting the async runtime: {e}"))
+    })?;
+    runtime.block_on(sessionstore_operator::run::run(options))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run(*args),
         Command::Crd => render::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Render { file, show_secrets } => read_input(&file).and_then(|source| {
             render::render(&source, &file, show_secrets, &OperatorSettings::default())

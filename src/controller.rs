@@ -1,0 +1,354 @@
+//! The reconcile loop: a thin `reconcile` running the pipeline (validate -> read Secrets -> build ->
+//! apply -> status) for one SessionStore, the `error_policy` that backs off per store, and the
+//! [`Context`] they share, which tests build from a mocked client and an injected child cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::apply::{DriftMemo, apply_children};
+use crate::build::desired_children;
+use crate::build::meta::{ChildNames, MANAGER};
+use crate::cache::{Cached, ChildCache, ChildKind};
+use crate::crd::{Phase, SessionStore};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::secrets::{CredentialMemo, read_credentials};
+use crate::settings::OperatorSettings;
+use crate::status::{self, OwnedStatus, Progress, READY};
+use crate::validate::{ValidatedStore, validate};
+
+/// A healthy store is reconciled again after this long even without events: the Secrets are not
+/// watched, so this is when a deleted Secret is noticed.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// How often a store waiting for its `spec.auth.existingSecret` looks again.
+pub const EXISTING_SECRET_RETRY: Duration = Duration::from_secs(60);
+/// First and largest delay of the per-store error backoff.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Smallest delay after the API server answered 429 (too many requests).
+pub const THROTTLED_MIN: Duration = Duration::from_secs(30);
+
+/// Everything a reconcile needs, built once by `run` (or by a test around a mocked client).
+pub struct Context {
+    pub client: Client,
+    pub settings: OperatorSettings,
+    /// Watch caches of the children (or a stand-in).
+    pub cache: Arc<dyn ChildCache>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// Remembered credentials (see `secrets`).
+    pub credentials: CredentialMemo,
+    /// What our own applies left on each child (see `apply`).
+    pub drift: DriftMemo,
+    /// Consecutive failures per store, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: OperatorSettings,
+        cache: Arc<dyn ChildCache>,
+        metrics: Metrics,
+    ) -> Self {
+        Self::with_instance(client, settings, cache, metrics, None)
+    }
+
+    /// `instance` names this replica in Events (the pod name).
+    pub fn with_instance(
+        client: Client,
+        settings: OperatorSettings,
+        cache: Arc<dyn ChildCache>,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: instance.or_else(|| Some(MANAGER.into())),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            cache,
+            metrics,
+            credentials: CredentialMemo::default(),
+            drift: DriftMemo::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn store_key(store: &SessionStore) -> String {
+    format!(
+        "{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    )
+}
+
+/// Reconciles one SessionStore. Errors go to [`error_policy`].
+pub async fn reconcile(store: Arc<SessionStore>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let span = tracing::info_span!("reconcile", namespace = %store.namespace().unwrap_or_default(), name = %store.name_any());
+    let action = tracing::Instrument::instrument(reconcile_store(&store, &ctx), span).await?;
+    ctx.metrics.reconcile_ok();
+    ctx.failures().remove(&store_key(&store));
+    Ok(action)
+}
+
+async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> {
+    if store.meta().deletion_timestamp.is_some() {
+        // The children carry a controller ownerReference: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let validated = match validate(store) {
+        Ok(validated) => validated,
+        Err(error) => {
+            tracing::warn!(field = %error.field, "invalid spec: {}", error.message);
+            let written = write_status(ctx, store, &Progress::Invalid(&error)).await?;
+            if written {
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validating",
+                    error.to_string(),
+                )
+                .await;
+            }
+            // Retrying cannot help: wait for the user to change the spec.
+            return Ok(Action::await_change());
+        }
+    };
+    match pipeline(ctx, store, &validated, true).await {
+        // Someone created a Secret between our read and our create: read again, once.
+        Err(Error::Conflict { context }) => {
+            tracing::info!(%context, "conflict on create; reading again");
+            ctx.credentials.forget(&validated);
+            pipeline(ctx, store, &validated, false).await
+        }
+        other => other,
+    }
+}
+
+/// Read Secrets -> build -> apply -> status, for a valid store.
+async fn pipeline(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    optimistic: bool,
+) -> Result<Action> {
+    let secrets_read = match read_credentials(ctx, validated, optimistic).await {
+        Ok(read) => read,
+        Err(Error::ExistingSecret { message }) => {
+            tracing::warn!("{message}");
+            let written = write_status(ctx, store, &Progress::WaitingForSecret(&message)).await?;
+            if written {
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "ExistingSecretMissing",
+                    "ReadingSecret",
+                    format!("spec.auth.existingSecret: {message}"),
+                )
+                .await;
+            }
+            return Ok(Action::requeue(EXISTING_SECRET_RETRY));
+        }
+        Err(e) => return Err(e),
+    };
+    let children = desired_children(validated, &secrets_read.credentials, &ctx.settings);
+    let outcome = apply_children(ctx, validated, children, &secrets_read).await?;
+    if outcome.writes > 0 {
+        tracing::info!(writes = outcome.writes, "applied children");
+    }
+    if outcome.created {
+        publish(
+            ctx,
+            store,
+            EventType::Normal,
+            "Created",
+            "Provisioning",
+            format!(
+                "Created the Redis children and the connection Secret {}",
+                ChildNames::connection_secret(&validated.name)
+            ),
+        )
+        .await;
+    }
+
+    let ready_replicas = match outcome.statefulset_status {
+        Some(status) => status.ready_replicas.unwrap_or(0),
+        None => statefulset_ready_replicas(ctx, validated).await?,
+    };
+    let was_ready = store.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
+    write_status(
+        ctx,
+        store,
+        &Progress::Applied {
+            store: validated,
+            ready_replicas,
+        },
+    )
+    .await?;
+    if !was_ready && ready_replicas >= validated.replicas {
+        publish(
+            ctx,
+            store,
+            EventType::Normal,
+            "Ready",
+            "Provisioning",
+            format!("All {} Redis replicas are ready", validated.replicas),
+        )
+        .await;
+    }
+    Ok(Action::requeue(RESYNC_INTERVAL))
+}
+
+/// Ready replicas from the watch cache, or from the API server when there is no cache.
+async fn statefulset_ready_replicas(ctx: &Context, store: &ValidatedStore) -> Result<i32> {
+    let name = ChildNames::statefulset(&store.name);
+    if let Some(status) = ctx.cache.statefulset_status(&store.namespace, &name) {
+        return Ok(status.ready_replicas.unwrap_or(0));
+    }
+    if ctx
+        .cache
+        .lookup(ChildKind::StatefulSet, &store.namespace, &name)
+        != Cached::Unknown
+    {
+        return Ok(0);
+    }
+    ctx.metrics.api_request("get");
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let sts = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e))?;
+    Ok(sts
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0))
+}
+
+/// Computes the status and writes it when it changed. Returns whether it wrote.
+async fn write_status(
+    ctx: &Context,
+    store: &SessionStore,
+    progress: &Progress<'_>,
+) -> Result<bool> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let desired = status::desired_status(
+        store.status.as_ref(),
+        store.meta().generation,
+        progress,
+        &ctx.settings,
+        &now,
+    );
+    if !status::differs(store.status.as_ref(), &desired) {
+        return Ok(false);
+    }
+    log_transition(store, &desired);
+    status::patch_status(ctx, store, &desired).await?;
+    Ok(true)
+}
+
+fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
+    let before = store.status.as_ref().and_then(|s| s.phase);
+    if before != desired.phase {
+        tracing::info!(
+            from = before.map(Phase::as_str).unwrap_or("None"),
+            to = desired.phase.map(Phase::as_str).unwrap_or("None"),
+            reason = desired
+                .condition(READY)
+                .map(|c| c.reason.as_str())
+                .unwrap_or_default(),
+            "phase changed"
+        );
+    }
+}
+
+/// Publishes an Event about the store; a failure is logged, never fatal to the reconcile.
+async fn publish(
+    ctx: &Context,
+    store: &SessionStore,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    ctx.metrics.api_request("create");
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish Event");
+    }
+}
+
+/// Decides when a failed store is tried again: capped exponential backoff per store, longer after
+/// a 429. Also counts the failure by kind.
+pub fn error_policy(store: Arc<SessionStore>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error);
+    let failures = {
+        let mut map = ctx.failures();
+        let entry = map.entry(store_key(&store)).or_insert(0);
+        *entry = entry.saturating_add(1);
+        *entry
+    };
+    let delay = backoff_delay(failures, error.is_throttled());
+    tracing::warn!(
+        namespace = %store.namespace().unwrap_or_default(),
+        name = %store.name_any(),
+        kind = error.metric_label(),
+        failures,
+        retry_in_seconds = delay.as_secs(),
+        "reconcile failed: {error}"
+    );
+    Action::requeue(delay)
+}
+
+/// `BACKOFF_BASE * 2^(failures-1)`, capped at `BACKOFF_MAX`; at least `THROTTLED_MIN` after a 429.
+pub fn backoff_delay(failures: u32, throttled: bool) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let delay = BACKOFF_BASE
+        .saturating_mul(1u32 << exponent)
+        .min(BACKOFF_MAX);
+    if throttled {
+        delay.max(THROTTLED_MIN)
+    } else {
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_delay(1, false), Duration::from_secs(5));
+        assert_eq!(backoff_delay(2, false), Duration::from_secs(10));
+        assert_eq!(backoff_delay(4, false), Duration::from_secs(40));
+        assert_eq!(backoff_delay(7, false), Duration::from_secs(300));
+        assert_eq!(backoff_delay(40, false), Duration::from_secs(300));
+        assert_eq!(backoff_delay(1, true), Duration::from_secs(30));
+    }
+}

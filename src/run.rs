@@ -1,0 +1,371 @@
+//! `sessionstore-operator run`: connects to the cluster, checks the CRD, serves the HTTP endpoints,
+//! takes the leader Lease, then runs one controller per watched scope with narrow watches
+//! (label-selected, metadata-only children; no Secrets) until SIGTERM/SIGINT or a lost lease.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::build::meta::managed_by_selector;
+use crate::cache::{Cached, ChildCache, ChildKind, WatchCache};
+use crate::controller::{Context, error_policy, reconcile};
+use crate::crd::SessionStore;
+use crate::error::{Error, Result};
+use crate::http::{self, HttpState};
+use crate::leader::Leader;
+use crate::metrics;
+use crate::settings::OperatorSettings;
+
+/// Everything `run` is configured with (flags and env, see the run contract).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Empty: all namespaces.
+    pub namespaces: Vec<String>,
+    pub http_addr: SocketAddr,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub pod_name: String,
+    pub max_concurrent_reconciles: u16,
+    pub settings: OperatorSettings,
+}
+
+/// Runs the operator until a shutdown signal. Errors are start-up problems or a lost lease.
+pub async fn run(options: RunOptions) -> Result<()> {
+    let client = Client::try_default().await.map_err(|e| {
+        Error::Startup(format!(
+            "no Kubernetes cluster configured (kubeconfig or in-cluster service account): {e}"
+        ))
+    })?;
+    check_crd(&client, &options.namespaces).await?;
+
+    let (registry, metrics) = metrics::new_registry();
+    let state = HttpState::new(registry, metrics.clone());
+    let listener = tokio::net::TcpListener::bind(options.http_addr)
+        .await
+        .map_err(|e| Error::Startup(format!("listening on {}: {e}", options.http_addr)))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(signal_listener(stop_tx.clone()));
+    let server = tokio::spawn(http::serve(
+        listener,
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let mut leader = None;
+    if options.leader_election {
+        let mut lease = Leader::start(
+            client.clone(),
+            &options.settings.operator_namespace,
+            &options.lease_name,
+            &options.pod_name,
+        )
+        .await?;
+        // A standby replica is healthy and ready to take over.
+        state.set_ready(true);
+        tracing::info!(lease = %options.lease_name, identity = %options.pod_name, "waiting for the leader lease");
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            acquired = lease.acquired() => acquired?,
+            _ = stop.wait_for(|s| *s) => {
+                lease.release().await;
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+        tracing::info!("acquired the leader lease; reconciling");
+        leader = Some(lease);
+    }
+
+    let result = {
+        let controllers =
+            run_controllers(client, &options, metrics, state.clone(), stop_rx.clone());
+        tokio::pin!(controllers);
+        match leader.as_mut() {
+            Some(lease) => {
+                tokio::select! {
+                    done = &mut controllers => done,
+                    _ = lease.lost() => {
+                        // Stop reconciling at once: the other replica may already be writing.
+                        let _ = stop_tx.send(true);
+                        let _ = tokio::time::timeout(Duration::from_secs(10), &mut controllers).await;
+                        Err(Error::Leader("lost the leader lease; exiting so the pod restarts as a standby".into()))
+                    }
+                }
+            }
+            None => controllers.await,
+        }
+    };
+    let _ = stop_tx.send(true);
+    if let Some(lease) = leader {
+        lease.release().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    tracing::info!("stopped");
+    result
+}
+
+/// A clear error when the API server is unreachable or the CRD is not installed.
+async fn check_crd(client: &Client, namespaces: &[String]) -> Result<()> {
+    let api: Api<SessionStore> = match namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::Startup(
+            "the SessionStore CRD (sessionstores.sessionstore.dev) is not installed; install it with \
+             `sessionstore-operator crd | kubectl apply -f -`"
+                .into(),
+        )),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(Error::Startup(format!(
+            "not allowed to list SessionStores (check the operator's RBAC): {}",
+            status.message
+        ))),
+        Err(e) => Err(Error::Startup(format!("cannot reach the Kubernetes API server: {e}"))),
+    }
+}
+
+async fn signal_listener(stop: watch::Sender<bool>) {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = stop.send(true);
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(true);
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A `Sync` shutdown future for `Controller::graceful_shutdown_on` (bridged through a oneshot).
+fn stopped_sync(
+    stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        stopped(stop).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
+
+/// Watch caches of every scope, looked up by namespace.
+struct ScopedCaches {
+    /// Key `None`: the all-namespaces scope.
+    scopes: HashMap<Option<String>, WatchCache>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ScopedCaches {
+    fn scope(&self, namespace: &str) -> Option<&WatchCache> {
+        if !self.synced.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.scopes
+            .get(&Some(namespace.to_string()))
+            .or_else(|| self.scopes.get(&None))
+    }
+}
+
+impl ChildCache for ScopedCaches {
+    fn lookup(&self, kind: ChildKind, namespace: &str, name: &str) -> Cached {
+        match self.scope(namespace) {
+            Some(cache) => cache.lookup(kind, namespace, name),
+            // Until every watch has listed once, ask the API server rather than guess.
+            None => Cached::Unknown,
+        }
+    }
+
+    fn statefulset_status(&self, namespace: &str, name: &str) -> Option<StatefulSetStatus> {
+        self.scope(namespace)?.statefulset_status(namespace, name)
+    }
+}
+
+fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn child_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&managed_by_selector())
+        .any_semantic()
+}
+
+/// A label-selected metadata-only watch reflected into a store, stripped of managedFields.
+fn metadata_reflector<K>(
+    api: Api<PartialObjectMeta<K>>,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    impl Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, child_config())
+        .default_backoff()
+        .modify(|m: &mut PartialObjectMeta<K>| m.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Runs one controller per scope (all namespaces, or each `--namespace`) until `stop`.
+async fn run_controllers(
+    client: Client,
+    options: &RunOptions,
+    metrics: metrics::Metrics,
+    state: Arc<HttpState>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut caches = HashMap::new();
+    let mut controllers = Vec::new();
+    let mut readiness = Vec::new();
+    for scope in &scopes {
+        let (config_maps, cm_stream) =
+            metadata_reflector(api_for::<PartialObjectMeta<ConfigMap>>(&client, scope));
+        let (services, svc_stream) =
+            metadata_reflector(api_for::<PartialObjectMeta<Service>>(&client, scope));
+        let (network_policies, np_stream) =
+            metadata_reflector(api_for::<PartialObjectMeta<NetworkPolicy>>(&client, scope));
+        let (pod_disruption_budgets, pdb_stream) = metadata_reflector(api_for::<
+            PartialObjectMeta<PodDisruptionBudget>,
+        >(&client, scope));
+        // StatefulSets are watched whole for their status, with the spec dropped to save memory.
+        let (statefulsets, sts_writer) = reflector::store();
+        let sts_stream = watcher(api_for::<StatefulSet>(&client, scope), child_config())
+            .default_backoff()
+            .modify(|s: &mut StatefulSet| {
+                s.spec = None;
+                s.metadata.managed_fields = None;
+            })
+            .reflect(sts_writer)
+            .touched_objects();
+        let cache = WatchCache {
+            config_maps,
+            services,
+            statefulsets,
+            network_policies,
+            pod_disruption_budgets,
+        };
+        readiness.push(cache.clone());
+        caches.insert(scope.clone(), cache);
+
+        let controller = Controller::new(
+            api_for::<SessionStore>(&client, scope),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns_stream(cm_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(np_stream)
+        .owns_stream(pdb_stream)
+        .owns_stream(sts_stream)
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(options.max_concurrent_reconciles)
+                .debounce(Duration::from_millis(500)),
+        )
+        .graceful_shutdown_on(stopped_sync(stop.clone()));
+        state.add_store_reader(controller.store());
+        controllers.push(controller);
+    }
+
+    let cache: Arc<dyn ChildCache> = Arc::new(ScopedCaches {
+        scopes: caches,
+        synced: synced.clone(),
+    });
+    let ctx = Arc::new(Context::with_instance(
+        client,
+        options.settings.clone(),
+        cache,
+        metrics,
+        Some(options.pod_name.clone()),
+    ));
+
+    // Readiness: every child watch has listed once.
+    let ready_state = state.clone();
+    tokio::spawn(async move {
+        for cache in readiness {
+            let waits = [
+                cache.config_maps.wait_until_ready().await,
+                cache.services.wait_until_ready().await,
+                cache.statefulsets.wait_until_ready().await,
+                cache.network_policies.wait_until_ready().await,
+                cache.pod_disruption_budgets.wait_until_ready().await,
+            ];
+            if waits.iter().any(|w| w.is_err()) {
+                return;
+            }
+        }
+        synced.store(true, std::sync::atomic::Ordering::Release);
+        ready_state.set_ready(true);
+        tracing::info!("watch caches synced");
+    });
+
+    let runs = controllers.into_iter().map(|controller| {
+        controller
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => tracing::trace!(store = %object, "reconciled"),
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                    Err(error) => tracing::warn!(%error, "controller"),
+                }
+            })
+    });
+    futures::future::join_all(runs).await;
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! The two Secrets of a store, handled apart from the other children because their passwords are
+//! generated once and must never be regenerated or overwritten.
+//!
+//! - Read: Secrets are fetched by name (never listed or watched); the passwords they hold become the
+//!   `StoreCredentials`, and only what is missing is generated.
+//! - Create: a missing Secret is created with POST (never server-side apply), so a concurrent
+//!   creator makes our create fail with 409 and the reconcile re-reads instead of overwriting.
+//! - Patch: on an existing Secret only labels, ownerReferences and *derived* keys (the ACL file,
+//!   host, uri, ...) are applied, and only when they differ; password keys are left out of the patch.
+//! - Remember: the credentials and the applied hashes are kept in memory for a few minutes, so a
+//!   resync of an unchanged store sends no request at all; a periodic requeue re-reads them and so
+//!   notices a deleted Secret.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::apply::object_hash;
+use crate::build::StoreCredentials;
+use crate::build::meta::{ChildNames, MANAGER};
+use crate::cache::APPLIED_HASH_ANNOTATION;
+use crate::controller::Context;
+use crate::error::{Error, Result};
+use crate::password::Password;
+use crate::validate::ValidatedStore;
+
+/// Connection Secret key holding the application password.
+pub const PASSWORD_KEY: &str = "password";
+/// Internal Secret keys holding the operator's own, the replication and the Sentinel passwords.
+pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
+pub const REPLICATION_PASSWORD_KEY: &str = "replication-password";
+pub const SENTINEL_PASSWORD_KEY: &str = "sentinel-password";
+/// Key of the user's own Secret named by `spec.auth.existingSecret`.
+pub const EXISTING_SECRET_KEY: &str = "password";
+
+/// How long remembered credentials are trusted before the Secrets are read again. Shorter than the
+/// periodic requeue, so every periodic reconcile re-reads them.
+pub const CREDENTIALS_RECHECK: Duration = Duration::from_secs(240);
+
+/// Which of the two Secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretRole {
+    Connection,
+    Internal,
+}
+
+impl SecretRole {
+    /// Keys whose values are generated once and never overwritten.
+    /// With `auth.existingSecret` the connection password is copied from the user's Secret,
+    /// so it is derived, not stored.
+    pub fn stored_keys(self, uses_existing_secret: bool) -> &'static [&'static str] {
+        match (self, uses_existing_secret) {
+            (SecretRole::Connection, false) => &[PASSWORD_KEY],
+            (SecretRole::Connection, true) => &[],
+            (SecretRole::Internal, _) => &[
+                OPERATOR_PASSWORD_KEY,
+                REPLICATION_PASSWORD_KEY,
+                SENTINEL_PASSWORD_KEY,
+            ],
+        }
+    }
+
+    pub fn name(self, store: &str) -> String {
+        match self {
+            SecretRole::Connection => ChildNames::connection_secret(store),
+            SecretRole::Internal => ChildNames::internal_secret(store),
+        }
+    }
+}
+
+/// What this reconcile knows about one Secret before applying it.
+#[derive(Clone)]
+pub enum SecretState {
+    /// Read from the API server.
+    Existing(Box<Secret>),
+    /// Read, and not there.
+    Missing,
+    /// Not read (the connection Secret was missing, so this one most likely is too): create it
+    /// optimistically; a 409 makes the reconcile re-read.
+    Unread,
+    /// Not read: remembered from a recent reconcile with this applied hash.
+    Remembered(String),
+}
+
+impl SecretState {
+    fn secret(&self) -> Option<&Secret> {
+        match self {
+            SecretState::Existing(secret) => Some(secret),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of the read step.
+pub struct SecretsRead {
+    pub credentials: StoreCredentials,
+    pub connection: SecretState,
+    pub internal: SecretState,
+}
+
+/// What applying one Secret did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretApplied {
+    Created(String),
+    Patched(String),
+    Unchanged(String),
+}
+
+impl SecretApplied {
+    pub fn hash(&self) -> &str {
+        match self {
+            SecretApplied::Created(h) | SecretApplied::Patched(h) | SecretApplied::Unchanged(h) => {
+                h
+            }
+        }
+    }
+}
+
+/// Credentials remembered per store (keyed by namespace/name, checked against the uid).
+#[derive(Clone)]
+struct Remembered {
+    uid: String,
+    generation: Option<i64>,
+    credentials: StoreCredentials,
+    connection_hash: String,
+    internal_hash: String,
+    at: Instant,
+}
+
+/// In-memory credentials of recently reconciled stores.
+#[derive(Default)]
+pub struct CredentialMemo {
+    entries: Mutex<HashMap<String, Remembered>>,
+}
+
+impl CredentialMemo {
+    fn fresh(&self, store: &ValidatedStore) -> Option<Remembered> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(&store_key(store)).and_then(|r| {
+            (r.uid == store.owner_reference.uid
+                && r.generation == store.generation
+                && r.at.elapsed() < CREDENTIALS_RECHECK)
+                .then(|| r.clone())
+        })
+    }
+
+    /// Records what was just applied.
+    pub fn remember(
+        &self,
+        store: &ValidatedStore,
+        credentials: StoreCredentials,
+        connection_hash: &str,
+        internal_hash: &str,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // Stores deleted while we were not looking (no finalizer) drop out here: every live store
+        // is reconciled at least every resync interval, well within this bound.
+        entries.retain(|_, r| r.at.elapsed() < CREDENTIALS_RECHECK * 3);
+        entries.insert(
+            store_key(store),
+            Remembered {
+                uid: store.owner_reference.uid.clone(),
+                generation: store.generation,
+                credentials,
+                connection_hash: connection_hash.into(),
+                internal_hash: internal_hash.into(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets a store (after a conflict, or when it is gone).
+    pub fn forget(&self, store: &ValidatedStore) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&store_key(store));
+    }
+}
+
+fn store_key(store: &ValidatedStore) -> String {
+    format!("{}/{}", store.namespace, store.name)
+}
+
+/// Builds the credentials from the Secrets that exist, generating only what is missing.
+///
+/// `existing_password` is the password from `spec.auth.existingSecret`, which wins over the
+/// connection Secret. This is the one place to swap for `StoreCredentials::from_secrets`.
+pub fn credentials_from_secrets(
+    connection: Option<&Secret>,
+    internal: Option<&Secret>,
+    existing_password: Option<Password>,
+) -> Result<StoreCredentials> {
+    let app = match existing_password {
+        Some(password) => password,
+        None => stored_password(connection, PASSWORD_KEY)?.unwrap_or_else(Password::generate),
+    };
+    Ok(StoreCredentials {
+        app,
+        app_previous: None,
+        operator: stored_password(internal, OPERATOR_PASSWORD_KEY)?
+            .unwrap_or_else(Password::generate),
+        replication: stored_password(internal, REPLICATION_PASSWORD_KEY)?
+            .unwrap_or_else(Password::generate),
+        sentinel: stored_password(internal, SENTINEL_PASSWORD_KEY)?
+            .unwrap_or_else(Password::generate),
+    })
+}
+
+/// A non-empty password under `key`, or `None`. Errors never contain the value.
+fn stored_password(secret: Option<&Secret>, key: &str) -> Result<Option<Password>> {
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        });
+    match value {
+        None => Ok(None),
+        Some(bytes) if bytes.is_empty() => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(|s| Some(Password::from_secret_value(s)))
+            .map_err(|_| Error::SecretData {
+                secret: secret.metadata.name.clone().unwrap_or_default(),
+                message: format!("key {key} is not UTF-8 text"),
+            }),
+    }
+}
+
+/// Reads the Secrets (or remembers them) and derives the credentials. With `optimistic`, a missing
+/// connection Secret means the internal one is not read but created (a 409 makes the caller retry
+/// with `optimistic = false`).
+pub async fn read_credentials(
+    ctx: &Context,
+    store: &ValidatedStore,
+    optimistic: bool,
+) -> Result<SecretsRead> {
+    if let Some(remembered) = ctx.credentials.fresh(store) {
+        return Ok(SecretsRead {
+            credentials: remembered.credentials,
+            connection: SecretState::Remembered(remembered.connection_hash),
+            internal: SecretState::Remembered(remembered.internal_hash),
+        });
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let existing_password = match &store.auth.existing_secret {
+        Some(name) => Some(read_existing_secret(ctx, &api, name, &store.namespace).await?),
+        None => None,
+    };
+    let connection = get_secret(ctx, &api, &SecretRole::Connection.name(&store.name)).await?;
+    // A missing connection Secret means a new store: skip the read of the internal one and create
+    // it optimistically (a 409 re-reads). Saves one request per new store.
+    let internal = match connection {
+        SecretState::Missing if optimistic => SecretState::Unread,
+        _ => get_secret(ctx, &api, &SecretRole::Internal.name(&store.name)).await?,
+    };
+    let credentials =
+        credentials_from_secrets(connection.secret(), internal.secret(), existing_password)?;
+    Ok(SecretsRead {
+        credentials,
+        connection,
+        internal,
+    })
+}
+
+async fn get_secret(ctx: &Context, api: &Api<Secret>, name: &str) -> Result<SecretState> {
+    ctx.metrics.api_request("get");
+    match api.get_opt(name).await {
+        Ok(Some(secret)) => Ok(SecretState::Existing(Box::new(secret))),
+        Ok(None) => Ok(SecretState::Missing),
+        Err(e) => Err(Error::kube(format!("reading Secret {name}"), e)),
+    }
+}
+
+async fn read_existing_secret(
+    ctx: &Context,
+    api: &Api<Secret>,
+    name: &str,
+    namespace: &str,
+) -> Result<Password> {
+    ctx.metrics.api_request("get");
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {name} (spec.auth.existingSecret)"), e))?
+        .ok_or_else(|| Error::ExistingSecret {
+            message: format!("Secret {namespace}/{name} does not exist; create it with a `{EXISTING_SECRET_KEY}` key"),
+        })?;
+    stored_password(Some(&secret), EXISTING_SECRET_KEY)?.ok_or_else(|| Error::ExistingSecret {
+        message: format!("Secret {namespace}/{name} has no non-empty `{EXISTING_SECRET_KEY}` key"),
+    })
+}
+
+/// Makes sure a Secret about to be created carries its stored passwords, whatever the builder
+/// wrote: the read step finds them there next time, so they are generated exactly once.
+pub fn with_stored_passwords(
+    mut secret: Secret,
+    role: SecretRole,
+    credentials: &StoreCredentials,
+    uses_existing: bool,
+) -> Secret {
+    normalize(&mut secret);
+    let data = secret.data.get_or_insert_with(BTreeMap::new);
+    for key in role.stored_keys(uses_existing) {
+        let password = match *key {
+            PASSWORD_KEY => &credentials.app,
+            OPERATOR_PASSWORD_KEY => &credentials.operator,
+            REPLICATION_PASSWORD_KEY => &credentials.replication,
+            SENTINEL_PASSWORD_KEY => &credentials.sentinel,
+            _ => continue,
+        };
+        data.entry((*key).to_string())
+            .or_insert_with(|| ByteString(password.expose().as_bytes().to_vec()));
+    }
+    secret
+}
+
+/// `stringData` folded into `data`, so comparisons and patches see one map.
+fn normalize(secret: &mut Secret) {
+    if let Some(string_data) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, value) in string_data {
+            data.insert(key, ByteString(value.into_bytes()));
+        }
+    }
+}
+
+/// The part of a desired Secret the operator may apply to an existing one: labels,
+/// ownerReferences and derived keys; never a stored password, never the immutable type.
+pub fn existing_secret_patch(desired: &Secret, role: SecretRole, uses_existing: bool) -> Secret {
+    let stored = role.stored_keys(uses_existing);
+    let data: BTreeMap<String, ByteString> = desired
+        .data
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !stored.contains(&key.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: desired.metadata.name.clone(),
+            namespace: desired.metadata.namespace.clone(),
+            labels: desired.metadata.labels.clone(),
+            owner_references: desired.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        data: (!data.is_empty()).then_some(data),
+        ..Secret::default()
+    }
+}
+
+/// Creates a missing Secret, or patches the derived parts of an existing one when they differ.
+pub async fn apply_secret(
+    ctx: &Context,
+    role: SecretRole,
+    desired: Secret,
+    state: &SecretState,
+    credentials: &StoreCredentials,
+    uses_existing: bool,
+) -> Result<SecretApplied> {
+    let desired = with_stored_passwords(desired, role, credentials, uses_existing);
+    let mut patch = existing_secret_patch(&desired, role, uses_existing);
+    let hash = object_hash(&patch)?;
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let namespace = desired.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let live = match state {
+        SecretState::Remembered(remembered) if *remembered == hash => {
+            return Ok(SecretApplied::Unchanged(hash));
+        }
+        SecretState::Remembered(_) => get_secret(ctx, &api, &name).await?,
+        other => other.clone(),
+    };
+    match live {
+        SecretState::Existing(live) => {
+            if live_matches(&live, &patch, &hash) {
+                return Ok(SecretApplied::Unchanged(hash));
+            }
+            patch
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(APPLIED_HASH_ANNOTATION.into(), hash.clone());
+            ctx.metrics.api_request("patch");
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("patching Secret {namespace}/{name}"), e))?;
+            Ok(SecretApplied::Patched(hash))
+        }
+        SecretState::Missing | SecretState::Unread | SecretState::Remembered(_) => {
+            let mut desired = desired;
+            desired
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(APPLIED_HASH_ANNOTATION.into(), hash.clone());
+            let params = PostParams {
+                dry_run: false,
+                field_manager: Some(MANAGER.into()),
+            };
+            ctx.metrics.api_request("create");
+            match api.create(&params, &desired).await {
+                Ok(_) => Ok(SecretApplied::Created(hash)),
+                Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::Conflict {
+                    context: format!("creating Secret {namespace}/{name}"),
+                }),
+                Err(e) => Err(Error::kube(
+                    format!("creating Secret {namespace}/{name}"),
+                    e,
+                )),
+            }
+        }
+    }
+}
+
+/// Whether an existing Secret already carries the patch: same hash annotation, same derived keys
+/// (a hand edit of a derived key is restored), our labels and ownerReferences present.
+fn live_matches(live: &Secret, patch: &Secret, hash: &str) -> bool {
+    let annotated = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+        .is_some_and(|h| h == hash);
+    let data_matches = patch
+        .data
+        .iter()
+        .flatten()
+        .all(|(k, v)| live.data.as_ref().and_then(|d| d.get(k)) == Some(v));
+    let labels_match = patch
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| live.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    let owners_match = patch.metadata.owner_references.iter().flatten().all(|o| {
+        live.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|l| l.uid == o.uid && l.controller == o.controller)
+    });
+    annotated && data_matches && labels_match && owners_match
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn stored_passwords_are_reused_and_only_missing_ones_generated() {
+        let connection = secret("s-connection", &[("password", "app-pw")]);
+        let internal = secret(
+            "s-internal",
+            &[("operator-password", "op-pw"), ("users.acl", "x")],
+        );
+        let creds =
+            credentials_from_secrets(Some(&connection), Some(&internal), None).expect("reads");
+        assert_eq!(creds.app.expose(), "app-pw");
+        assert_eq!(creds.operator.expose(), "op-pw");
+        assert_eq!(
+            creds.replication.expose().len(),
+            crate::password::GENERATED_PASSWORD_LEN
+        );
+        assert_ne!(creds.replication, creds.sentinel);
+    }
+
+    #[test]
+    fn existing_secret_password_wins_over_the_connection_secret() {
+        let connection = secret("s-connection", &[("password", "old")]);
+        let creds = credentials_from_secrets(
+            Some(&connection),
+            None,
+            Some(Password::from_secret_value("users-own".into())),
+        )
+        .expect("reads");
+        assert_eq!(creds.app.expose(), "users-own");
+    }
+
+    #[test]
+    fn a_non_utf8_password_is_an_error_that_does_not_show_the_bytes() {
+        let mut bad = secret("s-connection", &[]);
+        bad.data = Some(BTreeMap::from([(
+            "password".into(),
+            ByteString(vec![0xff, 0xfe, 0x41]),
+        )]));
+        let err = credentials_from_secrets(Some(&bad), None, None).expect_err("fails");
+        assert!(err.to_string().contains("s-connection"));
+        assert!(err.to_string().contains("password"));
+    }
+
+    #[test]
+    fn the_patch_of_an_existing_secret_leaves_out_every_stored_password() {
+        let desired = secret(
+            "s-internal",
+            &[
+                ("operator-password", "a"),
+                ("replication-password", "b"),
+                ("sentinel-password", "c"),
+                ("users.acl", "acl"),
+            ],
+        );
+        let patch = existing_secret_patch(&desired, SecretRole::Internal, false);
+        let keys: Vec<_> = patch
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["users.acl"]);
+
+        let desired = secret("s-connection", &[("password", "a"), ("host", "h")]);
+        let patch = existing_secret_patch(&desired, SecretRole::Connection, false);
+        let keys: Vec<_> = patch
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["host"]);
+        // With auth.existingSecret the connection password follows the user's Secret.
+        let patch = existing_secret_patch(&desired, SecretRole::Connection, true);
+        assert_eq!(patch.data.iter().flatten().count(), 2);
+    }
+
+    #[test]
+    fn created_secrets_carry_their_passwords_even_when_the_builder_left_them_out() {
+        let creds = StoreCredentials::generate();
+        let internal = with_stored_passwords(
+            secret("s-internal", &[("users.acl", "x")]),
+            SecretRole::Internal,
+            &creds,
+            false,
+        );
+        let read = credentials_from_secrets(None, Some(&internal), None).expect("reads");
+        assert_eq!(read.operator, creds.operator);
+        assert_eq!(read.replication, creds.replication);
+        assert_eq!(read.sentinel, creds.sentinel);
+        // A builder-provided value is kept as is.
+        let internal = with_stored_passwords(
+            secret("s-internal", &[("operator-password", "from-builder")]),
+            SecretRole::Internal,
+            &creds,
+            false,
+        );
+        assert_eq!(
+            internal
+                .data
+                .as_ref()
+                .and_then(|d| d.get("operator-password"))
+                .map(|b| b.0.as_slice()),
+            Some(&b"from-builder"[..])
+        );
+    }
+}

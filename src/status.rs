@@ -1,0 +1,348 @@
+//! Last step of the pipeline: the status the operator owns (observedGeneration, phase, Ready and
+//! Available conditions, endpoint, connection Secret, replicas), computed purely from what was
+//! validated, applied and observed, and written with server-side apply only when it changed.
+//!
+//! Conditions of other types (e.g. `Healthy`/`Degraded` from the health step) are carried over, and a
+//! condition's `lastTransitionTime` only moves when its status flips, so a resync compares equal.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::build::meta::{ChildNames, MANAGER};
+use crate::controller::Context;
+use crate::crd::{Endpoint, Phase, SessionStore, SessionStoreStatus};
+use crate::error::{Error, Result};
+use crate::settings::OperatorSettings;
+use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
+
+pub const READY: &str = "Ready";
+pub const AVAILABLE: &str = "Available";
+
+/// Where the reconcile got to, which decides the status.
+pub enum Progress<'a> {
+    /// The spec cannot be reconciled; waits for the user.
+    Invalid(&'a ValidationError),
+    /// `spec.auth.existingSecret` is missing or unusable; the message names it.
+    WaitingForSecret(&'a str),
+    /// Every child is applied; `ready_replicas` from the StatefulSet's status.
+    Applied {
+        store: &'a ValidatedStore,
+        ready_replicas: i32,
+    },
+}
+
+/// The status fields this controller owns, as sent in the server-side apply.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    pub conditions: Vec<Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+}
+
+impl OwnedStatus {
+    /// The same fields read from a live status.
+    pub fn of(status: &SessionStoreStatus) -> Self {
+        OwnedStatus {
+            observed_generation: status.observed_generation,
+            phase: status.phase,
+            conditions: status.conditions.clone(),
+            endpoint: status.endpoint.clone(),
+            connection_secret: status.connection_secret.clone(),
+            replicas: status.replicas,
+            ready_replicas: status.ready_replicas,
+        }
+    }
+
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// The status a store should have now.
+pub fn desired_status(
+    current: Option<&SessionStoreStatus>,
+    generation: Option<i64>,
+    progress: &Progress<'_>,
+    settings: &OperatorSettings,
+    now: &Time,
+) -> OwnedStatus {
+    let previous = current.map(OwnedStatus::of).unwrap_or_default();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" }.to_string();
+        let last_transition_time = previous
+            .condition(type_)
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+
+    let mut next = OwnedStatus {
+        observed_generation: generation,
+        ..previous.clone()
+    };
+    let mut ours = Vec::new();
+    match progress {
+        Progress::Invalid(error) => {
+            next.phase = Some(Phase::Failed);
+            ours.push(condition(READY, false, "InvalidSpec", error.to_string()));
+            ours.extend(previous.condition(AVAILABLE).cloned());
+        }
+        Progress::WaitingForSecret(message) => {
+            next.phase = Some(Phase::Pending);
+            ours.push(condition(
+                READY,
+                false,
+                "ExistingSecretMissing",
+                (*message).to_string(),
+            ));
+            ours.extend(previous.condition(AVAILABLE).cloned());
+        }
+        Progress::Applied {
+            store,
+            ready_replicas,
+        } => {
+            let (replicas, ready) = (store.replicas, *ready_replicas);
+            let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
+            next.phase = Some(if ready >= replicas {
+                Phase::Ready
+            } else if ready >= 1 && was_ready {
+                Phase::Degraded
+            } else {
+                Phase::Provisioning
+            });
+            ours.push(if ready >= replicas {
+                condition(
+                    READY,
+                    true,
+                    "AllReplicasReady",
+                    format!("{ready} of {replicas} replicas ready"),
+                )
+            } else {
+                let reason = if was_ready {
+                    "ReplicasNotReady"
+                } else {
+                    "Provisioning"
+                };
+                condition(
+                    READY,
+                    false,
+                    reason,
+                    format!("{ready} of {replicas} replicas ready"),
+                )
+            });
+            ours.push(if ready >= 1 {
+                condition(
+                    AVAILABLE,
+                    true,
+                    "Serving",
+                    "at least one Redis pod is ready to serve sessions".into(),
+                )
+            } else {
+                condition(
+                    AVAILABLE,
+                    false,
+                    "NoReadyReplicas",
+                    "no Redis pod is ready yet".into(),
+                )
+            });
+            next.endpoint = Some(Endpoint {
+                host: format!(
+                    "{}.{}.svc.{}",
+                    ChildNames::service(&store.name),
+                    store.namespace,
+                    settings.cluster_domain
+                ),
+                port: REDIS_PORT,
+                tls: store.tls.is_some(),
+            });
+            next.connection_secret = Some(ChildNames::connection_secret(&store.name));
+            next.replicas = Some(replicas);
+            next.ready_replicas = Some(ready);
+        }
+    }
+    // Conditions written by other steps (health) keep their place after ours.
+    ours.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != READY && c.type_ != AVAILABLE)
+            .cloned(),
+    );
+    next.conditions = ours;
+    next
+}
+
+/// Whether the desired status differs from the live one.
+pub fn differs(current: Option<&SessionStoreStatus>, desired: &OwnedStatus) -> bool {
+    current.map(OwnedStatus::of).as_ref() != Some(desired)
+}
+
+/// Writes the owned status with server-side apply on the status subresource.
+pub async fn patch_status(ctx: &Context, store: &SessionStore, status: &OwnedStatus) -> Result<()> {
+    let namespace = store.namespace().unwrap_or_default();
+    let name = store.name_any();
+    let api: Api<SessionStore> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = serde_json::json!({
+        "apiVersion": SessionStore::api_version(&()),
+        "kind": SessionStore::kind(&()),
+        "status": status,
+    });
+    ctx.metrics.api_request("patch");
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| {
+        Error::kube(
+            format!("writing status of SessionStore {namespace}/{name}"),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::validate;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn store(yaml: &str) -> SessionStore {
+        serde_yaml::from_str(yaml).expect("valid yaml")
+    }
+
+    fn dev() -> SessionStore {
+        let mut s = store(
+            "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\nmetadata: {name: web, namespace: shop, uid: u1, generation: 2}\nspec:\n  profile: development\n  clients: {podSelector: {matchLabels: {app: web}}}\n",
+        );
+        s.metadata.generation = Some(2);
+        s
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("valid time"))
+    }
+
+    #[test]
+    fn provisioning_then_ready_keeps_unchanged_transition_times() {
+        let settings = OperatorSettings::default();
+        let validated = validate(&dev()).expect("valid");
+        let first = desired_status(
+            None,
+            Some(2),
+            &Progress::Applied {
+                store: &validated,
+                ready_replicas: 0,
+            },
+            &settings,
+            &at(100),
+        );
+        assert_eq!(first.phase, Some(Phase::Provisioning));
+        assert_eq!(
+            first.condition(READY).map(|c| c.status.as_str()),
+            Some("False")
+        );
+        assert_eq!(
+            first.endpoint.as_ref().map(|e| e.host.as_str()),
+            Some("web.shop.svc.cluster.local")
+        );
+        assert_eq!(first.connection_secret.as_deref(), Some("web-connection"));
+
+        let live = SessionStoreStatus {
+            observed_generation: first.observed_generation,
+            phase: first.phase,
+            conditions: first.conditions.clone(),
+            endpoint: first.endpoint.clone(),
+            connection_secret: first.connection_secret.clone(),
+            replicas: first.replicas,
+            ready_replicas: first.ready_replicas,
+            ..SessionStoreStatus::default()
+        };
+        // Same inputs later: equal, nothing to write.
+        let again = desired_status(
+            Some(&live),
+            Some(2),
+            &Progress::Applied {
+                store: &validated,
+                ready_replicas: 0,
+            },
+            &settings,
+            &at(500),
+        );
+        assert!(!differs(Some(&live), &again));
+
+        let ready = desired_status(
+            Some(&live),
+            Some(2),
+            &Progress::Applied {
+                store: &validated,
+                ready_replicas: 1,
+            },
+            &settings,
+            &at(900),
+        );
+        assert!(differs(Some(&live), &ready));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        let r = ready.condition(READY).expect("ready condition");
+        assert_eq!(
+            (r.status.as_str(), r.last_transition_time.clone()),
+            ("True", at(900))
+        );
+    }
+
+    #[test]
+    fn invalid_spec_names_the_field_and_keeps_health_conditions() {
+        let settings = OperatorSettings::default();
+        let live = SessionStoreStatus {
+            conditions: vec![Condition {
+                type_: "Healthy".into(),
+                status: "True".into(),
+                reason: "Ok".into(),
+                message: "fine".into(),
+                observed_generation: Some(1),
+                last_transition_time: at(1),
+            }],
+            ..SessionStoreStatus::default()
+        };
+        let error = ValidationError {
+            field: "spec.replicas".into(),
+            message: "2 is rejected".into(),
+        };
+        let status = desired_status(
+            Some(&live),
+            Some(3),
+            &Progress::Invalid(&error),
+            &settings,
+            &at(5),
+        );
+        assert_eq!(status.phase, Some(Phase::Failed));
+        let ready = status.condition(READY).expect("ready");
+        assert_eq!(ready.reason, "InvalidSpec");
+        assert!(ready.message.contains("spec.replicas"));
+        assert!(status.condition("Healthy").is_some());
+        assert_eq!(status.observed_generation, Some(3));
+    }
+}
