@@ -6,13 +6,13 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod build;
 pub mod crd;
 pub mod error;
 pub mod password;
 pub mod quantity;
-pub mod render;
 pub mod settings;
 pub mod validate;
+pub mod build;
+pub mod render;
 
 pub use error::{Error, Result};

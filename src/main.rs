@@ -8,11 +8,7 @@ use sessionstore_operator::render;
 use sessionstore_operator::settings::OperatorSettings;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "sessionstore-operator",
-    version,
-    about = "A secure, reliable Redis for every application's sessions"
-)]
+#[command(name = "sessionstore-operator", version, about = "A secure, reliable Redis for every application's sessions")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

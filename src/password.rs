@@ -1,7 +1,7 @@
 //! Passwords: generated from a CSPRNG, hashed for the ACL file, and never printed by `Debug`.
 
-use rand::distr::Alphanumeric;
 use rand::{Rng, TryRngCore};
+use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 
 /// Length of generated passwords: 43 URL-safe characters (~256 bits of entropy, >= 32 random bytes).

@@ -26,10 +26,7 @@ pub fn parse_stores(source: &str, path: &str) -> Result<Vec<SessionStore>> {
         if value.is_null() {
             continue;
         }
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default();
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         if kind != "SessionStore" {
             return Err(Error::Input {
                 path: path.into(),
@@ -52,12 +49,7 @@ pub fn parse_stores(source: &str, path: &str) -> Result<Vec<SessionStore>> {
 }
 
 /// Validates and builds every store in `source`, returning the children as one YAML stream.
-pub fn render(
-    source: &str,
-    path: &str,
-    show_secrets: bool,
-    settings: &OperatorSettings,
-) -> Result<String> {
+pub fn render(source: &str, path: &str, show_secrets: bool, settings: &OperatorSettings) -> Result<String> {
     let mut out = String::new();
     for mut store in parse_stores(source, path)? {
         if store.metadata.namespace.is_none() {
@@ -93,28 +85,13 @@ fn child_documents(children: &DesiredChildren, show_secrets: bool) -> Result<Vec
         to_yaml("Secret", &value)
     };
     let mut docs = vec![
-        to_yaml(
-            "ConfigMap",
-            &with_type_meta::<k8s_openapi::api::core::v1::ConfigMap>(config_map)?,
-        )?,
+        to_yaml("ConfigMap", &with_type_meta::<k8s_openapi::api::core::v1::ConfigMap>(config_map)?)?,
         secret(internal_secret)?,
         secret(connection_secret)?,
-        to_yaml(
-            "Service",
-            &with_type_meta::<k8s_openapi::api::core::v1::Service>(headless_service)?,
-        )?,
-        to_yaml(
-            "Service",
-            &with_type_meta::<k8s_openapi::api::core::v1::Service>(service)?,
-        )?,
-        to_yaml(
-            "StatefulSet",
-            &with_type_meta::<k8s_openapi::api::apps::v1::StatefulSet>(statefulset)?,
-        )?,
-        to_yaml(
-            "NetworkPolicy",
-            &with_type_meta::<k8s_openapi::api::networking::v1::NetworkPolicy>(network_policy)?,
-        )?,
+        to_yaml("Service", &with_type_meta::<k8s_openapi::api::core::v1::Service>(headless_service)?)?,
+        to_yaml("Service", &with_type_meta::<k8s_openapi::api::core::v1::Service>(service)?)?,
+        to_yaml("StatefulSet", &with_type_meta::<k8s_openapi::api::apps::v1::StatefulSet>(statefulset)?)?,
+        to_yaml("NetworkPolicy", &with_type_meta::<k8s_openapi::api::networking::v1::NetworkPolicy>(network_policy)?)?,
     ];
     if let Some(pdb) = pod_disruption_budget {
         docs.push(to_yaml(

@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
-};
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -226,24 +224,19 @@ pub struct Sentinel {
 /// Validates a SessionStore and applies its profile's defaults.
 pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError> {
     let name = store.name_any();
-    let namespace = store.namespace().ok_or_else(|| {
-        invalid(
-            "metadata.namespace",
-            "a SessionStore is namespaced; set metadata.namespace",
-        )
-    })?;
+    let namespace = store
+        .namespace()
+        .ok_or_else(|| invalid("metadata.namespace", "a SessionStore is namespaced; set metadata.namespace"))?;
     check_dns_label("metadata.name", &name, 47)?;
-    let owner_reference = store
-        .controller_owner_ref(&())
-        .unwrap_or_else(|| OwnerReference {
-            // Only a store read from a file (render) has no uid; a cluster object always has one.
-            api_version: SessionStore::api_version(&()).into_owned(),
-            kind: SessionStore::kind(&()).into_owned(),
-            name: name.clone(),
-            uid: String::new(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        });
+    let owner_reference = store.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        // Only a store read from a file (render) has no uid; a cluster object always has one.
+        api_version: SessionStore::api_version(&()).into_owned(),
+        kind: SessionStore::kind(&()).into_owned(),
+        name: name.clone(),
+        uid: String::new(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    });
 
     let spec = &store.spec;
     let profile = spec.profile;
@@ -253,16 +246,11 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
     if replicas == 2 || !(1..=9).contains(&replicas) {
         return Err(invalid(
             "spec.replicas",
-            format!(
-                "must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority), got {replicas}"
-            ),
+            format!("must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority), got {replicas}"),
         ));
     }
 
-    let image = spec
-        .image
-        .clone()
-        .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into());
+    let image = spec.image.clone().unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into());
     check_image("spec.image", &image)?;
 
     let memory = validate_memory(spec.memory.as_ref(), production, spec.persistence.as_ref())?;
@@ -280,24 +268,9 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
 
     let connection_spec = spec.connection.clone().unwrap_or_default();
     let connection = Connection {
-        timeout_seconds: in_range(
-            "spec.connection.timeoutSeconds",
-            connection_spec.timeout_seconds.unwrap_or(300),
-            0,
-            86_400,
-        )?,
-        tcp_keepalive_seconds: in_range(
-            "spec.connection.tcpKeepaliveSeconds",
-            connection_spec.tcp_keepalive_seconds.unwrap_or(300),
-            0,
-            7_200,
-        )?,
-        max_clients: in_range(
-            "spec.connection.maxClients",
-            connection_spec.max_clients.unwrap_or(10_000),
-            1,
-            100_000,
-        )?,
+        timeout_seconds: in_range("spec.connection.timeoutSeconds", connection_spec.timeout_seconds.unwrap_or(300), 0, 86_400)?,
+        tcp_keepalive_seconds: in_range("spec.connection.tcpKeepaliveSeconds", connection_spec.tcp_keepalive_seconds.unwrap_or(300), 0, 7_200)?,
+        max_clients: in_range("spec.connection.maxClients", connection_spec.max_clients.unwrap_or(10_000), 1, 100_000)?,
     };
 
     let extra_config = validate_extra_config(&spec.extra_config)?;
@@ -332,9 +305,7 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
         )?,
         failover_timeout_milliseconds: in_range(
             "spec.sentinel.failoverTimeoutMilliseconds",
-            sentinel_spec
-                .failover_timeout_milliseconds
-                .unwrap_or(30_000),
+            sentinel_spec.failover_timeout_milliseconds.unwrap_or(30_000),
             5_000,
             600_000,
         )?,
@@ -372,18 +343,12 @@ fn validate_memory(
     persistence: Option<&crate::crd::PersistenceSpec>,
 ) -> Result<Memory, ValidationError> {
     let memory = memory.cloned().unwrap_or_default();
-    let limit = memory.limit.clone().unwrap_or_else(|| {
-        if production {
-            "1Gi".into()
-        } else {
-            "256Mi".into()
-        }
-    });
+    let limit = memory
+        .limit
+        .clone()
+        .unwrap_or_else(|| if production { "1Gi".into() } else { "256Mi".into() });
     let limit_bytes = parse_bytes(&limit).ok_or_else(|| {
-        invalid(
-            "spec.memory.limit",
-            format!("{limit:?} is not a byte quantity such as 1Gi or 512Mi"),
-        )
+        invalid("spec.memory.limit", format!("{limit:?} is not a byte quantity such as 1Gi or 512Mi"))
     })?;
     if limit_bytes < MIN_MEMORY_LIMIT_BYTES {
         return Err(invalid("spec.memory.limit", "must be at least 32Mi"));
@@ -391,17 +356,12 @@ fn validate_memory(
     let maxmemory_bytes = match &memory.maxmemory {
         Some(value) => {
             let bytes = parse_bytes(value).ok_or_else(|| {
-                invalid(
-                    "spec.memory.maxmemory",
-                    format!("{value:?} is not a byte quantity such as 700Mi"),
-                )
+                invalid("spec.memory.maxmemory", format!("{value:?} is not a byte quantity such as 700Mi"))
             })?;
             if bytes >= limit_bytes {
                 return Err(invalid(
                     "spec.memory.maxmemory",
-                    format!(
-                        "must be less than spec.memory.limit ({limit}) to leave headroom for fork copy-on-write and buffers"
-                    ),
+                    format!("must be less than spec.memory.limit ({limit}) to leave headroom for fork copy-on-write and buffers"),
                 ));
             }
             if bytes < 1 << 20 {
@@ -440,10 +400,7 @@ fn validate_persistence(
     });
     let size = persistence.size.clone().unwrap_or_else(|| "1Gi".into());
     if parse_bytes(&size).is_none_or(|b| b == 0) {
-        return Err(invalid(
-            "spec.persistence.size",
-            format!("{size:?} is not a byte quantity such as 1Gi"),
-        ));
+        return Err(invalid("spec.persistence.size", format!("{size:?} is not a byte quantity such as 1Gi")));
     }
     if let Some(class) = &persistence.storage_class_name {
         check_dns_subdomain("spec.persistence.storageClassName", class)?;
@@ -468,8 +425,7 @@ fn validate_auth(auth: Option<&crate::crd::AuthSpec>) -> Result<Auth, Validation
         rotation: auth.rotation,
         rotation_grace_period_seconds: in_range(
             "spec.auth.rotationGracePeriodSeconds",
-            auth.rotation_grace_period_seconds
-                .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS),
+            auth.rotation_grace_period_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS),
             0,
             604_800,
         )?,
@@ -482,10 +438,7 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
     };
     let source = match (&tls.secret_name, &tls.issuer_ref) {
         (Some(_), Some(_)) => {
-            return Err(invalid(
-                "spec.tls",
-                "set either secretName or issuerRef, not both",
-            ));
+            return Err(invalid("spec.tls", "set either secretName or issuerRef, not both"));
         }
         (Some(secret), None) => {
             check_dns_subdomain("spec.tls.secretName", secret)?;
@@ -495,15 +448,9 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
             check_dns_subdomain("spec.tls.issuerRef.name", &issuer.name)?;
             let kind = issuer.kind.clone().unwrap_or_else(|| "Issuer".into());
             if kind != "Issuer" && kind != "ClusterIssuer" {
-                return Err(invalid(
-                    "spec.tls.issuerRef.kind",
-                    "must be Issuer or ClusterIssuer",
-                ));
+                return Err(invalid("spec.tls.issuerRef.kind", "must be Issuer or ClusterIssuer"));
             }
-            let group = issuer
-                .group
-                .clone()
-                .unwrap_or_else(|| "cert-manager.io".into());
+            let group = issuer.group.clone().unwrap_or_else(|| "cert-manager.io".into());
             check_dns_subdomain("spec.tls.issuerRef.group", &group)?;
             TlsSource::Issuer {
                 name: issuer.name.clone(),
@@ -531,10 +478,7 @@ fn validate_extra_config(
             && key.starts_with(|c: char| c.is_ascii_alphabetic())
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !valid_key {
-            return Err(invalid(
-                field,
-                "directive names are letters, digits and '-' only",
-            ));
+            return Err(invalid(field, "directive names are letters, digits and '-' only"));
         }
         let lower = key.to_ascii_lowercase();
         let forbidden = FORBIDDEN_EXTRA_CONFIG.iter().any(|f| {
@@ -552,10 +496,7 @@ fn validate_extra_config(
         }
         check_config_value(&field, value)?;
         if out.insert(lower, value.clone()).is_some() {
-            return Err(invalid(
-                field,
-                "the same directive is given twice (names are case-insensitive)",
-            ));
+            return Err(invalid(field, "the same directive is given twice (names are case-insensitive)"));
         }
     }
     Ok(out)
@@ -567,10 +508,7 @@ fn check_config_value(field: &str, value: &str) -> Result<(), ValidationError> {
         return Err(invalid(field, "value must be 1 to 256 characters"));
     }
     if value.trim() != value || value.contains("  ") {
-        return Err(invalid(
-            field,
-            "value must not start or end with spaces or contain double spaces",
-        ));
+        return Err(invalid(field, "value must not start or end with spaces or contain double spaces"));
     }
     let safe = value
         .chars()
@@ -597,18 +535,12 @@ fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, Valida
             !w.is_empty()
                 && w.len() <= 64
                 && w.starts_with(|c: char| c.is_ascii_alphabetic())
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
-        if !word(name)
-            || sub.is_some_and(|s| !word(s))
-            || (command.starts_with('@') && sub.is_some())
-        {
+        if !word(name) || sub.is_some_and(|s| !word(s)) || (command.starts_with('@') && sub.is_some()) {
             return Err(invalid(
                 field,
-                format!(
-                    "{command:?} is not a command name (e.g. `sort`, `client|kill`) or `@category`"
-                ),
+                format!("{command:?} is not a command name (e.g. `sort`, `client|kill`) or `@category`"),
             ));
         }
         let lower = command.to_ascii_lowercase();
@@ -666,10 +598,7 @@ fn check_key_prefix(prefix: &str) -> Result<(), ValidationError> {
 
 fn check_free_text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.len() > max || value.chars().any(|c| c.is_control()) {
-        return Err(invalid(
-            field,
-            format!("at most {max} characters, no control characters or line breaks"),
-        ));
+        return Err(invalid(field, format!("at most {max} characters, no control characters or line breaks")));
     }
     Ok(())
 }
@@ -683,10 +612,7 @@ fn check_image(field: &str, image: &str) -> Result<(), ValidationError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            field,
-            format!("{image:?} is not an image reference"),
-        ))
+        Err(invalid(field, format!("{image:?} is not an image reference")))
     }
 }
 
@@ -697,10 +623,7 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
 ) -> Result<T, ValidationError> {
     if value < min || value > max {
-        Err(invalid(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        ))
+        Err(invalid(field, format!("must be between {min} and {max}, got {value}")))
     } else {
         Ok(value)
     }
@@ -719,9 +642,7 @@ fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), Validatio
     } else {
         Err(invalid(
             field,
-            format!(
-                "must be a DNS label of at most {max} characters (children add suffixes such as -headless)"
-            ),
+            format!("must be a DNS label of at most {max} characters (children add suffixes such as -headless)"),
         ))
     }
 }
@@ -740,9 +661,6 @@ fn check_dns_subdomain(field: &str, value: &str) -> Result<(), ValidationError> 
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            field,
-            format!("{value:?} is not a valid Kubernetes object name"),
-        ))
+        Err(invalid(field, format!("{value:?} is not a valid Kubernetes object name")))
     }
 }

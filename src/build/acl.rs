@@ -11,10 +11,7 @@ pub const SENTINEL_USER: &str = "sentinel";
 /// The ACL rules of every user without their passwords: hashed into the config hash, so a rule
 /// change rolls the pods while a password rotation (done live) does not.
 pub fn acl_rules(store: &ValidatedStore) -> Vec<(String, String)> {
-    let mut app = format!(
-        "resetkeys ~{}* resetchannels +@all -@dangerous -@scripting",
-        store.key_prefix
-    );
+    let mut app = format!("resetkeys ~{}* resetchannels +@all -@dangerous -@scripting", store.key_prefix);
     for command in &store.disabled_commands {
         app.push_str(&format!(" -{command}"));
     }

@@ -17,15 +17,8 @@ pub fn redis_conf(store: &ValidatedStore) -> String {
 
 pub fn desired_config_map(store: &ValidatedStore) -> ConfigMap {
     ConfigMap {
-        metadata: object_meta(
-            store,
-            ChildNames::config_map(&store.name),
-            Component::Config,
-        ),
-        data: Some(BTreeMap::from([(
-            REDIS_CONF_KEY.to_string(),
-            redis_conf(store),
-        )])),
+        metadata: object_meta(store, ChildNames::config_map(&store.name), Component::Config),
+        data: Some(BTreeMap::from([(REDIS_CONF_KEY.to_string(), redis_conf(store))])),
         ..ConfigMap::default()
     }
 }

@@ -71,14 +71,8 @@ pub fn labels(store: &ValidatedStore, component: Component) -> BTreeMap<String, 
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
         ("app.kubernetes.io/instance".to_string(), store.name.clone()),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            MANAGER.to_string(),
-        ),
-        (
-            "app.kubernetes.io/component".to_string(),
-            component.as_str().to_string(),
-        ),
+        ("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string()),
+        ("app.kubernetes.io/component".to_string(), component.as_str().to_string()),
     ])
 }
 

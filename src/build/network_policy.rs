@@ -6,16 +6,9 @@ use crate::build::meta::{ChildNames, Component, object_meta};
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
 
-pub fn desired_network_policy(
-    store: &ValidatedStore,
-    _settings: &OperatorSettings,
-) -> NetworkPolicy {
+pub fn desired_network_policy(store: &ValidatedStore, _settings: &OperatorSettings) -> NetworkPolicy {
     NetworkPolicy {
-        metadata: object_meta(
-            store,
-            ChildNames::network_policy(&store.name),
-            Component::Network,
-        ),
+        metadata: object_meta(store, ChildNames::network_policy(&store.name), Component::Network),
         ..NetworkPolicy::default()
     }
 }

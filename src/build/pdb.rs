@@ -7,11 +7,7 @@ use crate::validate::ValidatedStore;
 
 pub fn desired_pod_disruption_budget(store: &ValidatedStore) -> Option<PodDisruptionBudget> {
     (store.replicas > 1).then(|| PodDisruptionBudget {
-        metadata: object_meta(
-            store,
-            ChildNames::pod_disruption_budget(&store.name),
-            Component::Redis,
-        ),
+        metadata: object_meta(store, ChildNames::pod_disruption_budget(&store.name), Component::Redis),
         ..PodDisruptionBudget::default()
     })
 }

@@ -13,11 +13,7 @@ use crate::validate::ValidatedStore;
 
 pub fn desired_internal_secret(store: &ValidatedStore, credentials: &StoreCredentials) -> Secret {
     Secret {
-        metadata: object_meta(
-            store,
-            ChildNames::internal_secret(&store.name),
-            Component::Credentials,
-        ),
+        metadata: object_meta(store, ChildNames::internal_secret(&store.name), Component::Credentials),
         type_: Some("Opaque".into()),
         string_data: None,
         data: Some(BTreeMap::from([(
@@ -34,11 +30,7 @@ pub fn desired_connection_secret(
     _settings: &OperatorSettings,
 ) -> Secret {
     Secret {
-        metadata: object_meta(
-            store,
-            ChildNames::connection_secret(&store.name),
-            Component::Credentials,
-        ),
+        metadata: object_meta(store, ChildNames::connection_secret(&store.name), Component::Credentials),
         type_: Some("servicebinding.io/redis".into()),
         ..Secret::default()
     }

@@ -14,11 +14,7 @@ pub fn desired_service(store: &ValidatedStore) -> Service {
 
 pub fn desired_headless_service(store: &ValidatedStore) -> Service {
     Service {
-        metadata: object_meta(
-            store,
-            ChildNames::headless_service(&store.name),
-            Component::Redis,
-        ),
+        metadata: object_meta(store, ChildNames::headless_service(&store.name), Component::Redis),
         ..Service::default()
     }
 }

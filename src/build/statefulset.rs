@@ -19,11 +19,7 @@ pub fn config_hash(store: &ValidatedStore, config_map: &ConfigMap) -> String {
 
 pub fn desired_statefulset(store: &ValidatedStore, _config_hash: &str) -> StatefulSet {
     StatefulSet {
-        metadata: object_meta(
-            store,
-            ChildNames::statefulset(&store.name),
-            Component::Redis,
-        ),
+        metadata: object_meta(store, ChildNames::statefulset(&store.name), Component::Redis),
         ..StatefulSet::default()
     }
 }
