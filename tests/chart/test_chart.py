@@ -650,5 +650,5 @@ def test_example_app_consumes_the_connection_secret() -> None:
         assert store["spec"]["clients"]["podSelector"]["matchLabels"].items() <= \
             pod["metadata"]["labels"].items()
     assert {r["key"] for r in refs} <= {"type", "provider", "host", "port", "username",
-                                       "password", "uri", "ca.crt"}
+                                       "password", "previous-password", "uri", "ca.crt"}
     assert refs and mounted
