@@ -13,6 +13,7 @@ pub mod ha;
 pub mod observe;
 pub mod password;
 pub mod quantity;
+pub mod redis_commands;
 pub mod render;
 pub mod rotation;
 pub mod settings;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ErrorKind, RedisResult, Value};
 use sessionstore_operator::build::StoreCredentials;
-use sessionstore_operator::validate::ValidatedStore;
+use sessionstore_operator::redis_commands;
+use sessionstore_operator::validate::{ValidatedStore, validate};
 use support::redis_server::{RedisServer, connect};
 use support::tls::TestPki;
-use support::{DEVELOPMENT, PRODUCTION, credentials, validated};
+use support::{DEVELOPMENT, PRODUCTION, credentials, store_from_yaml, validated};
 
 /// A production store with TLS and otherwise the profile's defaults (snapshot persistence).
 const PRODUCTION_TLS: &str = r#"
@@ -407,6 +408,86 @@ fn development_app_user_may_run_what_production_disables() {
     ] {
         run(&mut app, args)
             .unwrap_or_else(|e| panic!("{args:?} refused without disabledCommands: {e}"));
+    }
+}
+
+/// `validate` never accepts a `disabledCommands` entry Redis refuses, nor refuses one it accepts
+/// (the latter with `redis_commands`' own test that the table is exactly the server's
+/// `COMMAND LIST` and `ACL CAT`). A store disabling every command and category of the 7.0 table
+/// validates, and Redis starts with the generated ACL file (one unknown name would abort it);
+/// then each entry alone is accepted by `ACL SETUSER` (sent by the operator user, which has
+/// `+acl|setuser`), the 7.2 additions are refused by a 7.0 server, and well-formed unknown names
+/// are refused by both `validate` and Redis.
+#[test]
+fn every_known_command_and_category_is_accepted_by_redis() {
+    let entries: Vec<String> = redis_commands::REDIS_7_0_COMMANDS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(
+            redis_commands::ACL_CATEGORIES
+                .iter()
+                .map(|c| format!("@{c}")),
+        )
+        .collect();
+    let list = serde_json::to_string(&entries).expect("a list of strings is JSON");
+    let store = validated(&format!("{DEVELOPMENT}  disabledCommands: {list}\n"));
+    assert_eq!(store.disabled_commands, entries);
+    let creds = credentials();
+    let server = RedisServer::start(&store, &creds);
+    // The rules are in force: `-@all` is among them, so the app user may run nothing.
+    assert_noperm(&mut as_app(&server, &creds), "app", &["GET", "session:k"]);
+
+    let mut operator = as_operator(&server, &creds);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut operator)
+        .expect("INFO server");
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or_else(|| panic!("no redis_version in INFO:\n{info}"))
+        .trim()
+        .to_string();
+    let setuser = |conn: &mut Connection, entry: &str| -> RedisResult<Value> {
+        run(conn, &["ACL", "SETUSER", "probe", &format!("-{entry}")])
+    };
+    for entry in &entries {
+        setuser(&mut operator, entry)
+            .unwrap_or_else(|e| panic!("Redis {version} refuses `-{entry}`: {e}"));
+    }
+    for entry in redis_commands::ADDED_IN_7_2 {
+        assert!(
+            validate(&store_from_yaml(&format!(
+                "{DEVELOPMENT}  disabledCommands: [\"{entry}\"]\n"
+            )))
+            .is_ok()
+        );
+        let reply = setuser(&mut operator, entry);
+        if version.starts_with("7.0.") {
+            let err = reply.expect_err(entry);
+            assert!(
+                err.to_string().contains("Unknown command or category"),
+                "Redis {version} on `-{entry}`: {err}"
+            );
+        } else {
+            reply.unwrap_or_else(|e| panic!("Redis {version} refuses `-{entry}`: {e}"));
+        }
+    }
+    for unknown in [
+        "nosuchcommand",
+        "get|x",
+        "client|frobnicate",
+        "@nosuchcategory",
+        "@get",
+    ] {
+        let manifest = format!("{DEVELOPMENT}  disabledCommands: [sort, \"{unknown}\"]\n");
+        let error = validate(&store_from_yaml(&manifest)).expect_err(unknown);
+        assert_eq!(error.field, "spec.disabledCommands[1]", "{error}");
+        let err = setuser(&mut operator, unknown).expect_err(unknown);
+        assert!(
+            err.to_string().contains("Unknown command or category"),
+            "Redis {version} on `-{unknown}`: {err}"
+        );
     }
 }
 
