@@ -525,9 +525,19 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
     Ok(Some(Tls { source }))
 }
 
+/// Same limits as the CRD schema, for input that never went through admission (`render`).
+const MAX_EXTRA_CONFIG: usize = 64;
+const MAX_DISABLED_COMMANDS: usize = 128;
+
 fn validate_extra_config(
     extra: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ValidationError> {
+    if extra.len() > MAX_EXTRA_CONFIG {
+        return Err(invalid(
+            "spec.extraConfig",
+            format!("at most {MAX_EXTRA_CONFIG} directives, got {}", extra.len()),
+        ));
+    }
     let mut out = BTreeMap::new();
     for (key, value) in extra {
         let field = format!("spec.extraConfig.{key}");
@@ -589,6 +599,15 @@ fn check_config_value(field: &str, value: &str) -> Result<(), ValidationError> {
 }
 
 fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, ValidationError> {
+    if commands.len() > MAX_DISABLED_COMMANDS {
+        return Err(invalid(
+            "spec.disabledCommands",
+            format!(
+                "at most {MAX_DISABLED_COMMANDS} entries, got {}",
+                commands.len()
+            ),
+        ));
+    }
     let mut out: Vec<String> = Vec::new();
     for (index, command) in commands.iter().enumerate() {
         let field = format!("spec.disabledCommands[{index}]");
