@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use sessionstore_operator::build::StoreCredentials;
-use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER, users_acl};
+use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER};
 use sessionstore_operator::build::config_map::redis_conf;
 use sessionstore_operator::build::meta::paths;
+use sessionstore_operator::build::secret::desired_internal_secret;
 use sessionstore_operator::build::sentinel::{
-    REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, master_name,
-    sentinel_conf, sentinel_users_acl,
+    SENTINEL_USERS_ACL_KEY, master_name, sentinel_conf, sentinel_users_acl,
 };
 use sessionstore_operator::build::startup::STARTUP_SCRIPT;
 use sessionstore_operator::crd::SessionStore;
@@ -106,26 +106,16 @@ impl HaCluster {
         };
         let secret = cluster.secret_dir();
         fs::create_dir_all(&secret).expect("secret dir");
-        fs::write(
-            secret.join("users.acl"),
-            users_acl(&cluster.store, &cluster.credentials),
-        )
-        .expect("acl");
+        // Every key of the internal Secret, as the pod mounts it.
+        let internal = desired_internal_secret(&cluster.store, &cluster.credentials);
+        for (key, value) in internal.data.iter().flatten() {
+            fs::write(secret.join(key), &value.0).expect("internal Secret file");
+        }
         fs::write(
             secret.join(SENTINEL_USERS_ACL_KEY),
             sentinel_users_acl(&cluster.credentials),
         )
         .expect("acl");
-        fs::write(
-            secret.join(SENTINEL_PASSWORD_KEY),
-            cluster.credentials.sentinel.expose(),
-        )
-        .expect("pw");
-        fs::write(
-            secret.join(REPLICATION_PASSWORD_KEY),
-            cluster.credentials.replication.expose(),
-        )
-        .expect("pw");
         fs::write(cluster.script(), STARTUP_SCRIPT).expect("script");
         for i in 0..PODS {
             fs::create_dir_all(cluster.data_dir(i)).expect("data dir");
@@ -181,13 +171,23 @@ impl HaCluster {
     /// The generated redis.conf plus the loopback overrides (last value wins), written afresh at
     /// every start like the read-only ConfigMap in a pod.
     fn write_redis_conf(&self, i: usize) -> PathBuf {
-        let mut conf = self.localize(&redis_conf(&self.store));
+        // `dir` takes effect where it is read (Redis chdirs at once), so the pod's data path is
+        // replaced in place rather than overridden at the end.
+        let data_line = format!("\ndir {}\n", paths::DATA_DIR);
+        let generated = redis_conf(&self.store);
+        assert!(
+            generated.contains(&data_line),
+            "redis.conf no longer has {data_line:?}; map its data directory here"
+        );
+        let generated = generated.replace(
+            &data_line,
+            &format!("\ndir {}\n", self.data_dir(i).display()),
+        );
+        let mut conf = self.localize(&generated);
         conf.push_str(&format!(
-            "\n# test overrides\nport {}\nbind 127.0.0.1\ndir {}\naclfile {}/users.acl\n\
+            "\n# test overrides\nport {}\nbind 127.0.0.1\n\
              save \"\"\nappendonly no\nlogfile \"\"\nrepl-diskless-sync-delay 0\n",
             self.redis_ports[i],
-            self.data_dir(i).display(),
-            self.secret_dir().display(),
         ));
         let path = self.root().join(format!("redis-{i}.conf"));
         fs::write(&path, conf).expect("redis.conf");
@@ -355,6 +355,33 @@ impl HaCluster {
             .query_async::<String>(&mut conn)
             .await
             .ok()
+    }
+}
+
+impl Drop for HaCluster {
+    /// On a failed test, prints the tail of every process log before the temp dir goes away, so
+    /// the failure says why a server or Sentinel did not do what the test waited for.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(self.root()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            eprintln!("--- {} (last {} lines)", log.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
