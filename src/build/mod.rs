@@ -73,12 +73,12 @@ pub fn desired_children(
     credentials: &StoreCredentials,
     settings: &OperatorSettings,
 ) -> DesiredChildren {
-    let config_map = config_map::desired_config_map(store);
+    let config_map = config_map::desired_config_map(store, settings);
     let internal_secret = secret::desired_internal_secret(store, credentials);
     let connection_secret = secret::desired_connection_secret(store, credentials, settings);
     let config_hash = statefulset::config_hash(store, &config_map);
     DesiredChildren {
-        statefulset: statefulset::desired_statefulset(store, &config_hash),
+        statefulset: statefulset::desired_statefulset(store, settings, &config_hash),
         headless_service: service::desired_headless_service(store),
         service: service::desired_service(store),
         network_policy: network_policy::desired_network_policy(store, settings),
