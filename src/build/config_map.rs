@@ -1,4 +1,5 @@
-//! The `<name>-config` ConfigMap: a hardened `redis.conf` that holds no secret.
+//! The `<name>-config` ConfigMap: a hardened `redis.conf` that holds no secret (and, with
+//! Sentinel, the `sentinel.conf` template and the safe-start script `startup.sh`).
 //!
 //! Authentication is ACL-only (Redis's own guidance; `requirepass` and `rename-command` are
 //! legacy): the users and their password hashes live in `users.acl`, and the replication
