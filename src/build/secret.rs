@@ -15,11 +15,12 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::build::StoreCredentials;
-use crate::build::acl::{APP_USER, REPLICATION_USER, users_acl};
+use crate::build::acl::{APP_USER, REPLICATION_USER, exporter_password, users_acl};
 use crate::build::meta::{ChildNames, Component, object_meta};
 use crate::build::sentinel::{
     SENTINEL_USERS_ACL_KEY, connection_secret_sentinel_entries, sentinel_users_acl,
 };
+use crate::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_password_file};
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
@@ -103,6 +104,14 @@ pub fn desired_internal_secret(store: &ValidatedStore, credentials: &StoreCreden
             (
                 SENTINEL_PASSWORD_KEY.to_string(),
                 bytes(credentials.sentinel.expose()),
+            ),
+            // Always present, so turning the exporter on or off only changes the StatefulSet.
+            (
+                EXPORTER_PASSWORD_FILE_KEY.to_string(),
+                bytes(exporter_password_file(
+                    store,
+                    &exporter_password(credentials),
+                )),
             ),
         ])),
         ..Secret::default()
@@ -395,6 +404,10 @@ mod tests {
                 ("operator-password", "opPW"),
                 ("replication-password", "replPW"),
                 ("sentinel-password", "sentPW"),
+                (
+                    "exporter-password.json",
+                    &exporter_password_file(&store, &exporter_password(&creds)),
+                ),
                 // Production defaults to 3 replicas with Sentinel.
                 ("sentinel-users.acl", &sentinel_users_acl(&creds)),
             ]),

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::build::acl::{OPERATOR_USER, acl_rules};
+use crate::build::acl::{EXPORTER_USER, OPERATOR_USER, acl_rules};
 use crate::build::meta::{
     CONFIG_HASH_ANNOTATION, ChildNames, Component, labels, object_meta, paths, pod_selector_labels,
     sha256_hex,
@@ -42,7 +42,7 @@ pub const METRICS_PORT: i32 = 9121;
 /// Key of the internal Secret holding the operator user's clear-text password (probes read it).
 pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
 /// Key of the internal Secret holding redis_exporter's password file: a JSON object mapping the
-/// exporter's Redis address ([`exporter_redis_addr`]) to the operator password, which is the format
+/// exporter's Redis address ([`exporter_redis_addr`]) to the `exporter` user's password, which is the format
 /// `--redis.password-file` reads.
 pub const EXPORTER_PASSWORD_FILE_KEY: &str = "exporter-password.json";
 /// Name of the data volume (and of its volume claim template: PVCs are `data-<pod>`).
@@ -92,8 +92,8 @@ pub fn exporter_redis_addr(store: &ValidatedStore) -> String {
 
 /// The content of [`EXPORTER_PASSWORD_FILE_KEY`] in the internal Secret: redis_exporter's
 /// `--redis.password-file` is a JSON object from Redis address to password.
-pub fn exporter_password_file(store: &ValidatedStore, operator: &Password) -> String {
-    serde_json::json!({ exporter_redis_addr(store): operator.expose() }).to_string()
+pub fn exporter_password_file(store: &ValidatedStore, password: &Password) -> String {
+    serde_json::json!({ exporter_redis_addr(store): password.expose() }).to_string()
 }
 
 pub fn desired_statefulset(
@@ -337,11 +337,12 @@ fn small_resources() -> ResourceRequirements {
     }
 }
 
-/// The redis_exporter sidecar, authenticating as the operator user through a password file.
+/// The redis_exporter sidecar, authenticating as its own read-only `exporter` user through a
+/// password file.
 fn exporter_container(store: &ValidatedStore) -> Container {
     let mut args = vec![
         format!("--redis.addr={}", exporter_redis_addr(store)),
-        format!("--redis.user={OPERATOR_USER}"),
+        format!("--redis.user={EXPORTER_USER}"),
         format!(
             "--redis.password-file={}/{EXPORTER_PASSWORD_FILE_KEY}",
             paths::INTERNAL_SECRET_DIR
@@ -844,7 +845,7 @@ mod tests {
             "imagePullPolicy": "IfNotPresent",
             "args": [
                 "--redis.addr=rediss://localhost:6379",
-                "--redis.user=operator",
+                "--redis.user=exporter",
                 "--redis.password-file=/etc/redis/internal/exporter-password.json",
                 "--web.listen-address=:9121",
                 "--tls-ca-cert-file=/etc/redis/tls/ca.crt",
@@ -1037,7 +1038,7 @@ mod tests {
     }
 
     #[test]
-    fn exporter_password_file_maps_the_scraped_address_to_the_operator_password() {
+    fn exporter_password_file_maps_the_scraped_address_to_the_password() {
         let password = Password::from_secret_value("p\"w\\x".into());
         let plain: serde_json::Value =
             serde_json::from_str(&exporter_password_file(&fixtures::development(), &password))
