@@ -44,13 +44,14 @@ pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replc
 pub const SENTINEL_RULES: &str = "resetkeys allchannels -@all +multi +slaveof +ping +exec +subscribe \
      +config|rewrite +role +publish +info +client|setname +client|kill +script|kill";
 
-/// The redis_exporter sidecar's user: exactly the read-only commands its default scrape sends
-/// (PING, CLIENT SETNAME, CONFIG GET *, INFO ALL, LATENCY LATEST/HISTOGRAM, SLOWLOG LEN/GET), so
-/// a compromised metrics container can read statistics but no key, no user and change nothing.
-/// CONFIG GET returns no password: users live in the ACL file and `masterauth` reads back
-/// redacted.
+/// The redis_exporter sidecar's user: the read-only commands of its default scrape (PING,
+/// CLIENT SETNAME, INFO ALL, LATENCY LATEST/HISTOGRAM, SLOWLOG LEN/GET), so a compromised metrics
+/// container can read statistics but no key, no user and change nothing. Not CONFIG GET, which
+/// the exporter also tries: it returns `masterauth` in clear text (checked on Redis 7.0), and the
+/// replication password can PSYNC a full copy of every session. The exporter tolerates the
+/// refusal; it only loses `config_maxmemory`/`config_maxclients` (INFO has `maxmemory` too).
 pub const EXPORTER_RULES: &str = "resetkeys resetchannels -@all +ping +client|setname +info \
-     +config|get +latency|latest +latency|histogram +slowlog|get +slowlog|len";
+     +latency|latest +latency|histogram +slowlog|get +slowlog|len";
 
 /// The application user's rules: its key prefix, everything but the deny-list.
 pub fn app_rules(store: &ValidatedStore) -> String {
