@@ -88,3 +88,36 @@ pub fn desired_children(
         connection_secret,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::meta::CONFIG_HASH_ANNOTATION;
+
+    fn config_hash_of(spec: &str) -> Option<String> {
+        let children = desired_children(
+            &fixtures::store(spec),
+            &StoreCredentials::generate(),
+            &OperatorSettings::default(),
+        );
+        children
+            .statefulset
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+    }
+
+    #[test]
+    fn sentinel_settings_roll_the_pods_and_passwords_do_not() {
+        // The Sentinel template and start script are in the ConfigMap, hence in the hash; fresh
+        // passwords (a different StoreCredentials per call) are not.
+        let base = config_hash_of("  replicas: 3\n");
+        assert!(base.is_some());
+        assert_eq!(base, config_hash_of("  replicas: 3\n"));
+        assert_ne!(
+            base,
+            config_hash_of("  replicas: 3\n  sentinel: {downAfterMilliseconds: 3000}\n")
+        );
+    }
+}
