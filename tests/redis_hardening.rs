@@ -1,7 +1,8 @@
 //! The hardening proven on a real `redis-server` (Debian's 7.0): the generated `redis.conf`, ACL
 //! file and replication credentials, for both profiles and for TLS, show that anonymous clients
 //! and `default` get nothing, the application user is confined to its key prefix and refused the
-//! admin surface, the operator user can read health and config, and TLS closes plaintext.
+//! admin surface, the operator user can read health and config, the exporter user only metrics,
+//! and TLS closes plaintext.
 
 mod support;
 
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ErrorKind, RedisResult, Value};
 use sessionstore_operator::build::StoreCredentials;
+use sessionstore_operator::build::secret::desired_internal_secret;
+use sessionstore_operator::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_redis_addr};
 use sessionstore_operator::redis_commands;
 use sessionstore_operator::validate::{ValidatedStore, validate};
 use support::redis_server::{RedisServer, connect};
@@ -626,6 +629,81 @@ fn production_operator_reads_health_and_config_with_append_only() {
     assert_eq!(config_get(&mut op, "appendfsync"), "everysec");
     assert_eq!(config_get(&mut op, "aof-use-rdb-preamble"), "yes");
     persistence_is(&server, &creds, "", "yes");
+}
+
+/// The exporter sidecar's user, with the password redis_exporter reads from the internal
+/// Secret's `exporter-password.json`, runs the commands of a default scrape and nothing that
+/// reads a key or a password, touches users or changes the server.
+fn exporter_reads_metrics_and_nothing_else(
+    server: &RedisServer,
+    store: &ValidatedStore,
+    creds: &StoreCredentials,
+) {
+    let secret = desired_internal_secret(store, creds);
+    let file = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(EXPORTER_PASSWORD_FILE_KEY))
+        .expect("the internal Secret has the exporter's password file");
+    let passwords: BTreeMap<String, String> =
+        serde_json::from_slice(&file.0).expect("the password file is a JSON object");
+    let password = passwords
+        .get(&exporter_redis_addr(store))
+        .expect("the file maps the scraped address");
+    let mut ex = server
+        .connect("exporter", password)
+        .unwrap_or_else(|e| panic!("exporter user cannot connect: {e}\n{}", server.log()));
+    for args in [
+        &["PING"][..],
+        &["CLIENT", "SETNAME", "redis_exporter"],
+        &["INFO", "ALL"],
+        &["LATENCY", "LATEST"],
+        &["LATENCY", "HISTOGRAM"],
+        &["SLOWLOG", "LEN"],
+        &["SLOWLOG", "GET", "10"],
+    ] {
+        run(&mut ex, args).unwrap_or_else(|e| panic!("exporter refused {args:?}: {e}"));
+    }
+    let key = format!("{}k", store.key_prefix);
+    for args in [
+        &["GET", &key][..],
+        &["SET", &key, "x"],
+        &["SCAN", "0"],
+        &["KEYS", "*"],
+        &["DBSIZE"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+        // CONFIG GET would hand out masterauth, the replication user's password.
+        &["CONFIG", "GET", "masterauth"],
+        &["CONFIG", "SET", "maxmemory", "1"],
+        &["CONFIG", "REWRITE"],
+        &["SLOWLOG", "RESET"],
+        &["LATENCY", "RESET"],
+        &["FLUSHALL"],
+        &["SHUTDOWN", "NOSAVE"],
+        &["ACL", "LIST"],
+        &["ACL", "SETUSER", "app", ">x"],
+        &["REPLICAOF", "NO", "ONE"],
+        &["MONITOR"],
+        &["EVAL", "return 1", "0"],
+    ] {
+        assert_noperm(&mut ex, "exporter", args);
+    }
+    assert_debug_disabled(&mut ex, "exporter");
+}
+
+#[test]
+fn development_exporter_reads_metrics_and_nothing_else() {
+    let (store, creds) = (validated(DEVELOPMENT), credentials());
+    let server = RedisServer::start(&store, &creds);
+    exporter_reads_metrics_and_nothing_else(&server, &store, &creds);
+}
+
+#[test]
+fn production_exporter_reads_metrics_and_nothing_else() {
+    let (store, creds) = (validated(PRODUCTION), credentials());
+    let server = RedisServer::start(&store, &creds);
+    exporter_reads_metrics_and_nothing_else(&server, &store, &creds);
 }
 
 #[test]
