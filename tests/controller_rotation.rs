@@ -11,7 +11,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_double::{ApiDouble, Call};
 use harness::{Harness, SECRETS, secret_data, secret_json};
@@ -23,6 +23,10 @@ use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::PodEndpoint;
 use sessionstore_operator::rotation::live::connect;
 use support::redis_server::RedisServer;
+
+/// Grace period of the rotation scenario; the slow client switches well within it.
+const GRACE_SECONDS: u64 = 2;
+const SLOW_SWITCH: Duration = Duration::from_millis(1000);
 
 const STATUS: &str = "/apis/sessionstore.dev/v1alpha1/namespaces/shop/sessionstores/web/status";
 
@@ -71,8 +75,9 @@ struct Logins {
 }
 
 /// Two applications logging in every few ms with what the connection Secret says: one takes
-/// `password` as soon as it changes, the other holds on to `previous-password` while there is one
-/// (the slowest legal mount refresh).
+/// `password` as soon as it changes, the other keeps the password it mounted for
+/// [`SLOW_SWITCH`] after a new one appears (a lazy mount refresh; the contract is to switch within
+/// the grace period, after which the old password is retired).
 fn start_clients(
     double: ApiDouble,
     port: u16,
@@ -83,15 +88,23 @@ fn start_clients(
         .map(|id| {
             let (double, stop, logins) = (double.clone(), stop.clone(), logins.clone());
             tokio::spawn(async move {
+                let published = || {
+                    secret_data(&double, "web-connection", "password")
+                        .expect("a password is always published")
+                };
+                let mut mounted = published();
+                let mut switch_at: Option<Instant> = None;
                 while !stop.load(Ordering::SeqCst) {
-                    let current = secret_data(&double, "web-connection", "password");
-                    let previous = secret_data(&double, "web-connection", "previous-password");
-                    let password = if id == 1 {
-                        previous.or(current)
-                    } else {
-                        current
-                    };
-                    let password = password.expect("a password is always published");
+                    let current = published();
+                    if current != mounted {
+                        let delay = if id == 1 { SLOW_SWITCH } else { Duration::ZERO };
+                        let at = *switch_at.get_or_insert_with(|| Instant::now() + delay);
+                        if Instant::now() >= at {
+                            mounted = current;
+                            switch_at = None;
+                        }
+                    }
+                    let password = mounted.clone();
                     let ok = can_login(port, &password).await;
                     {
                         let mut l = logins.lock().expect("lock");
@@ -110,7 +123,7 @@ fn start_clients(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_runs_every_step_in_order_and_no_login_fails() {
     let created = Harness::new(
-        spec(json!({"rotation": "v1", "rotationGracePeriodSeconds": 2})),
+        spec(json!({"rotation": "v1", "rotationGracePeriodSeconds": GRACE_SECONDS})),
         1,
     );
     created.reconcile().await.expect("creates the store");
@@ -185,7 +198,7 @@ async fn a_rotation_runs_every_step_in_order_and_no_login_fails() {
     );
 
     // The grace period (2 s, rounded up) ends; the next reconcile retires and finishes.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::sleep(Duration::from_millis(GRACE_SECONDS * 1000 + 1200)).await;
     h.reconcile().await.expect("rotation finishes");
     let calls = h.double.take_calls();
     assert_eq!(
