@@ -29,5 +29,6 @@ pub mod run;
 pub mod secrets;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, Result};

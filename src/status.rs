@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
-use crate::crd::{Endpoint, Phase, SessionStore, SessionStoreStatus};
+use crate::crd::{AuthStatus, Endpoint, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
@@ -26,10 +26,15 @@ pub enum Progress<'a> {
     Invalid(&'a ValidationError),
     /// `spec.auth.existingSecret` is missing or unusable; the message names it.
     WaitingForSecret(&'a str),
-    /// Every child is applied; `ready_replicas` from the StatefulSet's status.
+    /// The TLS Secret (or the cert-manager API for `issuerRef`) is not there yet; `reason` is the
+    /// Ready condition's reason, `message` names the spec field.
+    WaitingForTls { reason: &'a str, message: &'a str },
+    /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
+    /// rotation step.
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
+        auth: Option<&'a AuthStatus>,
     },
 }
 
@@ -50,6 +55,8 @@ pub struct OwnedStatus {
     pub replicas: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
 }
 
 impl OwnedStatus {
@@ -63,6 +70,7 @@ impl OwnedStatus {
             connection_secret: status.connection_secret.clone(),
             replicas: status.replicas,
             ready_replicas: status.ready_replicas,
+            auth: status.auth.clone(),
         }
     }
 
@@ -118,10 +126,19 @@ pub fn desired_status(
             ));
             ours.extend(previous.condition(AVAILABLE).cloned());
         }
+        Progress::WaitingForTls { reason, message } => {
+            next.phase = Some(Phase::Pending);
+            ours.push(condition(READY, false, reason, (*message).to_string()));
+            ours.extend(previous.condition(AVAILABLE).cloned());
+        }
         Progress::Applied {
             store,
             ready_replicas,
+            auth,
         } => {
+            if let Some(auth) = auth {
+                next.auth = Some((*auth).clone());
+            }
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
             next.phase = Some(if ready >= replicas {
@@ -256,6 +273,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 0,
+                auth: None,
             },
             &settings,
             &at(100),
@@ -279,6 +297,7 @@ mod tests {
             connection_secret: first.connection_secret.clone(),
             replicas: first.replicas,
             ready_replicas: first.ready_replicas,
+            auth: first.auth.clone(),
             ..SessionStoreStatus::default()
         };
         // Same inputs later: equal, nothing to write.
@@ -288,6 +307,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 0,
+                auth: None,
             },
             &settings,
             &at(500),
@@ -300,6 +320,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 1,
+                auth: None,
             },
             &settings,
             &at(900),
