@@ -53,6 +53,8 @@ pub struct Context {
     pub pod_addresses: Arc<dyn PodAddresses>,
     /// cert-manager discovery and applied Certificates (see `tls`).
     pub tls: crate::tls::TlsMemo,
+    /// prometheus-operator discovery and our ServiceMonitors (see `service_monitor`).
+    pub service_monitors: crate::service_monitor::ServiceMonitorMemo,
 }
 
 impl Context {
@@ -88,6 +90,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             pod_addresses: Arc::new(ListPods::default()),
             tls: crate::tls::TlsMemo::default(),
+            service_monitors: crate::service_monitor::ServiceMonitorMemo::default(),
         }
     }
 
@@ -240,6 +243,11 @@ async fn pipeline(
         .await;
     }
 
+    // Optional prometheus-operator object, after the children: a missing API is a condition, not
+    // a failure.
+    let service_monitor_unavailable =
+        crate::service_monitor::reconcile_service_monitor(ctx, store, validated).await?;
+
     let ready_replicas = match outcome.statefulset_status {
         Some(status) => status.ready_replicas.unwrap_or(0),
         None => statefulset_ready_replicas(ctx, validated).await?,
@@ -252,6 +260,7 @@ async fn pipeline(
             store: validated,
             ready_replicas,
             auth: Some(&rotation.auth),
+            service_monitor_unavailable: service_monitor_unavailable.as_deref(),
         },
     )
     .await?;

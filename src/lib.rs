@@ -27,6 +27,7 @@ pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod secrets;
+pub mod service_monitor;
 pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -19,6 +19,9 @@ use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
 
 pub const READY: &str = "Ready";
 pub const AVAILABLE: &str = "Available";
+/// Present (True) while `spec.monitoring.serviceMonitor` is on but prometheus-operator's API is
+/// missing; the store itself is not failed for it.
+pub const SERVICE_MONITOR_UNAVAILABLE: &str = "ServiceMonitorUnavailable";
 
 /// Where the reconcile got to, which decides the status.
 pub enum Progress<'a> {
@@ -30,11 +33,13 @@ pub enum Progress<'a> {
     /// Ready condition's reason, `message` names the spec field.
     WaitingForTls { reason: &'a str, message: &'a str },
     /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
-    /// rotation step.
+    /// rotation step; `service_monitor_unavailable` the message when the ServiceMonitor could not
+    /// be created for lack of its API.
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
         auth: Option<&'a AuthStatus>,
+        service_monitor_unavailable: Option<&'a str>,
     },
 }
 
@@ -110,6 +115,8 @@ pub fn desired_status(
         ..previous.clone()
     };
     let mut ours = Vec::new();
+    // Types this reconcile decided; the others are carried over below.
+    let mut decided = vec![READY, AVAILABLE];
     match progress {
         Progress::Invalid(error) => {
             next.phase = Some(Phase::Failed);
@@ -135,6 +142,7 @@ pub fn desired_status(
             store,
             ready_replicas,
             auth,
+            service_monitor_unavailable,
         } => {
             if let Some(auth) = auth {
                 next.auth = Some((*auth).clone());
@@ -196,6 +204,16 @@ pub fn desired_status(
             next.connection_secret = Some(ChildNames::connection_secret(&store.name));
             next.replicas = Some(replicas);
             next.ready_replicas = Some(ready);
+            // Only there while the problem is: a later apply that created it drops the condition.
+            decided.push(SERVICE_MONITOR_UNAVAILABLE);
+            if let Some(message) = service_monitor_unavailable {
+                ours.push(condition(
+                    SERVICE_MONITOR_UNAVAILABLE,
+                    true,
+                    "PrometheusOperatorMissing",
+                    (*message).to_string(),
+                ));
+            }
         }
     }
     // Conditions written by other steps (health) keep their place after ours.
@@ -203,7 +221,7 @@ pub fn desired_status(
         previous
             .conditions
             .iter()
-            .filter(|c| c.type_ != READY && c.type_ != AVAILABLE)
+            .filter(|c| !decided.contains(&c.type_.as_str()))
             .cloned(),
     );
     next.conditions = ours;
@@ -274,6 +292,7 @@ mod tests {
                 store: &validated,
                 ready_replicas: 0,
                 auth: None,
+                service_monitor_unavailable: None,
             },
             &settings,
             &at(100),
@@ -308,6 +327,7 @@ mod tests {
                 store: &validated,
                 ready_replicas: 0,
                 auth: None,
+                service_monitor_unavailable: None,
             },
             &settings,
             &at(500),
@@ -321,6 +341,7 @@ mod tests {
                 store: &validated,
                 ready_replicas: 1,
                 auth: None,
+                service_monitor_unavailable: None,
             },
             &settings,
             &at(900),
