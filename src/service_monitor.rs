@@ -5,8 +5,9 @@
 //! prometheus-operator is optional: its API is discovered once per operator (a positive answer is
 //! kept, a negative one re-checked every [`DISCOVERY_RECHECK`]), and when it is missing the store is
 //! not failed; a `ServiceMonitorUnavailable` condition and one Warning Event say so instead.
-//! Steady state sends nothing: applies are remembered by hash, and a store without the field is
-//! checked for a leftover ServiceMonitor once per operator lifetime, then remembered as clean.
+//! Steady state sends nothing: applies are remembered by hash, and a store without the field costs
+//! no call unless this process applied one for it, or its spec changed since an operator last
+//! processed it (then one read, and a delete only of our own).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -123,7 +124,12 @@ pub async fn reconcile_service_monitor(
 ) -> Result<Option<String>> {
     let key = memo_key(validated);
     if !validated.monitoring.service_monitor {
-        remove_ours(ctx, validated, key).await?;
+        // A generation an operator already processed had its ServiceMonitor removed then, and a
+        // store never processed has none of ours: only a spec changed since (e.g. the field turned
+        // off while the operator was down) is worth a look when this process applied nothing.
+        let observed = store.status.as_ref().and_then(|s| s.observed_generation);
+        let unprocessed_change = observed.is_some() && observed != store.metadata.generation;
+        remove_ours(ctx, validated, key, unprocessed_change).await?;
         return Ok(None);
     }
     if !api_installed(ctx).await? {
@@ -228,11 +234,21 @@ async fn apply(ctx: &Context, store: &ValidatedStore, key: String) -> Result<()>
     Ok(())
 }
 
-/// Deletes the store's ServiceMonitor if it exists and this store is its controller; a store
-/// known to have none (or whose cluster has no prometheus-operator) costs no call.
-async fn remove_ours(ctx: &Context, store: &ValidatedStore, key: String) -> Result<()> {
+/// Deletes the store's ServiceMonitor if it exists and this store is its controller. A store this
+/// process never applied one for is looked at only when `unprocessed_change`; one known to have
+/// none (or whose cluster has no prometheus-operator) costs no call.
+async fn remove_ours(
+    ctx: &Context,
+    store: &ValidatedStore,
+    key: String,
+    unprocessed_change: bool,
+) -> Result<()> {
     let remembered = ctx.service_monitors.get(&key);
-    if remembered == Some(None) || !api_installed(ctx).await? {
+    let worth_a_look = match &remembered {
+        Some(applied) => applied.is_some(),
+        None => unprocessed_change,
+    };
+    if !worth_a_look || !api_installed(ctx).await? {
         return Ok(());
     }
     let api = api(ctx, store);

@@ -228,9 +228,17 @@ async fn after_a_restart_only_our_own_service_monitor_is_deleted() {
     assert!(h.double.get(SM_PATH).is_none());
     assert!(lines(&second, SM_PATH).is_empty());
 
-    // Someone else's ServiceMonitor of the same name: read once, left alone.
+    // A store that never had the field costs nothing, even with prometheus-operator installed.
     let h = Harness::new(spec(false), 1);
     install_prometheus_operator(&h.double);
+    h.reconcile().await.expect("reconcile");
+    let calls = h.double.take_calls();
+    assert!(lines(&calls, SM_PATH).is_empty() && lines(&calls, DISCOVERY).is_empty());
+
+    // Someone else's ServiceMonitor of the same name, found after a spec change during a
+    // restart: read once, left alone.
+    let h = h.restarted(1);
+    h.edit_spec(|spec| spec["monitoring"]["exporter"] = json!(true));
     let theirs = json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
         "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "1",
                      "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x",
