@@ -1,5 +1,5 @@
 //! The reconcile loop: a thin `reconcile` running the pipeline (validate -> read Secrets -> build ->
-//! apply -> status) for one SessionStore, the `error_policy` that backs off per store, and the
+//! apply -> observe -> status) for one SessionStore, the `error_policy` that backs off per store, and the
 //! [`Context`] they share, which tests build from a mocked client and an injected child cache.
 
 use std::collections::HashMap;
@@ -16,9 +16,10 @@ use crate::apply::{DriftMemo, apply_children};
 use crate::build::desired_children;
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
-use crate::crd::{Phase, SessionStore};
+use crate::crd::{Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::observe::step::HealthStep;
 use crate::secrets::{CredentialMemo, read_credentials};
 use crate::settings::OperatorSettings;
 use crate::status::{self, OwnedStatus, Progress, READY};
@@ -49,6 +50,8 @@ pub struct Context {
     pub drift: DriftMemo,
     /// Consecutive failures per store, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The observe step: the operator's one Redis probe and a health tracker per store.
+    pub health: HealthStep,
 }
 
 impl Context {
@@ -82,7 +85,14 @@ impl Context {
             credentials: CredentialMemo::default(),
             drift: DriftMemo::default(),
             failures: Mutex::new(HashMap::new()),
+            health: HealthStep::default(),
         }
+    }
+
+    /// Replaces the default health step (interval, probe bound, gauges).
+    pub fn with_health(mut self, health: HealthStep) -> Self {
+        self.health = health;
+        self
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -111,6 +121,8 @@ pub async fn reconcile(store: Arc<SessionStore>, ctx: Arc<Context>) -> Result<Ac
 async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> {
     if store.meta().deletion_timestamp.is_some() {
         // The children carry a controller ownerReference: the garbage collector removes them.
+        ctx.health
+            .forget(&store.namespace().unwrap_or_default(), &store.name_any());
         return Ok(Action::await_change());
     }
     let validated = match validate(store) {
@@ -195,16 +207,33 @@ async fn pipeline(
         Some(status) => status.ready_replicas.unwrap_or(0),
         None => statefulset_ready_replicas(ctx, validated).await?,
     };
-    let was_ready = store.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
-    write_status(
+    // The Ready condition, not the phase: the health step may make a ready store Degraded, which
+    // must not announce "Ready" again on every reconcile.
+    let was_ready = store
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|c| c.status == "True");
+
+    // Observe: at most one Redis probe per store per health interval (see `observe::step`).
+    let observed = ctx
+        .health
+        .observe(ctx, store, validated, &secrets_read.credentials)
+        .await;
+    let with_health = observed.status_view(store.status.as_ref());
+    let written = write_status_over(
         ctx,
         store,
+        with_health.as_ref().or(store.status.as_ref()),
         &Progress::Applied {
             store: validated,
             ready_replicas,
         },
     )
     .await?;
+    if written && let Some(update) = &observed.update {
+        ctx.health.written(update);
+    }
     if !was_ready && ready_replicas >= validated.replicas {
         publish(
             ctx,
@@ -216,7 +245,7 @@ async fn pipeline(
         )
         .await;
     }
-    Ok(Action::requeue(RESYNC_INTERVAL))
+    Ok(Action::requeue(observed.requeue_after(RESYNC_INTERVAL)))
 }
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.
@@ -250,14 +279,20 @@ async fn write_status(
     store: &SessionStore,
     progress: &Progress<'_>,
 ) -> Result<bool> {
+    write_status_over(ctx, store, store.status.as_ref(), progress).await
+}
+
+/// Like `write_status`, starting from `base` (the live status with the health step's update laid
+/// over it) but still comparing with the live status, so only real changes are written.
+async fn write_status_over(
+    ctx: &Context,
+    store: &SessionStore,
+    base: Option<&SessionStoreStatus>,
+    progress: &Progress<'_>,
+) -> Result<bool> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let desired = status::desired_status(
-        store.status.as_ref(),
-        store.meta().generation,
-        progress,
-        &ctx.settings,
-        &now,
-    );
+    let desired =
+        status::desired_status(base, store.meta().generation, progress, &ctx.settings, &now);
     if !status::differs(store.status.as_ref(), &desired) {
         return Ok(false);
     }

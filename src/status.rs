@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
-use crate::crd::{Endpoint, Phase, SessionStore, SessionStoreStatus};
+use crate::crd::{Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::observe::HEALTHY;
+use crate::observe::conditions::reason;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
 
@@ -50,6 +52,10 @@ pub struct OwnedStatus {
     pub replicas: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Written by the health step (`observe::step`) and carried over by every other status write:
+    /// with server-side apply a field this manager leaves out would be removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
 }
 
 impl OwnedStatus {
@@ -63,6 +69,7 @@ impl OwnedStatus {
             connection_secret: status.connection_secret.clone(),
             replicas: status.replicas,
             ready_replicas: status.ready_replicas,
+            health: status.health.clone(),
         }
     }
 
@@ -125,7 +132,7 @@ pub fn desired_status(
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
             next.phase = Some(if ready >= replicas {
-                Phase::Ready
+                phase_from_health(previous.condition(HEALTHY))
             } else if ready >= 1 && was_ready {
                 Phase::Degraded
             } else {
@@ -191,6 +198,19 @@ pub fn desired_status(
     );
     next.conditions = ours;
     next
+}
+
+/// The phase of a store whose replicas are all ready, from the last written `Healthy` condition:
+/// Ready when healthy (or not probed yet), Provisioning while pods start or load, else Degraded.
+fn phase_from_health(healthy: Option<&Condition>) -> Phase {
+    match healthy {
+        None => Phase::Ready,
+        Some(c) if c.status == "True" => Phase::Ready,
+        Some(c) if c.reason == reason::PODS_NOT_RUNNING || c.reason == reason::LOADING => {
+            Phase::Provisioning
+        }
+        Some(_) => Phase::Degraded,
+    }
 }
 
 /// Whether the desired status differs from the live one.
