@@ -106,9 +106,13 @@ impl Observed {
         Some(status)
     }
 
-    /// The requeue delay: back when the next probe is due, and at least every `resync`.
+    /// The requeue delay: back when the next probe is due (rounded up to whole seconds, so the
+    /// probe is due when the store returns), and at least every `resync`.
     pub fn requeue_after(&self, resync: Duration) -> Duration {
-        self.next_probe_in.map_or(resync, |due| due.min(resync))
+        self.next_probe_in.map_or(resync, |due| {
+            let seconds = due.as_secs() + u64::from(due.subsec_nanos() > 0);
+            Duration::from_secs(seconds).min(resync)
+        })
     }
 }
 
@@ -407,6 +411,16 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(due.requeue_after(resync), Duration::from_secs(12));
+        let almost = Observed {
+            next_probe_in: Some(Duration::from_millis(11_100)),
+            ..Observed::default()
+        };
+        assert_eq!(almost.requeue_after(resync), Duration::from_secs(12));
+        let late = Observed {
+            next_probe_in: Some(Duration::from_secs(900)),
+            ..Observed::default()
+        };
+        assert_eq!(late.requeue_after(resync), resync);
     }
 
     #[test]
