@@ -338,7 +338,7 @@ impl HealthStep {
             problems = report.verdict.problems.len(),
             "health probed"
         );
-        let update = (decision == WriteDecision::Write).then(|| HealthUpdate {
+        let update = (decision == WriteDecision::Write).then_some(HealthUpdate {
             key,
             health: report.health,
             conditions,
