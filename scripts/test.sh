@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo nextest run --locked --all-targets --no-fail-fast
+cargo nextest run --locked --no-fail-fast
 python3 -m pytest -q tests/chart

@@ -133,12 +133,8 @@ pub async fn apply_children(
     outcome.count(!matches!(internal, SecretApplied::Unchanged(_)));
     outcome.count(!matches!(connection, SecretApplied::Unchanged(_)));
     outcome.created = matches!(connection, SecretApplied::Created(_));
-    ctx.credentials.remember(
-        store,
-        secrets_read.credentials.clone(),
-        connection.hash(),
-        internal.hash(),
-    );
+    ctx.credentials
+        .remember(store, secrets_read, connection.hash(), internal.hash());
 
     outcome.count(
         apply_child(ctx, ChildKind::Service, headless_service)

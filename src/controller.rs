@@ -13,13 +13,13 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::apply::{DriftMemo, apply_children};
-use crate::build::desired_children;
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
 use crate::crd::{Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::observe::step::HealthStep;
+use crate::rotation::step::{ListPods, PodAddresses};
 use crate::secrets::{CredentialMemo, read_credentials};
 use crate::settings::OperatorSettings;
 use crate::status::{self, OwnedStatus, Progress, READY};
@@ -52,6 +52,10 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The observe step: the operator's one Redis probe and a health tracker per store.
     pub health: HealthStep,
+    /// Where a rotation finds the Redis pods (see `rotation::step`).
+    pub pod_addresses: Arc<dyn PodAddresses>,
+    /// cert-manager discovery and applied Certificates (see `tls`).
+    pub tls: crate::tls::TlsMemo,
 }
 
 impl Context {
@@ -86,12 +90,20 @@ impl Context {
             drift: DriftMemo::default(),
             failures: Mutex::new(HashMap::new()),
             health: HealthStep::default(),
+            pod_addresses: Arc::new(ListPods::default()),
+            tls: crate::tls::TlsMemo::default(),
         }
     }
 
     /// Replaces the default health step (interval, probe bound, gauges).
     pub fn with_health(mut self, health: HealthStep) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Replaces how a rotation finds the pods (tests: a fixed port on loopback).
+    pub fn with_pod_addresses(mut self, pods: Arc<dyn PodAddresses>) -> Self {
+        self.pod_addresses = pods;
         self
     }
 
@@ -163,7 +175,30 @@ async fn pipeline(
     validated: &ValidatedStore,
     optimistic: bool,
 ) -> Result<Action> {
-    let secrets_read = match read_credentials(ctx, validated, optimistic).await {
+    let tls = match crate::tls::prepare(ctx, validated).await? {
+        crate::tls::TlsReadiness::Disabled => None,
+        crate::tls::TlsReadiness::Ready(inputs) => Some(inputs),
+        crate::tls::TlsReadiness::Waiting { reason, message } => {
+            tracing::warn!(reason, "{message}");
+            let progress = Progress::WaitingForTls {
+                reason,
+                message: &message,
+            };
+            if write_status(ctx, store, &progress).await? {
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    reason,
+                    "ReadingSecret",
+                    message,
+                )
+                .await;
+            }
+            return Ok(Action::requeue(crate::tls::TLS_RETRY));
+        }
+    };
+    let mut secrets_read = match read_credentials(ctx, validated, optimistic).await {
         Ok(read) => read,
         Err(Error::ExistingSecret { message }) => {
             tracing::warn!("{message}");
@@ -183,7 +218,21 @@ async fn pipeline(
         }
         Err(e) => return Err(e),
     };
-    let children = desired_children(validated, &secrets_read.credentials, &ctx.settings);
+    // Password rotation: its own step, before the apply, which then agrees with its state.
+    let rotation = crate::rotation::step::reconcile_rotation(
+        ctx,
+        store,
+        validated,
+        &mut secrets_read,
+        tls.as_ref(),
+    )
+    .await?;
+    let children = crate::rotation::step::desired_children(
+        validated,
+        &secrets_read,
+        &ctx.settings,
+        tls.as_ref(),
+    );
     let outcome = apply_children(ctx, validated, children, &secrets_read).await?;
     if outcome.writes > 0 {
         tracing::info!(writes = outcome.writes, "applied children");
@@ -218,7 +267,15 @@ async fn pipeline(
     // Observe: at most one Redis probe per store per health interval (see `observe::step`).
     let observed = ctx
         .health
-        .observe(ctx, store, validated, &secrets_read.credentials)
+        .observe(
+            ctx,
+            store,
+            validated,
+            &secrets_read.credentials,
+            tls.as_ref()
+                .and_then(|t| t.ca_crt.as_ref())
+                .map(|ca| ca.0.as_slice()),
+        )
         .await;
     let with_health = observed.status_view(store.status.as_ref());
     let written = write_status_over(
@@ -228,6 +285,7 @@ async fn pipeline(
         &Progress::Applied {
             store: validated,
             ready_replicas,
+            auth: Some(&rotation.auth),
         },
     )
     .await?;
@@ -245,7 +303,10 @@ async fn pipeline(
         )
         .await;
     }
-    Ok(Action::requeue(observed.requeue_after(RESYNC_INTERVAL)))
+    let requeue = observed.requeue_after(RESYNC_INTERVAL);
+    Ok(Action::requeue(
+        rotation.requeue_after.map_or(requeue, |d| d.min(requeue)),
+    ))
 }
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.
@@ -317,7 +378,7 @@ fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
 }
 
 /// Publishes an Event about the store; a failure is logged, never fatal to the reconcile.
-async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     store: &SessionStore,
     type_: EventType,

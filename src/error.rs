@@ -48,6 +48,10 @@ pub enum Error {
     /// Leader election failed or the lease was lost.
     #[error("leader election: {0}")]
     Leader(String),
+
+    /// A password rotation step failed (a pod refused a live ACL change, unreadable state).
+    #[error("password rotation: {0}")]
+    Rotation(#[from] crate::rotation::RotationError),
 }
 
 impl Error {
@@ -63,6 +67,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::Startup(_) => "startup",
             Error::Leader(_) => "leader",
+            Error::Rotation(e) => e.metric_label(),
         }
     }
 

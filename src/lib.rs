@@ -13,6 +13,7 @@ pub mod ha;
 pub mod observe;
 pub mod password;
 pub mod quantity;
+pub mod redis_commands;
 pub mod render;
 pub mod rotation;
 pub mod settings;
@@ -28,5 +29,6 @@ pub mod run;
 pub mod secrets;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -9,7 +9,9 @@
 //!   host, uri, ...) are applied, and only when they differ; password keys are left out of the patch.
 //! - Remember: the credentials and the applied hashes are kept in memory for a few minutes, so a
 //!   resync of an unchanged store sends no request at all; a periodic requeue re-reads them and so
-//!   notices a deleted Secret.
+//!   notices a deleted Secret. Never while a rotation is in progress: each step re-reads.
+//! - Publish: the connection Secret's `password` changes in exactly one place,
+//!   [`publish_connection_password`], called by a rotation step (see `rotation::step`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -27,6 +29,7 @@ use crate::cache::APPLIED_HASH_ANNOTATION;
 use crate::controller::Context;
 use crate::error::{Error, Result};
 use crate::password::Password;
+use crate::rotation::RotationState;
 use crate::validate::ValidatedStore;
 
 /// Connection Secret key holding the application password.
@@ -50,14 +53,14 @@ pub enum SecretRole {
 }
 
 impl SecretRole {
-    /// Keys whose values are generated once and never overwritten.
-    /// With `auth.existingSecret` the connection password is copied from the user's Secret,
-    /// so it is derived, not stored.
-    pub fn stored_keys(self, uses_existing_secret: bool) -> &'static [&'static str] {
-        match (self, uses_existing_secret) {
-            (SecretRole::Connection, false) => &[PASSWORD_KEY],
-            (SecretRole::Connection, true) => &[],
-            (SecretRole::Internal, _) => &[
+    /// Keys whose values are generated once and never overwritten by an apply.
+    /// With `auth.existingSecret` the connection password is the user's password at creation;
+    /// a later change of the user's Secret reaches it through a rotation (both passwords valid
+    /// during the grace period), never through an apply, so it is stored in both cases.
+    pub fn stored_keys(self, _uses_existing_secret: bool) -> &'static [&'static str] {
+        match self {
+            SecretRole::Connection => &[PASSWORD_KEY],
+            SecretRole::Internal => &[
                 OPERATOR_PASSWORD_KEY,
                 REPLICATION_PASSWORD_KEY,
                 SENTINEL_PASSWORD_KEY,
@@ -98,9 +101,16 @@ impl SecretState {
 
 /// The outcome of the read step.
 pub struct SecretsRead {
+    /// `app` is the connection Secret's password (what applications use now); a new store's is
+    /// the `auth.existingSecret` password or a generated one.
     pub credentials: StoreCredentials,
     pub connection: SecretState,
     pub internal: SecretState,
+    /// The rotation state persisted in the internal Secret (`initial` for a new store).
+    pub rotation: RotationState,
+    /// The password of `spec.auth.existingSecret`, when set: a rotation starts when it differs
+    /// from the connection Secret's.
+    pub supplied_password: Option<Password>,
 }
 
 /// What applying one Secret did.
@@ -127,6 +137,8 @@ struct Remembered {
     uid: String,
     generation: Option<i64>,
     credentials: StoreCredentials,
+    rotation: RotationState,
+    supplied_password: Option<Password>,
     connection_hash: String,
     internal_hash: String,
     at: Instant,
@@ -149,15 +161,20 @@ impl CredentialMemo {
         })
     }
 
-    /// Records what was just applied.
+    /// Records what was just applied. A rotation in progress is not remembered: each of its
+    /// steps must start from what the Secrets say now.
     pub fn remember(
         &self,
         store: &ValidatedStore,
-        credentials: StoreCredentials,
+        read: &SecretsRead,
         connection_hash: &str,
         internal_hash: &str,
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(read.rotation, RotationState::InProgress(_)) {
+            entries.remove(&store_key(store));
+            return;
+        }
         // Stores deleted while we were not looking (no finalizer) drop out here: every live store
         // is reconciled at least every resync interval, well within this bound.
         entries.retain(|_, r| r.at.elapsed() < CREDENTIALS_RECHECK * 3);
@@ -166,7 +183,9 @@ impl CredentialMemo {
             Remembered {
                 uid: store.owner_reference.uid.clone(),
                 generation: store.generation,
-                credentials,
+                credentials: read.credentials.clone(),
+                rotation: read.rotation.clone(),
+                supplied_password: read.supplied_password.clone(),
                 connection_hash: connection_hash.into(),
                 internal_hash: internal_hash.into(),
                 at: Instant::now(),
@@ -189,16 +208,19 @@ fn store_key(store: &ValidatedStore) -> String {
 
 /// Builds the credentials from the Secrets that exist, generating only what is missing.
 ///
-/// `existing_password` is the password from `spec.auth.existingSecret`, which wins over the
-/// connection Secret. This is the one place to swap for `StoreCredentials::from_secrets`.
+/// The app password is the connection Secret's (what applications hold); only a new store takes
+/// `existing_password` (`spec.auth.existingSecret`) instead, since a later change of that password
+/// must go through a rotation. Unlike `StoreCredentials::from_secrets`, an unreadable stored
+/// password is an error rather than silently replaced, and `app_previous` is left to the rotation
+/// state (the internal Secret), not read from the connection Secret.
 pub fn credentials_from_secrets(
     connection: Option<&Secret>,
     internal: Option<&Secret>,
     existing_password: Option<Password>,
 ) -> Result<StoreCredentials> {
-    let app = match existing_password {
+    let app = match stored_password(connection, PASSWORD_KEY)? {
         Some(password) => password,
-        None => stored_password(connection, PASSWORD_KEY)?.unwrap_or_else(Password::generate),
+        None => existing_password.unwrap_or_else(Password::generate),
     };
     Ok(StoreCredentials {
         app,
@@ -254,6 +276,8 @@ pub async fn read_credentials(
             credentials: remembered.credentials,
             connection: SecretState::Remembered(remembered.connection_hash),
             internal: SecretState::Remembered(remembered.internal_hash),
+            rotation: remembered.rotation,
+            supplied_password: remembered.supplied_password,
         });
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &store.namespace);
@@ -268,12 +292,25 @@ pub async fn read_credentials(
         SecretState::Missing if optimistic => SecretState::Unread,
         _ => get_secret(ctx, &api, &SecretRole::Internal.name(&store.name)).await?,
     };
-    let credentials =
-        credentials_from_secrets(connection.secret(), internal.secret(), existing_password)?;
+    let credentials = credentials_from_secrets(
+        connection.secret(),
+        internal.secret(),
+        existing_password.clone(),
+    )?;
+    let rotation = match internal.secret().and_then(|s| s.data.as_ref()) {
+        Some(data) => RotationState::from_secret_data(data).map_err(|e| Error::SecretData {
+            secret: SecretRole::Internal.name(&store.name),
+            message: e.to_string(),
+        })?,
+        // A new store: the password it is created with belongs to the rotation value set now.
+        None => RotationState::initial(store.auth.rotation.as_deref()),
+    };
     Ok(SecretsRead {
         credentials,
         connection,
         internal,
+        rotation,
+        supplied_password: existing_password,
     })
 }
 
@@ -432,6 +469,64 @@ pub async fn apply_secret(
     }
 }
 
+/// Writes a rotation's password into the existing connection Secret: `password`, the derived keys
+/// (`uri`, `previous-password`, ...) and the applied-hash annotation, so the apply that follows
+/// finds it unchanged. The ONLY write that replaces the connection Secret's password.
+///
+/// A JSON merge patch, not server-side apply: the password must never become a field owned by the
+/// apply manager, or the next apply (which leaves passwords out) would delete it. A derived key the
+/// desired Secret no longer has (`previous-password` after a rotation) is removed explicitly.
+/// Returns the applied hash.
+pub async fn publish_connection_password(
+    ctx: &Context,
+    desired: Secret,
+    credentials: &StoreCredentials,
+    uses_existing: bool,
+) -> Result<String> {
+    let desired =
+        with_stored_passwords(desired, SecretRole::Connection, credentials, uses_existing);
+    let patch = existing_secret_patch(&desired, SecretRole::Connection, uses_existing);
+    let hash = object_hash(&patch)?;
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let namespace = desired.metadata.namespace.clone().unwrap_or_default();
+    let mut data = serde_json::Map::new();
+    for (key, value) in desired.data.iter().flatten() {
+        let value = serde_json::to_value(value).map_err(|source| Error::Serialize {
+            what: format!("Secret {namespace}/{name} key {key}"),
+            source,
+        })?;
+        data.insert(key.clone(), value);
+    }
+    if !data.contains_key(crate::build::secret::PREVIOUS_PASSWORD_KEY) {
+        data.insert(
+            crate::build::secret::PREVIOUS_PASSWORD_KEY.into(),
+            serde_json::Value::Null,
+        );
+    }
+    let body = serde_json::json!({
+        "metadata": {"annotations": {APPLIED_HASH_ANNOTATION: hash}},
+        "data": data,
+    });
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.api_request("patch");
+    api.patch(
+        &name,
+        &PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&body),
+    )
+    .await
+    .map_err(|e| {
+        Error::kube(
+            format!("publishing the password in Secret {namespace}/{name}"),
+            e,
+        )
+    })?;
+    Ok(hash)
+}
+
 /// Whether an existing Secret already carries the patch: same hash annotation, same derived keys
 /// (a hand edit of a derived key is restored), our labels and ownerReferences present.
 fn live_matches(live: &Secret, patch: &Secret, hash: &str) -> bool {
@@ -500,15 +595,15 @@ mod tests {
     }
 
     #[test]
-    fn existing_secret_password_wins_over_the_connection_secret() {
-        let connection = secret("s-connection", &[("password", "old")]);
-        let creds = credentials_from_secrets(
-            Some(&connection),
-            None,
-            Some(Password::from_secret_value("users-own".into())),
-        )
-        .expect("reads");
+    fn existing_secret_password_seeds_a_new_store_and_a_change_is_left_to_rotation() {
+        let users = || Some(Password::from_secret_value("users-own".into()));
+        let creds = credentials_from_secrets(None, None, users()).expect("reads");
         assert_eq!(creds.app.expose(), "users-own");
+        // Once published, the connection Secret's password is what applications hold: a new
+        // password in the user's Secret is rotated in, not swapped under them.
+        let connection = secret("s-connection", &[("password", "old")]);
+        let creds = credentials_from_secrets(Some(&connection), None, users()).expect("reads");
+        assert_eq!(creds.app.expose(), "old");
     }
 
     #[test]
@@ -552,9 +647,15 @@ mod tests {
             .map(|(k, _)| k.as_str())
             .collect();
         assert_eq!(keys, ["host"]);
-        // With auth.existingSecret the connection password follows the user's Secret.
+        // With auth.existingSecret too: only a rotation publishes a new password.
         let patch = existing_secret_patch(&desired, SecretRole::Connection, true);
-        assert_eq!(patch.data.iter().flatten().count(), 2);
+        let keys: Vec<_> = patch
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["host"]);
     }
 
     #[test]

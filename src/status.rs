@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
-use crate::crd::{Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
+use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
 use crate::observe::HEALTHY;
 use crate::observe::conditions::reason;
@@ -28,10 +28,15 @@ pub enum Progress<'a> {
     Invalid(&'a ValidationError),
     /// `spec.auth.existingSecret` is missing or unusable; the message names it.
     WaitingForSecret(&'a str),
-    /// Every child is applied; `ready_replicas` from the StatefulSet's status.
+    /// The TLS Secret (or the cert-manager API for `issuerRef`) is not there yet; `reason` is the
+    /// Ready condition's reason, `message` names the spec field.
+    WaitingForTls { reason: &'a str, message: &'a str },
+    /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
+    /// rotation step.
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
+        auth: Option<&'a AuthStatus>,
     },
 }
 
@@ -56,6 +61,8 @@ pub struct OwnedStatus {
     /// with server-side apply a field this manager leaves out would be removed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
 }
 
 impl OwnedStatus {
@@ -70,6 +77,7 @@ impl OwnedStatus {
             replicas: status.replicas,
             ready_replicas: status.ready_replicas,
             health: status.health.clone(),
+            auth: status.auth.clone(),
         }
     }
 
@@ -125,10 +133,19 @@ pub fn desired_status(
             ));
             ours.extend(previous.condition(AVAILABLE).cloned());
         }
+        Progress::WaitingForTls { reason, message } => {
+            next.phase = Some(Phase::Pending);
+            ours.push(condition(READY, false, reason, (*message).to_string()));
+            ours.extend(previous.condition(AVAILABLE).cloned());
+        }
         Progress::Applied {
             store,
             ready_replicas,
+            auth,
         } => {
+            if let Some(auth) = auth {
+                next.auth = Some((*auth).clone());
+            }
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
             next.phase = Some(if ready >= replicas {
@@ -276,6 +293,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 0,
+                auth: None,
             },
             &settings,
             &at(100),
@@ -299,6 +317,7 @@ mod tests {
             connection_secret: first.connection_secret.clone(),
             replicas: first.replicas,
             ready_replicas: first.ready_replicas,
+            auth: first.auth.clone(),
             ..SessionStoreStatus::default()
         };
         // Same inputs later: equal, nothing to write.
@@ -308,6 +327,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 0,
+                auth: None,
             },
             &settings,
             &at(500),
@@ -320,6 +340,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 1,
+                auth: None,
             },
             &settings,
             &at(900),

@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{EvictionPolicy, PersistenceMode, Profile, SessionStore};
 use crate::quantity::parse_bytes;
+use crate::redis_commands;
 use crate::settings::{DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE};
 
 /// Default application key prefix.
@@ -524,9 +525,19 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
     Ok(Some(Tls { source }))
 }
 
+/// Same limits as the CRD schema, for input that never went through admission (`render`).
+const MAX_EXTRA_CONFIG: usize = 64;
+const MAX_DISABLED_COMMANDS: usize = 128;
+
 fn validate_extra_config(
     extra: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ValidationError> {
+    if extra.len() > MAX_EXTRA_CONFIG {
+        return Err(invalid(
+            "spec.extraConfig",
+            format!("at most {MAX_EXTRA_CONFIG} directives, got {}", extra.len()),
+        ));
+    }
     let mut out = BTreeMap::new();
     for (key, value) in extra {
         let field = format!("spec.extraConfig.{key}");
@@ -588,6 +599,15 @@ fn check_config_value(field: &str, value: &str) -> Result<(), ValidationError> {
 }
 
 fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, ValidationError> {
+    if commands.len() > MAX_DISABLED_COMMANDS {
+        return Err(invalid(
+            "spec.disabledCommands",
+            format!(
+                "at most {MAX_DISABLED_COMMANDS} entries, got {}",
+                commands.len()
+            ),
+        ));
+    }
     let mut out: Vec<String> = Vec::new();
     for (index, command) in commands.iter().enumerate() {
         let field = format!("spec.disabledCommands[{index}]");
@@ -615,11 +635,64 @@ fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, Valida
             ));
         }
         let lower = command.to_ascii_lowercase();
+        check_known_to_redis(&field, command, &lower)?;
         if !out.contains(&lower) {
             out.push(lower);
         }
     }
     Ok(out)
+}
+
+/// Redis refuses the whole ACL file, and so does not start, when one rule names a command or
+/// category it does not know: an entry must be in Redis's own table ([`redis_commands`]).
+/// `lower` is the well-formed, lower-cased entry.
+fn check_known_to_redis(field: &str, command: &str, lower: &str) -> Result<(), ValidationError> {
+    // A name of the other kind (`@get`, `pubsub` meant as `@pubsub`) is the likelier mistake
+    // than a typo, so it is suggested first.
+    let (known, suggestion) = match lower.strip_prefix('@') {
+        Some(category) => (
+            redis_commands::is_category(category),
+            if redis_commands::is_command(category) {
+                Some(category.to_string())
+            } else {
+                redis_commands::closest_category(category).map(|c| format!("@{c}"))
+            },
+        ),
+        None => (
+            redis_commands::is_command(lower),
+            if redis_commands::is_category(lower) {
+                Some(format!("@{lower}"))
+            } else {
+                redis_commands::closest_command(lower).map(str::to_string)
+            },
+        ),
+    };
+    if known {
+        return Ok(());
+    }
+    let what = if lower.starts_with('@') {
+        "ACL category"
+    } else {
+        "command (or `command|subcommand`)"
+    };
+    let hint = match suggestion {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None if lower.starts_with('@') => format!(
+            "; the categories are {}",
+            redis_commands::ACL_CATEGORIES
+                .iter()
+                .map(|c| format!("@{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
+    Err(invalid(
+        field,
+        format!(
+            "{command:?} is not a Redis 7.2 {what}, and Redis refuses to start with an unknown name in its ACL file{hint}"
+        ),
+    ))
 }
 
 fn validate_scheduling(store: &SessionStore) -> Result<Scheduling, ValidationError> {
@@ -1059,6 +1132,86 @@ mod tests {
                 "spec.disabledCommands[0]",
             );
         }
+    }
+
+    #[test]
+    fn disabled_commands_must_be_known_to_redis() {
+        // Well-formed, but Redis would refuse the ACL file and not start.
+        for (list, index, bad, hint) in [
+            ("[sort, nosuchcommand]", 1, "\"nosuchcommand\"", None),
+            (
+                "[FLUSHAL]",
+                0,
+                "\"FLUSHAL\"",
+                Some("did you mean `flushall`?"),
+            ),
+            (
+                "[\"cleint|kill\"]",
+                0,
+                "\"cleint|kill\"",
+                Some("did you mean `client|kill`?"),
+            ),
+            ("[\"client|frobnicate\"]", 0, "\"client|frobnicate\"", None),
+            // A first argument instead of a subcommand: Redis refuses `-select|db`.
+            (
+                "[get, \"select|db\"]",
+                1,
+                "\"select|db\"",
+                Some("did you mean `select`?"),
+            ),
+            (
+                "[\"@dangerus\"]",
+                0,
+                "\"@dangerus\"",
+                Some("did you mean `@dangerous`?"),
+            ),
+            ("[\"@get\"]", 0, "\"@get\"", Some("did you mean `get`?")),
+            (
+                "[dangerous]",
+                0,
+                "\"dangerous\"",
+                Some("did you mean `@dangerous`?"),
+            ),
+            (
+                "[\"@nosuchcategory\"]",
+                0,
+                "\"@nosuchcategory\"",
+                Some("the categories are @admin, @all,"),
+            ),
+            // Redis 8.0 has it, the supported 7.2 does not.
+            ("[hgetex]", 0, "\"hgetex\"", Some("did you mean `getex`?")),
+        ] {
+            let error = rejects(
+                &format!("  disabledCommands: {list}\n"),
+                &format!("spec.disabledCommands[{index}]"),
+            );
+            let message = error.to_string();
+            assert!(message.contains(bad), "{message}");
+            assert!(message.contains("is not a Redis 7.2"), "{message}");
+            if let Some(hint) = hint {
+                assert!(message.contains(hint), "{message}");
+            } else {
+                assert!(!message.contains("did you mean"), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn disabled_commands_accept_7_2_commands_categories_and_any_case() {
+        let store = check(
+            "  disabledCommands: [WAITAOF, \"Client|No-Touch\", \"@ALL\", \"@Keyspace\", \"config|get\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            store.disabled_commands,
+            [
+                "waitaof",
+                "client|no-touch",
+                "@all",
+                "@keyspace",
+                "config|get"
+            ]
+        );
     }
 
     #[test]

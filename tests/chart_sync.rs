@@ -21,7 +21,7 @@ fn assert_same_as_source(copy: &str) {
     let copied = read(&root().join(copy).join(CRD_FILE));
     assert!(
         source == copied,
-        "{copy}/{CRD_FILE} differs from crds/{CRD_FILE}. Fix: `python3 scripts/render-deploy.py` \
+        "{copy}/{CRD_FILE} differs from crds/{CRD_FILE}. Fix: `bash scripts/regenerate.sh` \
          (or `cp crds/{CRD_FILE} {copy}/`) and commit the result."
     );
 }

@@ -18,7 +18,7 @@ fn committed_crd_matches_the_generated_one() {
     let generated = crd_yaml().unwrap();
     assert!(
         committed == generated,
-        "{COMMITTED} is out of date with src/crd.rs; regenerate it with:\n    cargo run -- crd > {COMMITTED}"
+        "{COMMITTED} is out of date with src/crd.rs; regenerate it (and its copies) with:\n    bash scripts/regenerate.sh"
     );
 }
 

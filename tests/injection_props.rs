@@ -308,14 +308,15 @@ fn check(inputs: &Inputs) -> Result<(), TestCaseError> {
         prop_assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 
-    // users.acl: exactly the five users; only the app user's key pattern and deny-list vary.
+    // users.acl: exactly the six users (default, app, operator, replication, sentinel, exporter);
+    // only the app user's key pattern and deny-list vary.
     let acl = users_acl(&validated, &credentials);
     let base_acl = users_acl(&reference, &credentials);
     let lines: Vec<&str> = acl.lines().collect();
     let base_lines: Vec<&str> = base_acl.lines().collect();
-    prop_assert_eq!(lines.len(), 5, "{}", acl);
+    prop_assert_eq!(lines.len(), 6, "{}", acl);
     prop_assert!(acl.ends_with('\n') && !acl.contains('\r'));
-    for index in [0, 2, 3, 4] {
+    for index in [0, 2, 3, 4, 5] {
         prop_assert_eq!(lines[index], base_lines[index]);
     }
     let prefix = &inputs.key_prefix;

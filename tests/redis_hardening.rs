@@ -1,7 +1,8 @@
 //! The hardening proven on a real `redis-server` (Debian's 7.0): the generated `redis.conf`, ACL
 //! file and replication credentials, for both profiles and for TLS, show that anonymous clients
 //! and `default` get nothing, the application user is confined to its key prefix and refused the
-//! admin surface, the operator user can read health and config, and TLS closes plaintext.
+//! admin surface, the operator user can read health and config, the exporter user only metrics,
+//! and TLS closes plaintext.
 
 mod support;
 
@@ -11,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ErrorKind, RedisResult, Value};
 use sessionstore_operator::build::StoreCredentials;
-use sessionstore_operator::validate::ValidatedStore;
+use sessionstore_operator::build::secret::desired_internal_secret;
+use sessionstore_operator::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_redis_addr};
+use sessionstore_operator::redis_commands;
+use sessionstore_operator::validate::{ValidatedStore, validate};
 use support::redis_server::{RedisServer, connect};
 use support::tls::TestPki;
-use support::{DEVELOPMENT, PRODUCTION, credentials, validated};
+use support::{DEVELOPMENT, PRODUCTION, credentials, store_from_yaml, validated};
 
 /// A production store with TLS and otherwise the profile's defaults (snapshot persistence).
 const PRODUCTION_TLS: &str = r#"
@@ -410,6 +414,104 @@ fn development_app_user_may_run_what_production_disables() {
     }
 }
 
+/// `validate` never accepts a `disabledCommands` entry Redis refuses, nor refuses one it accepts
+/// (the latter with `redis_commands`' own test that the table is exactly the server's
+/// `COMMAND LIST` and `ACL CAT`). A store disabling every command and category of the 7.0 table
+/// validates, and Redis starts with the generated ACL file (one unknown name would abort it);
+/// then each entry alone is accepted by `ACL SETUSER` (sent by the operator user, which has
+/// `+acl|setuser`), the 7.2 additions are refused by a 7.0 server, and well-formed unknown names
+/// are refused by both `validate` and Redis.
+#[test]
+fn every_known_command_and_category_is_accepted_by_redis() {
+    let entries: Vec<String> = redis_commands::REDIS_7_0_COMMANDS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(
+            redis_commands::ACL_CATEGORIES
+                .iter()
+                .map(|c| format!("@{c}")),
+        )
+        .collect();
+    let creds = credentials();
+    // The schema (and `validate`) cap the list at 128, so the table goes in chunks: each chunk
+    // validates and a real Redis starts with the generated ACL file.
+    let chunks: Vec<&[String]> = entries.chunks(128).collect();
+    assert!(chunks.len() >= 3, "the table has {} entries", entries.len());
+    let mut store = None;
+    for chunk in &chunks {
+        let list = serde_json::to_string(chunk).expect("a list of strings is JSON");
+        let chunk_store = validated(&format!("{DEVELOPMENT}  disabledCommands: {list}\n"));
+        assert_eq!(chunk_store.disabled_commands, chunk.to_vec());
+        // Redis aborts start-up on one unknown name in the ACL file; started means accepted.
+        let chunk_server = RedisServer::start(&chunk_store, &creds);
+        run(&mut as_operator(&chunk_server, &creds), &["PING"]).expect("operator PING");
+        store = Some(chunk_store);
+    }
+    let store = store.expect("at least one chunk");
+    let server = RedisServer::start(&store, &creds);
+    // The last chunk holds the last categories (`@string` among them): GET is refused.
+    assert_noperm(&mut as_app(&server, &creds), "app", &["GET", "session:k"]);
+    let too_many = serde_json::to_string(&entries).expect("a list of strings is JSON");
+    let error = validate(&store_from_yaml(&format!(
+        "{DEVELOPMENT}  disabledCommands: {too_many}\n"
+    )))
+    .expect_err("more than 128 entries");
+    assert_eq!(error.field, "spec.disabledCommands", "{error}");
+
+    let mut operator = as_operator(&server, &creds);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut operator)
+        .expect("INFO server");
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or_else(|| panic!("no redis_version in INFO:\n{info}"))
+        .trim()
+        .to_string();
+    let setuser = |conn: &mut Connection, entry: &str| -> RedisResult<Value> {
+        run(conn, &["ACL", "SETUSER", "probe", &format!("-{entry}")])
+    };
+    for entry in &entries {
+        setuser(&mut operator, entry)
+            .unwrap_or_else(|e| panic!("Redis {version} refuses `-{entry}`: {e}"));
+    }
+    for entry in redis_commands::ADDED_IN_7_2 {
+        assert!(
+            validate(&store_from_yaml(&format!(
+                "{DEVELOPMENT}  disabledCommands: [\"{entry}\"]\n"
+            )))
+            .is_ok()
+        );
+        let reply = setuser(&mut operator, entry);
+        if version.starts_with("7.0.") {
+            let err = reply.expect_err(entry);
+            assert!(
+                err.to_string().contains("Unknown command or category"),
+                "Redis {version} on `-{entry}`: {err}"
+            );
+        } else {
+            reply.unwrap_or_else(|e| panic!("Redis {version} refuses `-{entry}`: {e}"));
+        }
+    }
+    for unknown in [
+        "nosuchcommand",
+        "get|x",
+        "client|frobnicate",
+        "@nosuchcategory",
+        "@get",
+    ] {
+        let manifest = format!("{DEVELOPMENT}  disabledCommands: [sort, \"{unknown}\"]\n");
+        let error = validate(&store_from_yaml(&manifest)).expect_err(unknown);
+        assert_eq!(error.field, "spec.disabledCommands[1]", "{error}");
+        let err = setuser(&mut operator, unknown).expect_err(unknown);
+        assert!(
+            err.to_string().contains("Unknown command or category"),
+            "Redis {version} on `-{unknown}`: {err}"
+        );
+    }
+}
+
 /// `protected-mode yes` with `bind` on every address does not lock out authenticated clients
 /// from other addresses: Redis treats only 127.0.0.1 and ::1 as local, so a client whose source
 /// is 127.0.0.2 stands in for an application pod. (It would be refused if `default` were an
@@ -527,6 +629,81 @@ fn production_operator_reads_health_and_config_with_append_only() {
     assert_eq!(config_get(&mut op, "appendfsync"), "everysec");
     assert_eq!(config_get(&mut op, "aof-use-rdb-preamble"), "yes");
     persistence_is(&server, &creds, "", "yes");
+}
+
+/// The exporter sidecar's user, with the password redis_exporter reads from the internal
+/// Secret's `exporter-password.json`, runs the commands of a default scrape and nothing that
+/// reads a key or a password, touches users or changes the server.
+fn exporter_reads_metrics_and_nothing_else(
+    server: &RedisServer,
+    store: &ValidatedStore,
+    creds: &StoreCredentials,
+) {
+    let secret = desired_internal_secret(store, creds);
+    let file = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(EXPORTER_PASSWORD_FILE_KEY))
+        .expect("the internal Secret has the exporter's password file");
+    let passwords: BTreeMap<String, String> =
+        serde_json::from_slice(&file.0).expect("the password file is a JSON object");
+    let password = passwords
+        .get(&exporter_redis_addr(store))
+        .expect("the file maps the scraped address");
+    let mut ex = server
+        .connect("exporter", password)
+        .unwrap_or_else(|e| panic!("exporter user cannot connect: {e}\n{}", server.log()));
+    for args in [
+        &["PING"][..],
+        &["CLIENT", "SETNAME", "redis_exporter"],
+        &["INFO", "ALL"],
+        &["LATENCY", "LATEST"],
+        &["LATENCY", "HISTOGRAM"],
+        &["SLOWLOG", "LEN"],
+        &["SLOWLOG", "GET", "10"],
+    ] {
+        run(&mut ex, args).unwrap_or_else(|e| panic!("exporter refused {args:?}: {e}"));
+    }
+    let key = format!("{}k", store.key_prefix);
+    for args in [
+        &["GET", &key][..],
+        &["SET", &key, "x"],
+        &["SCAN", "0"],
+        &["KEYS", "*"],
+        &["DBSIZE"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+        // CONFIG GET would hand out masterauth, the replication user's password.
+        &["CONFIG", "GET", "masterauth"],
+        &["CONFIG", "SET", "maxmemory", "1"],
+        &["CONFIG", "REWRITE"],
+        &["SLOWLOG", "RESET"],
+        &["LATENCY", "RESET"],
+        &["FLUSHALL"],
+        &["SHUTDOWN", "NOSAVE"],
+        &["ACL", "LIST"],
+        &["ACL", "SETUSER", "app", ">x"],
+        &["REPLICAOF", "NO", "ONE"],
+        &["MONITOR"],
+        &["EVAL", "return 1", "0"],
+    ] {
+        assert_noperm(&mut ex, "exporter", args);
+    }
+    assert_debug_disabled(&mut ex, "exporter");
+}
+
+#[test]
+fn development_exporter_reads_metrics_and_nothing_else() {
+    let (store, creds) = (validated(DEVELOPMENT), credentials());
+    let server = RedisServer::start(&store, &creds);
+    exporter_reads_metrics_and_nothing_else(&server, &store, &creds);
+}
+
+#[test]
+fn production_exporter_reads_metrics_and_nothing_else() {
+    let (store, creds) = (validated(PRODUCTION), credentials());
+    let server = RedisServer::start(&store, &creds);
+    exporter_reads_metrics_and_nothing_else(&server, &store, &creds);
 }
 
 #[test]

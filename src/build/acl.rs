@@ -13,6 +13,7 @@ pub const APP_USER: &str = "app";
 pub const OPERATOR_USER: &str = "operator";
 pub const REPLICATION_USER: &str = "replication";
 pub const SENTINEL_USER: &str = "sentinel";
+pub const EXPORTER_USER: &str = "exporter";
 
 /// `default` is the user every unauthenticated connection is: off, no password, no rights, so a
 /// client without credentials gets NOAUTH and `AUTH default <anything>` fails.
@@ -43,6 +44,15 @@ pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replc
 pub const SENTINEL_RULES: &str = "resetkeys allchannels -@all +multi +slaveof +ping +exec +subscribe \
      +config|rewrite +role +publish +info +client|setname +client|kill +script|kill";
 
+/// The redis_exporter sidecar's user: the read-only commands of its default scrape (PING,
+/// CLIENT SETNAME, INFO ALL, LATENCY LATEST/HISTOGRAM, SLOWLOG LEN/GET), so a compromised metrics
+/// container can read statistics but no key, no user and change nothing. Not CONFIG GET, which
+/// the exporter also tries: it returns `masterauth` in clear text (checked on Redis 7.0), and the
+/// replication password can PSYNC a full copy of every session. The exporter tolerates the
+/// refusal; it only loses `config_maxmemory`/`config_maxclients` (INFO has `maxmemory` too).
+pub const EXPORTER_RULES: &str = "resetkeys resetchannels -@all +ping +client|setname +info \
+     +latency|latest +latency|histogram +slowlog|get +slowlog|len";
+
 /// The application user's rules: its key prefix, everything but the deny-list.
 pub fn app_rules(store: &ValidatedStore) -> String {
     let mut rules = format!(
@@ -67,18 +77,55 @@ pub fn acl_rules(store: &ValidatedStore) -> Vec<(String, String)> {
         (OPERATOR_USER.into(), OPERATOR_RULES.into()),
         (REPLICATION_USER.into(), REPLICATION_RULES.into()),
         (SENTINEL_USER.into(), SENTINEL_RULES.into()),
+        (EXPORTER_USER.into(), EXPORTER_RULES.into()),
     ]
 }
 
+/// HMAC-SHA256 (RFC 2104) with the `sha2` the crate already has.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The exporter user's password, derived from the operator's (HMAC-SHA256, hex): its own
+/// password, which reveals nothing about the operator's, without a new stored credential that
+/// every reader of the Secrets would have to learn. It changes whenever the operator password does,
+/// and both land in the same internal Secret, so they never disagree.
+pub fn exporter_password(credentials: &StoreCredentials) -> Password {
+    let mac = hmac_sha256(
+        credentials.operator.expose().as_bytes(),
+        b"sessionstore.dev/exporter-password/v1",
+    );
+    Password::from_secret_value(hex::encode(mac))
+}
+
 /// The passwords a user accepts: the app user keeps its previous one during a rotation.
-fn passwords<'a>(user: &str, credentials: &'a StoreCredentials) -> Vec<&'a Password> {
+fn passwords(user: &str, credentials: &StoreCredentials) -> Vec<Password> {
     match user {
         APP_USER => std::iter::once(&credentials.app)
             .chain(credentials.app_previous.as_ref())
+            .cloned()
             .collect(),
-        OPERATOR_USER => vec![&credentials.operator],
-        REPLICATION_USER => vec![&credentials.replication],
-        SENTINEL_USER => vec![&credentials.sentinel],
+        OPERATOR_USER => vec![credentials.operator.clone()],
+        REPLICATION_USER => vec![credentials.replication.clone()],
+        SENTINEL_USER => vec![credentials.sentinel.clone()],
+        EXPORTER_USER => vec![exporter_password(credentials)],
         _ => Vec::new(),
     }
 }
@@ -140,11 +187,13 @@ mod tests {
              user app on {} resetkeys ~session:* resetchannels +@all -@dangerous -@scripting -acl\n\
              user operator on {} {OPERATOR_RULES}\n\
              user replication on {} resetkeys resetchannels -@all +psync +replconf +ping\n\
-             user sentinel on {} {SENTINEL_RULES}\n",
+             user sentinel on {} {SENTINEL_RULES}\n\
+             user exporter on {} {EXPORTER_RULES}\n",
             hash("app-pw"),
             hash("op-pw"),
             hash("repl-pw"),
             hash("sent-pw"),
+            exporter_password(&credentials(false)).acl_hash(),
         );
         pretty_assertions::assert_eq!(acl, expected);
     }
@@ -167,9 +216,53 @@ mod tests {
     }
 
     #[test]
+    fn hmac_matches_rfc_4231_test_cases() {
+        assert_eq!(
+            hex::encode(hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn exporter_password_is_its_own_and_follows_the_operator_password() {
+        let creds = credentials(false);
+        let exporter = exporter_password(&creds);
+        assert_eq!(exporter.expose().len(), 64);
+        for other in [
+            &creds.app,
+            &creds.operator,
+            &creds.replication,
+            &creds.sentinel,
+        ] {
+            assert!(*other != exporter);
+        }
+        assert!(exporter == exporter_password(&creds.clone()));
+        let mut rotated = creds.clone();
+        rotated.operator = Password::from_secret_value("op-pw-2".into());
+        assert!(exporter_password(&rotated) != exporter);
+    }
+
+    #[test]
     fn no_clear_text_password_in_the_file() {
-        let acl = users_acl(&store(""), &credentials(true));
-        for clear in ["app-pw", "old-pw", "op-pw", "repl-pw", "sent-pw"] {
+        let creds = credentials(true);
+        let acl = users_acl(&store(""), &creds);
+        let exporter = exporter_password(&creds);
+        for clear in [
+            "app-pw",
+            "old-pw",
+            "op-pw",
+            "repl-pw",
+            "sent-pw",
+            exporter.expose(),
+        ] {
             assert!(!acl.contains(clear), "{clear} in clear text");
         }
     }

@@ -1,4 +1,5 @@
-//! The `<name>-config` ConfigMap: a hardened `redis.conf` that holds no secret.
+//! The `<name>-config` ConfigMap: a hardened `redis.conf` that holds no secret (and, with
+//! Sentinel, the `sentinel.conf` template and the safe-start script `startup.sh`).
 //!
 //! Authentication is ACL-only (Redis's own guidance; `requirepass` and `rename-command` are
 //! legacy): the users and their password hashes live in `users.acl`, and the replication
@@ -13,7 +14,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::build::meta::{ChildNames, Component, object_meta, paths};
 use crate::build::secret::{REPLICATION_CONF_KEY, USERS_ACL_KEY};
+use crate::build::sentinel::{SENTINEL_CONF_KEY, sentinel_conf};
+use crate::build::startup::{STARTUP_SCRIPT, STARTUP_SCRIPT_KEY};
 use crate::crd::PersistenceMode;
+use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
 pub const REDIS_CONF_KEY: &str = "redis.conf";
@@ -134,17 +138,25 @@ pub fn redis_conf(store: &ValidatedStore) -> String {
     conf
 }
 
-pub fn desired_config_map(store: &ValidatedStore) -> ConfigMap {
+/// The ConfigMap: `redis.conf`, plus for a highly available store the Sentinel template and the
+/// safe-start script. All of it counts in the config hash, so a changed script or Sentinel
+/// setting rolls the pods like a changed `redis.conf`.
+pub fn desired_config_map(store: &ValidatedStore, settings: &OperatorSettings) -> ConfigMap {
+    let mut data = BTreeMap::from([(REDIS_CONF_KEY.to_string(), redis_conf(store))]);
+    if store.is_highly_available() {
+        data.insert(
+            SENTINEL_CONF_KEY.to_string(),
+            sentinel_conf(store, settings),
+        );
+        data.insert(STARTUP_SCRIPT_KEY.to_string(), STARTUP_SCRIPT.to_string());
+    }
     ConfigMap {
         metadata: object_meta(
             store,
             ChildNames::config_map(&store.name),
             Component::Config,
         ),
-        data: Some(BTreeMap::from([(
-            REDIS_CONF_KEY.to_string(),
-            redis_conf(store),
-        )])),
+        data: Some(data),
         ..ConfigMap::default()
     }
 }
@@ -277,8 +289,8 @@ repl-diskless-sync yes
 
     #[test]
     fn config_map_metadata_and_key() {
-        let store = store("");
-        let cm = desired_config_map(&store);
+        let store = store("  replicas: 1\n");
+        let cm = desired_config_map(&store, &OperatorSettings::default());
         assert_eq!(cm.metadata.name.as_deref(), Some("s-config"));
         assert_eq!(cm.metadata.namespace.as_deref(), Some("n"));
         assert_eq!(
@@ -295,6 +307,24 @@ repl-diskless-sync yes
                 "redis.conf".to_string(),
                 redis_conf(&store)
             )]))
+        );
+    }
+
+    #[test]
+    fn highly_available_config_map_carries_the_sentinel_template_and_start_script() {
+        let settings = OperatorSettings::default();
+        let store = store("  replicas: 3\n");
+        let cm = desired_config_map(&store, &settings);
+        assert_eq!(
+            cm.data,
+            Some(BTreeMap::from([
+                ("redis.conf".to_string(), redis_conf(&store)),
+                (
+                    "sentinel.conf".to_string(),
+                    sentinel_conf(&store, &settings)
+                ),
+                ("startup.sh".to_string(), STARTUP_SCRIPT.to_string()),
+            ]))
         );
     }
 }

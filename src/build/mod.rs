@@ -73,12 +73,12 @@ pub fn desired_children(
     credentials: &StoreCredentials,
     settings: &OperatorSettings,
 ) -> DesiredChildren {
-    let config_map = config_map::desired_config_map(store);
+    let config_map = config_map::desired_config_map(store, settings);
     let internal_secret = secret::desired_internal_secret(store, credentials);
     let connection_secret = secret::desired_connection_secret(store, credentials, settings);
     let config_hash = statefulset::config_hash(store, &config_map);
     DesiredChildren {
-        statefulset: statefulset::desired_statefulset(store, &config_hash),
+        statefulset: statefulset::desired_statefulset(store, settings, &config_hash),
         headless_service: service::desired_headless_service(store),
         service: service::desired_service(store),
         network_policy: network_policy::desired_network_policy(store, settings),
@@ -86,5 +86,38 @@ pub fn desired_children(
         config_map,
         internal_secret,
         connection_secret,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::meta::CONFIG_HASH_ANNOTATION;
+
+    fn config_hash_of(spec: &str) -> Option<String> {
+        let children = desired_children(
+            &fixtures::store(spec),
+            &StoreCredentials::generate(),
+            &OperatorSettings::default(),
+        );
+        children
+            .statefulset
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+    }
+
+    #[test]
+    fn sentinel_settings_roll_the_pods_and_passwords_do_not() {
+        // The Sentinel template and start script are in the ConfigMap, hence in the hash; fresh
+        // passwords (a different StoreCredentials per call) are not.
+        let base = config_hash_of("  replicas: 3\n");
+        assert!(base.is_some());
+        assert_eq!(base, config_hash_of("  replicas: 3\n"));
+        assert_ne!(
+            base,
+            config_hash_of("  replicas: 3\n  sentinel: {downAfterMilliseconds: 3000}\n")
+        );
     }
 }

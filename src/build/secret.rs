@@ -1,5 +1,6 @@
-//! The two Secrets: `<name>-connection` (what applications mount) and `<name>-internal` (the ACL
-//! file and the operator's, replication and Sentinel credentials), and reading passwords back
+//! The two Secrets: `<name>-connection` (what applications mount; with Sentinel also the Sentinel
+//! addresses and master name) and `<name>-internal` (the ACL files and the operator's, replication
+//! and Sentinel credentials), and reading passwords back
 //! from them so a reconcile never regenerates what already exists.
 //!
 //! `ca.crt` with TLS: the CA lives in the TLS Secret (the user's, or cert-manager's), which a pure
@@ -14,8 +15,12 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::build::StoreCredentials;
-use crate::build::acl::{APP_USER, REPLICATION_USER, users_acl};
+use crate::build::acl::{APP_USER, REPLICATION_USER, exporter_password, users_acl};
 use crate::build::meta::{ChildNames, Component, object_meta};
+use crate::build::sentinel::{
+    SENTINEL_USERS_ACL_KEY, connection_secret_sentinel_entries, sentinel_users_acl,
+};
+use crate::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_password_file};
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
@@ -72,7 +77,7 @@ pub fn replication_conf(credentials: &StoreCredentials) -> String {
 }
 
 pub fn desired_internal_secret(store: &ValidatedStore, credentials: &StoreCredentials) -> Secret {
-    Secret {
+    let mut secret = Secret {
         metadata: object_meta(
             store,
             ChildNames::internal_secret(&store.name),
@@ -100,9 +105,27 @@ pub fn desired_internal_secret(store: &ValidatedStore, credentials: &StoreCreden
                 SENTINEL_PASSWORD_KEY.to_string(),
                 bytes(credentials.sentinel.expose()),
             ),
+            // Always present, so turning the exporter on or off only changes the StatefulSet.
+            (
+                EXPORTER_PASSWORD_FILE_KEY.to_string(),
+                bytes(exporter_password_file(
+                    store,
+                    &exporter_password(credentials),
+                )),
+            ),
         ])),
         ..Secret::default()
+    };
+    if store.is_highly_available()
+        && let Some(data) = secret.data.as_mut()
+    {
+        // Sentinel's own users (hashed passwords), read through `aclfile` in sentinel.conf.
+        data.insert(
+            SENTINEL_USERS_ACL_KEY.to_string(),
+            bytes(sentinel_users_acl(credentials)),
+        );
     }
+    secret
 }
 
 /// The in-cluster DNS name applications connect to (the ClusterIP Service, primary only).
@@ -166,6 +189,10 @@ pub fn desired_connection_secret(
     ]);
     if let Some(previous) = &credentials.app_previous {
         data.insert(PREVIOUS_PASSWORD_KEY.to_string(), bytes(previous.expose()));
+    }
+    // Sentinel-aware clients may ask the Sentinels for the primary (empty when standalone).
+    for (key, value) in connection_secret_sentinel_entries(store, settings) {
+        data.insert(key, bytes(value));
     }
     Secret {
         metadata: object_meta(
@@ -377,10 +404,42 @@ mod tests {
                 ("operator-password", "opPW"),
                 ("replication-password", "replPW"),
                 ("sentinel-password", "sentPW"),
+                (
+                    "exporter-password.json",
+                    &exporter_password_file(&store, &exporter_password(&creds)),
+                ),
+                // Production defaults to 3 replicas with Sentinel.
+                ("sentinel-users.acl", &sentinel_users_acl(&creds)),
             ]),
             ..Secret::default()
         };
         assert_same_secret(&desired_internal_secret(&store, &creds), &expected);
+    }
+
+    #[test]
+    fn highly_available_internal_secret_adds_sentinel_users_only() {
+        let standalone = store("  replicas: 1\n");
+        let ha = store("  replicas: 3\n");
+        let creds = credentials(Some("oldPW"));
+        let keys = |s: &Secret| {
+            s.data
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut expected = keys(&desired_internal_secret(&standalone, &creds));
+        assert!(!expected.contains(&"sentinel-users.acl".to_string()));
+        expected.push("sentinel-users.acl".to_string());
+        expected.sort();
+        let secret = desired_internal_secret(&ha, &creds);
+        assert_eq!(keys(&secret), expected);
+        let acl = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("sentinel-users.acl"))
+            .map(|v| v.0.clone());
+        assert!(acl == Some(sentinel_users_acl(&creds).into_bytes()));
     }
 
     #[test]
@@ -399,6 +458,14 @@ mod tests {
                     "uri",
                     "redis://app:appPW@checkout.shop.svc.cluster.local:6379/0",
                 ),
+                // Production defaults to 3 replicas with Sentinel.
+                (
+                    "sentinel-addresses",
+                    "checkout-0.checkout-headless.shop.svc.cluster.local:26379,\
+                     checkout-1.checkout-headless.shop.svc.cluster.local:26379,\
+                     checkout-2.checkout-headless.shop.svc.cluster.local:26379",
+                ),
+                ("sentinel-master-name", "checkout"),
             ]),
             ..Secret::default()
         };
@@ -413,7 +480,7 @@ mod tests {
             cluster_domain: "k8s.example".into(),
             ..OperatorSettings::default()
         };
-        let store = store("  tls: {enabled: true, secretName: checkout-tls}\n");
+        let store = store("  replicas: 1\n  tls: {enabled: true, secretName: checkout-tls}\n");
         let mut actual = desired_connection_secret(&store, &credentials(Some("oldPW")), &settings);
         set_ca_certificate(&mut actual, Some(&bytes("-----BEGIN CERTIFICATE-----\n")));
         let expected = Secret {

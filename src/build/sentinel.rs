@@ -19,10 +19,9 @@ pub const SENTINEL_CONF_KEY: &str = "sentinel.conf";
 /// Internal Secret key of Sentinel's own ACL file (hashed passwords only).
 pub const SENTINEL_USERS_ACL_KEY: &str = "sentinel-users.acl";
 /// Internal Secret key holding the clear-text `sentinel` user password (Sentinel -> Redis and
-/// Sentinel -> Sentinel authentication, and the start script's queries).
-pub const SENTINEL_PASSWORD_KEY: &str = "sentinel-password";
-/// Internal Secret key holding the clear-text `replication` user password (`masterauth`).
-pub const REPLICATION_PASSWORD_KEY: &str = "replication-password";
+/// Sentinel -> Sentinel authentication, and the start script's queries); one key, defined with the
+/// other internal Secret keys.
+pub use crate::build::secret::SENTINEL_PASSWORD_KEY;
 /// Connection Secret keys for Sentinel-aware clients.
 pub const SENTINEL_ADDRESSES_KEY: &str = "sentinel-addresses";
 pub const SENTINEL_MASTER_NAME_KEY: &str = "sentinel-master-name";

@@ -183,6 +183,15 @@ mod tests {
     }
 
     #[test]
+    fn replication_credentials_come_from_redis_conf_only() {
+        // redis.conf includes the internal Secret's replication.conf; a second masterauth in the
+        // script's include would be a second copy of the password that could drift from the first.
+        assert!(!STARTUP_SCRIPT.contains("masterauth"));
+        assert!(!STARTUP_SCRIPT.contains("masteruser"));
+        assert!(!STARTUP_SCRIPT.contains("replication-password"));
+    }
+
+    #[test]
     fn script_is_valid_posix_sh() {
         let status = std::process::Command::new("sh")
             .arg("-n")

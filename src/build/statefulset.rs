@@ -20,12 +20,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::build::acl::{OPERATOR_USER, acl_rules};
+use crate::build::acl::{EXPORTER_USER, OPERATOR_USER, acl_rules};
 use crate::build::meta::{
     CONFIG_HASH_ANNOTATION, ChildNames, Component, labels, object_meta, paths, pod_selector_labels,
     sha256_hex,
 };
+use crate::build::startup;
 use crate::password::Password;
+use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
 /// UID and GID of the `redis` user in the official Redis and Valkey images: the data directory and
@@ -40,7 +42,7 @@ pub const METRICS_PORT: i32 = 9121;
 /// Key of the internal Secret holding the operator user's clear-text password (probes read it).
 pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
 /// Key of the internal Secret holding redis_exporter's password file: a JSON object mapping the
-/// exporter's Redis address ([`exporter_redis_addr`]) to the operator password, which is the format
+/// exporter's Redis address ([`exporter_redis_addr`]) to the `exporter` user's password, which is the format
 /// `--redis.password-file` reads.
 pub const EXPORTER_PASSWORD_FILE_KEY: &str = "exporter-password.json";
 /// Name of the data volume (and of its volume claim template: PVCs are `data-<pod>`).
@@ -53,12 +55,13 @@ const TMP_VOLUME: &str = "tmp";
 const SENTINEL_VOLUME: &str = "sentinel";
 /// Name of the Sentinel sidecar (replicas >= 3).
 pub const SENTINEL_CONTAINER: &str = "sentinel";
-/// Name of the init container that prepares Sentinel's writable config.
-pub const SENTINEL_INIT_CONTAINER: &str = "sentinel-config";
-/// Key of the internal Secret holding the complete `sentinel.conf` of an HA store. It lives in the
-/// Secret, not the ConfigMap, because Sentinel reads its credentials (`sentinel auth-pass`) only
-/// from its config file.
-pub const SENTINEL_CONF_KEY: &str = "sentinel.conf";
+/// Name of the init container that writes Sentinel's config (`startup.sh sentinel-init`).
+pub const SENTINEL_INIT_CONTAINER: &str = "sentinel-init";
+/// Writable, memory-backed directory of the start script's role include (`startup::RUN_DIR`).
+const RUN_VOLUME: &str = "run";
+/// Size cap of the memory-backed emptyDirs: they hold a few small text files (the role include,
+/// Sentinel's config), and memory-backed volumes count against the pod's memory.
+const SMALL_MEMORY_DIR: &str = "1Mi";
 /// Secret files are read by group 999 (`fsGroup`): the kubelet makes them `root:999`, so the mode
 /// must grant the group read; nobody else may read them.
 const SECRET_FILE_MODE: i32 = 0o440;
@@ -89,16 +92,20 @@ pub fn exporter_redis_addr(store: &ValidatedStore) -> String {
 
 /// The content of [`EXPORTER_PASSWORD_FILE_KEY`] in the internal Secret: redis_exporter's
 /// `--redis.password-file` is a JSON object from Redis address to password.
-pub fn exporter_password_file(store: &ValidatedStore, operator: &Password) -> String {
-    serde_json::json!({ exporter_redis_addr(store): operator.expose() }).to_string()
+pub fn exporter_password_file(store: &ValidatedStore, password: &Password) -> String {
+    serde_json::json!({ exporter_redis_addr(store): password.expose() }).to_string()
 }
 
-pub fn desired_statefulset(store: &ValidatedStore, config_hash: &str) -> StatefulSet {
+pub fn desired_statefulset(
+    store: &ValidatedStore,
+    settings: &OperatorSettings,
+    config_hash: &str,
+) -> StatefulSet {
     let selector = pod_selector_labels(store);
-    let mut containers = vec![redis_container(store)];
+    let mut containers = vec![redis_container(store, settings)];
     let mut init_containers = Vec::new();
     if store.is_highly_available() {
-        init_containers.push(sentinel_init_container(store));
+        init_containers.push(sentinel_init_container(store, settings));
         containers.push(sentinel_container(store));
     }
     if store.monitoring.exporter {
@@ -117,11 +124,12 @@ pub fn desired_statefulset(store: &ValidatedStore, config_hash: &str) -> Statefu
                 match_labels: Some(selector),
                 match_expressions: None,
             },
-            // OrderedReady (the default, and immutable): a brand-new HA store starts pod 0 alone,
-            // so it bootstraps as primary before the others exist and join it. Readiness is a plain
-            // authenticated PING, which a replica without its primary still answers, so a pod
-            // never blocks the next one after a full restart.
-            pod_management_policy: Some("OrderedReady".into()),
+            // Parallel for every store (the field is immutable, so a store scaled from 1 to 3 must
+            // already have it). With Sentinel, pod 0 of a brand-new store bootstraps as primary only
+            // once every peer answered empty (startup.sh): under OrderedReady the peers would wait
+            // for pod 0 to be ready and pod 0 for them, forever. Rolling updates still replace one
+            // pod at a time; the policy only affects scaling and first creation.
+            pod_management_policy: Some("Parallel".into()),
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: None,
@@ -172,8 +180,10 @@ pub fn desired_statefulset(store: &ValidatedStore, config_hash: &str) -> Statefu
     }
 }
 
-/// The `redis` container: `redis-server` with the mounted config, memory request = limit.
-fn redis_container(store: &ValidatedStore) -> Container {
+/// The `redis` container, memory request = limit. Standalone: `redis-server` with the mounted
+/// config. With Sentinel: the safe-start script (from the ConfigMap) decides the pod's role from
+/// the Sentinels and peers, writes it to a memory-backed include and execs `redis-server`.
+fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Container {
     let mut mounts = vec![
         mount(CONFIG_VOLUME, paths::CONFIG_DIR, true),
         mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
@@ -183,14 +193,27 @@ fn redis_container(store: &ValidatedStore) -> Container {
     if store.tls.is_some() {
         mounts.push(mount(TLS_VOLUME, paths::TLS_DIR, true));
     }
+    let (command, env) = if store.is_highly_available() {
+        mounts.push(mount(RUN_VOLUME, startup::RUN_DIR, false));
+        (
+            startup::redis_command(),
+            Some(startup::startup_env_vars(store, settings)),
+        )
+    } else {
+        (
+            vec![
+                "redis-server".into(),
+                format!("{}/redis.conf", paths::CONFIG_DIR),
+            ],
+            None,
+        )
+    };
     Container {
         name: REDIS_CONTAINER.into(),
         image: Some(store.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec![
-            "redis-server".into(),
-            format!("{}/redis.conf", paths::CONFIG_DIR),
-        ]),
+        command: Some(command),
+        env,
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
             container_port: REDIS_PORT,
@@ -227,24 +250,29 @@ fn redis_container(store: &ValidatedStore) -> Container {
     }
 }
 
-/// Copies `sentinel.conf` from the read-only Secret to the writable emptyDir Sentinel rewrites.
-/// Runs at every pod start, so a restarted pod begins from the operator's current config.
-fn sentinel_init_container(store: &ValidatedStore) -> Container {
-    let script = format!(
-        "umask 077 && cp {secret}/{SENTINEL_CONF_KEY} {dir}/{SENTINEL_CONF_KEY}",
-        secret = paths::INTERNAL_SECRET_DIR,
-        dir = paths::SENTINEL_DIR,
-    );
+/// Writes Sentinel's config into the writable, memory-backed emptyDir Sentinel rewrites: the
+/// ConfigMap's template, monitoring the primary the Sentinels (or peers) currently agree on, plus
+/// this pod's announce address and the Sentinel password from the internal Secret
+/// (`startup.sh sentinel-init`, proven with real processes in tests/failover.rs). Runs at every
+/// pod start, so a restarted pod begins from the operator's current template.
+fn sentinel_init_container(store: &ValidatedStore, settings: &OperatorSettings) -> Container {
+    let mut mounts = vec![
+        mount(CONFIG_VOLUME, paths::CONFIG_DIR, true),
+        mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
+        mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
+    ];
+    if store.tls.is_some() {
+        // The script asks the Sentinels and peers over TLS.
+        mounts.push(mount(TLS_VOLUME, paths::TLS_DIR, true));
+    }
     Container {
         name: SENTINEL_INIT_CONTAINER.into(),
         image: Some(store.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["sh".into(), "-c".into(), script]),
+        command: Some(startup::sentinel_init_command()),
+        env: Some(startup::startup_env_vars(store, settings)),
         resources: Some(small_resources()),
-        volume_mounts: Some(vec![
-            mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
-            mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
-        ]),
+        volume_mounts: Some(mounts),
         security_context: Some(container_security_context()),
         ..Container::default()
     }
@@ -254,6 +282,8 @@ fn sentinel_init_container(store: &ValidatedStore) -> Container {
 fn sentinel_container(store: &ValidatedStore) -> Container {
     let mut mounts = vec![
         mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
+        // `aclfile` of sentinel.conf: Sentinel's own users, hashed passwords.
+        mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
         mount(TMP_VOLUME, "/tmp", false),
     ];
     if store.tls.is_some() {
@@ -276,10 +306,7 @@ fn sentinel_container(store: &ValidatedStore) -> Container {
         name: SENTINEL_CONTAINER.into(),
         image: Some(store.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec![
-            "redis-sentinel".into(),
-            format!("{}/{SENTINEL_CONF_KEY}", paths::SENTINEL_DIR),
-        ]),
+        command: Some(startup::sentinel_command()),
         ports: Some(vec![ContainerPort {
             name: Some("sentinel".into()),
             container_port: SENTINEL_PORT,
@@ -310,11 +337,12 @@ fn small_resources() -> ResourceRequirements {
     }
 }
 
-/// The redis_exporter sidecar, authenticating as the operator user through a password file.
+/// The redis_exporter sidecar, authenticating as its own read-only `exporter` user through a
+/// password file.
 fn exporter_container(store: &ValidatedStore) -> Container {
     let mut args = vec![
         format!("--redis.addr={}", exporter_redis_addr(store)),
-        format!("--redis.user={OPERATOR_USER}"),
+        format!("--redis.user={EXPORTER_USER}"),
         format!(
             "--redis.password-file={}/{EXPORTER_PASSWORD_FILE_KEY}",
             paths::INTERNAL_SECRET_DIR
@@ -477,14 +505,18 @@ fn volumes(store: &ValidatedStore) -> Vec<Volume> {
     }
     if store.is_highly_available() {
         // Sentinel rewrites its config file (learned primary, peers): it needs a writable copy.
-        volumes.push(Volume {
-            name: SENTINEL_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("16Mi".into())),
-                ..EmptyDirVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        // Memory-backed: the file holds the Sentinel password (`sentinel auth-pass`), which must
+        // not land on the node's disk. The run dir holds the start script's role include.
+        for name in [SENTINEL_VOLUME, RUN_VOLUME] {
+            volumes.push(Volume {
+                name: name.into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(Quantity(SMALL_MEMORY_DIR.into())),
+                }),
+                ..Volume::default()
+            });
+        }
     }
     if !store.persistence.uses_volume() {
         // No persistence still writes an RDB on a replica's full sync; cap it at the memory limit
@@ -650,16 +682,43 @@ mod tests {
     const TLS_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
     const TLS_ALIVE: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG|LOADING*) exit 0;; esac; echo "$reply"; exit 1"#;
 
+    /// The start script's environment for the `checkout` fixture with TLS: every address is a
+    /// stable headless-Service name; `SS_SELF_HOST` expands `$(POD_NAME)`, which comes first.
+    fn ha_env_with_tls() -> serde_json::Value {
+        let h = "checkout-headless.shop.svc.cluster.local";
+        json!([
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "SS_MASTER_NAME", "value": "checkout"},
+            {"name": "SS_SELF_HOST", "value": format!("$(POD_NAME).{h}")},
+            {"name": "SS_SELF_PORT", "value": "6379"},
+            {"name": "SS_PEERS", "value": format!("checkout-0.{h}:6379 checkout-1.{h}:6379 checkout-2.{h}:6379")},
+            {"name": "SS_BOOTSTRAP", "value": format!("checkout-0.{h}:6379")},
+            {"name": "SS_SENTINELS", "value": format!("checkout-0.{h}:26379 checkout-1.{h}:26379 checkout-2.{h}:26379")},
+            {"name": "SS_SENTINEL_PORT", "value": "26379"},
+            {"name": "SS_SECRET_DIR", "value": "/etc/redis/internal"},
+            {"name": "SS_RUN_DIR", "value": "/run/redis"},
+            {"name": "SS_DATA_DIR", "value": "/data"},
+            {"name": "SS_REDIS_CONF", "value": "/etc/redis/conf/redis.conf"},
+            {"name": "SS_SENTINEL_TEMPLATE", "value": "/etc/redis/conf/sentinel.conf"},
+            {"name": "SS_SENTINEL_CONF", "value": "/sentinel/sentinel.conf"},
+            {"name": "SS_TLS_DIR", "value": "/etc/redis/tls"}
+        ])
+    }
+
     #[test]
     fn development_statefulset_is_one_hardened_pod_on_an_empty_dir() {
-        let built = desired_statefulset(&fixtures::development(), "abc123");
+        let built = desired_statefulset(
+            &fixtures::development(),
+            &OperatorSettings::default(),
+            "abc123",
+        );
         let expected: StatefulSet = serde_json::from_value(json!({
             "metadata": {"name": "checkout", "namespace": "shop", "labels": labels(), "ownerReferences": owner()},
             "spec": {
                 "replicas": 1,
                 "serviceName": "checkout-headless",
                 "selector": {"matchLabels": selector()},
-                "podManagementPolicy": "OrderedReady",
+                "podManagementPolicy": "Parallel",
                 "updateStrategy": {"type": "RollingUpdate"},
                 "revisionHistoryLimit": 5,
                 "template": {
@@ -722,15 +781,93 @@ mod tests {
         let store = fixtures::store(
             "  tls: {enabled: true, secretName: checkout-tls}\n  monitoring: {exporter: true}\n  persistence: {size: 2Gi, storageClassName: fast}\n  resources: {requests: {cpu: 500m}, limits: {cpu: '2'}}\n  nodeSelector: {pool: redis}\n  priorityClassName: sessions\n  tolerations: [{key: dedicated, operator: Equal, value: redis, effect: NoSchedule}]\n",
         );
-        let built = desired_statefulset(&store, "h");
+        let built = desired_statefulset(&store, &OperatorSettings::default(), "h");
         let spread = |key: &str| json!({"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector()}});
+        let sentinel_init = json!({
+            "name": "sentinel-init",
+            "image": "redis:7.2.5",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "/etc/redis/conf/startup.sh", "sentinel-init"],
+            "env": ha_env_with_tls(),
+            "resources": small(),
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true},
+                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "sentinel", "mountPath": "/sentinel"},
+                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
+            ],
+            "securityContext": restricted()
+        });
+        let redis = json!({
+            "name": "redis",
+            "image": "redis:7.2.5",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "/etc/redis/conf/startup.sh", "redis"],
+            "env": ha_env_with_tls(),
+            "ports": [{"name": "redis", "containerPort": 6379, "protocol": "TCP"}],
+            "resources": {
+                "requests": {"cpu": "500m", "memory": "1Gi"},
+                "limits": {"cpu": "2", "memory": "1Gi"}
+            },
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true},
+                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "data", "mountPath": "/data"},
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true},
+                {"name": "run", "mountPath": "/run/redis"}
+            ],
+            "startupProbe": probe(TLS_ALIVE, 5, 5, 120),
+            "livenessProbe": probe(TLS_ALIVE, 10, 5, 6),
+            "readinessProbe": probe(TLS_READY, 5, 3, 2),
+            "securityContext": restricted()
+        });
+        let sentinel = json!({
+            "name": "sentinel",
+            "image": "redis:7.2.5",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["redis-sentinel", "/sentinel/sentinel.conf"],
+            "ports": [{"name": "sentinel", "containerPort": 26379, "protocol": "TCP"}],
+            "resources": small(),
+            "volumeMounts": [
+                {"name": "sentinel", "mountPath": "/sentinel"},
+                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
+            ],
+            "livenessProbe": tcp_probe(10, 6),
+            "readinessProbe": tcp_probe(5, 2),
+            "securityContext": restricted()
+        });
+        let exporter = json!({
+            "name": "exporter",
+            "image": "oliver006/redis_exporter:v1.62.0",
+            "imagePullPolicy": "IfNotPresent",
+            "args": [
+                "--redis.addr=rediss://localhost:6379",
+                "--redis.user=exporter",
+                "--redis.password-file=/etc/redis/internal/exporter-password.json",
+                "--web.listen-address=:9121",
+                "--tls-ca-cert-file=/etc/redis/tls/ca.crt",
+                "--tls-client-cert-file=/etc/redis/tls/tls.crt",
+                "--tls-client-key-file=/etc/redis/tls/tls.key",
+                "--skip-tls-verification"
+            ],
+            "ports": [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}],
+            "resources": small(),
+            "volumeMounts": [
+                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
+            ],
+            "securityContext": restricted()
+        });
         let expected: StatefulSet = serde_json::from_value(json!({
             "metadata": {"name": "checkout", "namespace": "shop", "labels": labels(), "ownerReferences": owner()},
             "spec": {
                 "replicas": 3,
                 "serviceName": "checkout-headless",
                 "selector": {"matchLabels": selector()},
-                "podManagementPolicy": "OrderedReady",
+                "podManagementPolicy": "Parallel",
                 "updateStrategy": {"type": "RollingUpdate"},
                 "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
                 "revisionHistoryLimit": 5,
@@ -758,82 +895,15 @@ mod tests {
                             "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}
                         },
-                        "initContainers": [{
-                            "name": "sentinel-config",
-                            "image": "redis:7.2.5",
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["sh", "-c", "umask 077 && cp /etc/redis/internal/sentinel.conf /sentinel/sentinel.conf"],
-                            "resources": small(),
-                            "volumeMounts": [
-                                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
-                                {"name": "sentinel", "mountPath": "/sentinel"}
-                            ],
-                            "securityContext": restricted()
-                        }],
-                        "containers": [{
-                            "name": "redis",
-                            "image": "redis:7.2.5",
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["redis-server", "/etc/redis/conf/redis.conf"],
-                            "ports": [{"name": "redis", "containerPort": 6379, "protocol": "TCP"}],
-                            "resources": {
-                                "requests": {"cpu": "500m", "memory": "1Gi"},
-                                "limits": {"cpu": "2", "memory": "1Gi"}
-                            },
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true},
-                                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
-                                {"name": "data", "mountPath": "/data"},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
-                            ],
-                            "startupProbe": probe(TLS_ALIVE, 5, 5, 120),
-                            "livenessProbe": probe(TLS_ALIVE, 10, 5, 6),
-                            "readinessProbe": probe(TLS_READY, 5, 3, 2),
-                            "securityContext": restricted()
-                        }, {
-                            "name": "sentinel",
-                            "image": "redis:7.2.5",
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["redis-sentinel", "/sentinel/sentinel.conf"],
-                            "ports": [{"name": "sentinel", "containerPort": 26379, "protocol": "TCP"}],
-                            "resources": small(),
-                            "volumeMounts": [
-                                {"name": "sentinel", "mountPath": "/sentinel"},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
-                            ],
-                            "livenessProbe": tcp_probe(10, 6),
-                            "readinessProbe": tcp_probe(5, 2),
-                            "securityContext": restricted()
-                        }, {
-                            "name": "exporter",
-                            "image": "oliver006/redis_exporter:v1.62.0",
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "--redis.addr=rediss://localhost:6379",
-                                "--redis.user=operator",
-                                "--redis.password-file=/etc/redis/internal/exporter-password.json",
-                                "--web.listen-address=:9121",
-                                "--tls-ca-cert-file=/etc/redis/tls/ca.crt",
-                                "--tls-client-cert-file=/etc/redis/tls/tls.crt",
-                                "--tls-client-key-file=/etc/redis/tls/tls.key",
-                                "--skip-tls-verification"
-                            ],
-                            "ports": [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}],
-                            "resources": small(),
-                            "volumeMounts": [
-                                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
-                                {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
-                            ],
-                            "securityContext": restricted()
-                        }],
+                        "initContainers": [sentinel_init],
+                        "containers": [redis, sentinel, exporter],
                         "volumes": [
                             {"name": "config", "configMap": {"name": "checkout-config", "defaultMode": 0o444}},
                             {"name": "internal", "secret": {"secretName": "checkout-internal", "defaultMode": 0o440}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
                             {"name": "tls", "secret": {"secretName": "checkout-tls", "defaultMode": 0o440}},
-                            {"name": "sentinel", "emptyDir": {"sizeLimit": "16Mi"}}
+                            {"name": "sentinel", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                            {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
                         ]
                     }
                 },
@@ -856,7 +926,7 @@ mod tests {
         let store = fixtures::store(
             "  topologySpreadConstraints: [{maxSkew: 2, topologyKey: rack, whenUnsatisfiable: DoNotSchedule}]\n",
         );
-        let spec = desired_statefulset(&store, "h")
+        let spec = desired_statefulset(&store, &OperatorSettings::default(), "h")
             .spec
             .unwrap()
             .template
@@ -871,7 +941,7 @@ mod tests {
     #[test]
     fn issuer_tls_mounts_the_secret_cert_manager_writes() {
         let store = fixtures::store("  tls: {enabled: true, issuerRef: {name: ca}}\n");
-        let spec = desired_statefulset(&store, "h")
+        let spec = desired_statefulset(&store, &OperatorSettings::default(), "h")
             .spec
             .unwrap()
             .template
@@ -892,7 +962,7 @@ mod tests {
     #[test]
     fn every_rendered_pod_template_passes_the_restricted_profile() {
         for (shape, store) in fixtures::all_shapes() {
-            let pod = desired_statefulset(&store, "h")
+            let pod = desired_statefulset(&store, &OperatorSettings::default(), "h")
                 .spec
                 .unwrap()
                 .template
@@ -931,16 +1001,30 @@ mod tests {
 
     #[test]
     fn pod_spec_never_holds_a_password_value() {
-        // Passwords reach the pod only through the mounted Secret: no env, no literal in probes or args.
+        // Passwords reach the pod only through the mounted Secret: no Secret-backed env, no
+        // literal in probes or args. The only env is the HA start script's addresses.
+        let settings = OperatorSettings::default();
         for (shape, store) in fixtures::all_shapes() {
-            let pod = desired_statefulset(&store, "h")
+            let pod = desired_statefulset(&store, &settings, "h")
                 .spec
                 .unwrap()
                 .template
                 .spec
                 .unwrap();
-            for container in &pod.containers {
-                assert_eq!(container.env, None, "{shape}/{}", container.name);
+            let init = pod.init_containers.clone().unwrap_or_default();
+            for container in init.iter().chain(&pod.containers) {
+                let expected_env = (store.is_highly_available()
+                    && [REDIS_CONTAINER, SENTINEL_INIT_CONTAINER]
+                        .contains(&container.name.as_str()))
+                .then(|| startup::startup_env_vars(&store, &settings));
+                assert_eq!(container.env, expected_env, "{shape}/{}", container.name);
+                for var in container.env.iter().flatten() {
+                    let from_secret = var
+                        .value_from
+                        .as_ref()
+                        .is_some_and(|v| v.secret_key_ref.is_some());
+                    assert!(!from_secret, "{shape}/{}: {}", container.name, var.name);
+                }
                 assert_eq!(container.env_from, None, "{shape}/{}", container.name);
             }
             let text = serde_json::to_string(&pod).unwrap();
@@ -954,7 +1038,7 @@ mod tests {
     }
 
     #[test]
-    fn exporter_password_file_maps_the_scraped_address_to_the_operator_password() {
+    fn exporter_password_file_maps_the_scraped_address_to_the_password() {
         let password = Password::from_secret_value("p\"w\\x".into());
         let plain: serde_json::Value =
             serde_json::from_str(&exporter_password_file(&fixtures::development(), &password))

@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 
@@ -27,10 +25,6 @@ use crate::observe::{
     TlsTarget, WriteDecision, health_conditions, upsert_conditions,
 };
 use crate::validate::{REDIS_PORT, ValidatedStore};
-
-/// How long a TLS store's CA certificate is reused before the TLS Secret is read again (the
-/// Secret is fetched by name, never watched; cert-manager renewals keep the same CA).
-pub const CA_RECHECK: Duration = Duration::from_secs(300);
 
 /// Operator-wide settings of the health step (`--health-interval-seconds`,
 /// `--max-concurrent-probes`).
@@ -60,8 +54,6 @@ struct StoreHealth {
     tracker: HealthTracker,
     /// Start of the last probe: the next one is due `interval` later.
     last_probe: Option<Instant>,
-    /// `ca.crt` of the TLS Secret and when it was read (TLS stores only).
-    ca: Option<(Vec<u8>, Instant)>,
 }
 
 /// The health step: one [`RedisProbe`] (one global connection bound) for the operator, one
@@ -217,14 +209,16 @@ impl HealthStep {
     }
 
     /// Runs the step for one valid, applied store. Never fails: Redis and TLS problems become
-    /// conditions. Sends no request at all when the store has no pods yet (or the pod cache
-    /// has not synced) or when the next probe is not due.
+    /// conditions. Dials nothing when the store has no pods yet (or the pod cache has not
+    /// synced) or when the next probe is not due; never calls the API server. `ca_crt` is the TLS
+    /// Secret's `ca.crt` as the TLS step read it (TLS stores only).
     pub async fn observe(
         &self,
         ctx: &Context,
         store: &SessionStore,
         validated: &ValidatedStore,
         credentials: &StoreCredentials,
+        ca_crt: Option<&[u8]>,
     ) -> Observed {
         let (namespace, name) = (validated.namespace.as_str(), validated.name.as_str());
         let key = store_key(namespace, name);
@@ -246,7 +240,7 @@ impl HealthStep {
 
         let now = self.now();
         let uid = store.uid().unwrap_or_default();
-        let ca_cached = {
+        {
             let mut stores = self.stores();
             let state = stores
                 .entry(key.clone())
@@ -264,21 +258,15 @@ impl HealthStep {
                 }
             }
             state.last_probe = Some(now);
-            state
-                .ca
-                .as_ref()
-                .filter(|(_, at)| now.saturating_duration_since(*at) < CA_RECHECK)
-                .map(|(pem, _)| pem.clone())
-        };
+        }
 
-        let tls = match &validated.tls {
-            None => Ok(None),
-            Some(tls) => match ca_cached {
-                Some(pem) => Ok(Some(pem)),
-                None => read_ca(ctx, namespace, &tls.secret_name(name))
-                    .await
-                    .map(Some),
-            },
+        let tls = match (&validated.tls, ca_crt) {
+            (None, _) => Ok(None),
+            (Some(_), Some(ca)) if !ca.is_empty() => Ok(Some(ca.to_vec())),
+            (Some(tls), _) => Err(PodProblem::TlsFailed(format!(
+                "the TLS Secret {} has no {CA_CERT_KEY} to verify the pods with",
+                tls.secret_name(name)
+            ))),
         };
         let target = StoreTarget {
             namespace: namespace.into(),
@@ -293,16 +281,11 @@ impl HealthStep {
             Ok(Some(ca_pem)) => {
                 let target = StoreTarget {
                     tls: Some(TlsTarget {
-                        ca_pem: ca_pem.clone(),
+                        ca_pem,
                         cluster_domain: ctx.settings.cluster_domain.clone(),
                     }),
                     ..target
                 };
-                if let Some(state) = self.stores().get_mut(&key)
-                    && state.ca.as_ref().is_none_or(|(pem, _)| *pem != ca_pem)
-                {
-                    state.ca = Some((ca_pem, now));
-                }
                 self.probe.probe_store(&target).await
             }
             // The CA cannot be read: every pod reports why, without dialling.
@@ -365,36 +348,6 @@ fn new_state(uid: &str, interval: Duration, live: Option<&SessionStoreStatus>) -
         uid: uid.into(),
         tracker,
         last_probe: None,
-        ca: None,
-    }
-}
-
-/// Reads `ca.crt` from the store's TLS Secret by name (never listed or watched). A missing Secret
-/// or key is a calm `TlsFailed` on every pod, never a reconcile error.
-async fn read_ca(ctx: &Context, namespace: &str, secret: &str) -> Result<Vec<u8>, PodProblem> {
-    ctx.metrics.api_request("get");
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.get_opt(secret).await {
-        Ok(Some(found)) => found
-            .data
-            .as_ref()
-            .and_then(|d| d.get(CA_CERT_KEY))
-            .map(|ca| ca.0.clone())
-            .filter(|ca| !ca.is_empty())
-            .ok_or_else(|| {
-                PodProblem::TlsFailed(format!(
-                    "the TLS Secret {secret} has no {CA_CERT_KEY} to verify the pods with"
-                ))
-            }),
-        Ok(None) => Err(PodProblem::TlsFailed(format!(
-            "the TLS Secret {secret} does not exist yet"
-        ))),
-        Err(error) => {
-            tracing::warn!(%error, secret, "could not read the TLS Secret for the health probe");
-            Err(PodProblem::TlsFailed(format!(
-                "could not read the TLS Secret {secret} from the API server"
-            )))
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod live;
 pub mod plan;
 pub mod state;
+pub mod step;
 
 pub use live::{LiveAcl, PodEndpoint};
 pub use plan::{Plan, RotationInput, Step, auth_status, plan};

@@ -598,7 +598,7 @@ def test_memory_threshold_is_configurable() -> None:
 def test_deploy_operator_yaml_matches_a_fresh_render() -> None:
     committed = (ROOT / "deploy" / "operator.yaml").read_text()
     assert committed == render_deploy.operator_yaml(CHART_DIR), \
-        "deploy/operator.yaml is stale: run `python3 scripts/render-deploy.py` and commit it"
+        "deploy/operator.yaml is stale: run `bash scripts/regenerate.sh` and commit it"
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)

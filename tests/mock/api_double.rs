@@ -90,6 +90,48 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A LIST of the objects stored directly under a collection path, filtered by an equality-only
+/// `labelSelector` (`k=v,k2=v2`), as the API server answers it.
+fn list(objects: &BTreeMap<String, Value>, collection: &str, uri: &str) -> Value {
+    let selector: Vec<(String, String)> = uri
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("labelSelector="))
+        .flat_map(|s| {
+            let decoded = s
+                .replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/");
+            decoded
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let prefix = format!("{collection}/");
+    let items: Vec<Value> = objects
+        .iter()
+        .filter(|(path, _)| {
+            path.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.contains('/'))
+        })
+        .filter(|(_, object)| {
+            selector.iter().all(|(k, v)| {
+                object
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(k))
+                    .and_then(Value::as_str)
+                    == Some(v.as_str())
+            })
+        })
+        .map(|(_, object)| object.clone())
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
 impl ApiDouble {
     pub fn new() -> Self {
         Self::default()
@@ -177,6 +219,7 @@ impl ApiDouble {
         match *method {
             Method::GET => match state.objects.get(path) {
                 Some(object) => (200, object.clone()),
+                None if path.ends_with("/pods") => (200, list(&state.objects, path, uri)),
                 None => (404, status(404, "NotFound", "not found")),
             },
             Method::POST => {

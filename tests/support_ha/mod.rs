@@ -14,19 +14,16 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
-use sessionstore_operator::build::StoreCredentials;
-use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER, users_acl};
-use sessionstore_operator::build::config_map::redis_conf;
+use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER};
+use sessionstore_operator::build::config_map::REDIS_CONF_KEY;
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::sentinel::{
-    REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, master_name,
-    sentinel_conf, sentinel_users_acl,
-};
-use sessionstore_operator::build::startup::STARTUP_SCRIPT;
+use sessionstore_operator::build::sentinel::{SENTINEL_CONF_KEY, master_name};
+use sessionstore_operator::build::startup::{STARTUP_SCRIPT_KEY, startup_env};
+use sessionstore_operator::build::{StoreCredentials, desired_children};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::DiscoveryOptions;
 use sessionstore_operator::settings::OperatorSettings;
-use sessionstore_operator::validate::{ValidatedStore, validate};
+use sessionstore_operator::validate::{SENTINEL_PORT, ValidatedStore, validate};
 
 pub const PODS: usize = 3;
 
@@ -78,6 +75,9 @@ pub struct HaCluster {
     pub sentinel_ports: Vec<u16>,
     redis: Vec<Option<Proc>>,
     sentinels: Vec<Option<Proc>>,
+    /// The generated ConfigMap's `redis.conf` and `sentinel.conf` (mount paths not yet mapped).
+    redis_conf: String,
+    sentinel_template: String,
 }
 
 impl HaCluster {
@@ -94,6 +94,16 @@ impl HaCluster {
         let parsed: SessionStore = serde_yaml::from_str(&manifest).expect("manifest parses");
         let store = validate(&parsed).expect("manifest is valid");
         let credentials = StoreCredentials::generate();
+        // Every file comes from the children the operator applies: the ConfigMap's redis.conf,
+        // sentinel.conf and startup.sh, and every key of the internal Secret, as a pod mounts them.
+        let children = desired_children(&store, &credentials, &OperatorSettings::default());
+        let config = children.config_map.data.unwrap_or_default();
+        let config_file = |key: &str| {
+            config
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| panic!("the HA ConfigMap has no {key}"))
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster = HaCluster {
             store,
@@ -102,31 +112,22 @@ impl HaCluster {
             sentinel_ports: (0..PODS).map(|_| free_port()).collect(),
             redis: (0..PODS).map(|_| None).collect(),
             sentinels: (0..PODS).map(|_| None).collect(),
+            redis_conf: config_file(REDIS_CONF_KEY),
+            sentinel_template: config_file(SENTINEL_CONF_KEY),
             dir,
         };
         let secret = cluster.secret_dir();
         fs::create_dir_all(&secret).expect("secret dir");
-        fs::write(
-            secret.join("users.acl"),
-            users_acl(&cluster.store, &cluster.credentials),
-        )
-        .expect("acl");
-        fs::write(
-            secret.join(SENTINEL_USERS_ACL_KEY),
-            sentinel_users_acl(&cluster.credentials),
-        )
-        .expect("acl");
-        fs::write(
-            secret.join(SENTINEL_PASSWORD_KEY),
-            cluster.credentials.sentinel.expose(),
-        )
-        .expect("pw");
-        fs::write(
-            secret.join(REPLICATION_PASSWORD_KEY),
-            cluster.credentials.replication.expose(),
-        )
-        .expect("pw");
-        fs::write(cluster.script(), STARTUP_SCRIPT).expect("script");
+        for (key, value) in children.internal_secret.data.iter().flatten() {
+            fs::write(secret.join(key), &value.0).expect("internal Secret file");
+        }
+        fs::write(cluster.script(), config_file(STARTUP_SCRIPT_KEY)).expect("script");
+        // The harness sets every variable the StatefulSet gives the script (with loopback values),
+        // so a variable added to the product cannot go untested here.
+        let local: Vec<String> = cluster.script_env(0).into_iter().map(|(k, _)| k).collect();
+        for (name, _) in startup_env(&cluster.store, &OperatorSettings::default()) {
+            assert!(local.contains(&name), "the harness does not set {name}");
+        }
         for i in 0..PODS {
             fs::create_dir_all(cluster.data_dir(i)).expect("data dir");
             fs::create_dir_all(cluster.run_dir(i)).expect("run dir");
@@ -181,13 +182,23 @@ impl HaCluster {
     /// The generated redis.conf plus the loopback overrides (last value wins), written afresh at
     /// every start like the read-only ConfigMap in a pod.
     fn write_redis_conf(&self, i: usize) -> PathBuf {
-        let mut conf = self.localize(&redis_conf(&self.store));
+        // `dir` takes effect where it is read (Redis chdirs at once), so the pod's data path is
+        // replaced in place rather than overridden at the end.
+        let data_line = format!("\ndir {}\n", paths::DATA_DIR);
+        let generated = self.redis_conf.clone();
+        assert!(
+            generated.contains(&data_line),
+            "redis.conf no longer has {data_line:?}; map its data directory here"
+        );
+        let generated = generated.replace(
+            &data_line,
+            &format!("\ndir {}\n", self.data_dir(i).display()),
+        );
+        let mut conf = self.localize(&generated);
         conf.push_str(&format!(
-            "\n# test overrides\nport {}\nbind 127.0.0.1\ndir {}\naclfile {}/users.acl\n\
+            "\n# test overrides\nport {}\nbind 127.0.0.1\n\
              save \"\"\nappendonly no\nlogfile \"\"\nrepl-diskless-sync-delay 0\n",
             self.redis_ports[i],
-            self.data_dir(i).display(),
-            self.secret_dir().display(),
         ));
         let path = self.root().join(format!("redis-{i}.conf"));
         fs::write(&path, conf).expect("redis.conf");
@@ -271,15 +282,23 @@ impl HaCluster {
 
     /// The Sentinel init step, then the Sentinel itself with the written config.
     pub fn start_sentinel(&mut self, i: usize) {
-        let template = sentinel_conf(&self.store, &OperatorSettings::default())
-            .replace(
-                "port 26379\n",
-                &format!("port {}\n", self.sentinel_ports[i]),
-            )
-            .replace(
-                &format!("dir {}\n", paths::SENTINEL_DIR),
-                &format!("dir {}\n", self.sentinel_dir(i).display()),
+        let mut template = self.sentinel_template.clone();
+        for (from, to) in [
+            (
+                format!("\nport {SENTINEL_PORT}\n"),
+                format!("\nport {}\n", self.sentinel_ports[i]),
+            ),
+            (
+                format!("\ndir {}\n", paths::SENTINEL_DIR),
+                format!("\ndir {}\n", self.sentinel_dir(i).display()),
+            ),
+        ] {
+            assert!(
+                template.contains(&from),
+                "sentinel.conf no longer has {from:?}; map it here"
             );
+            template = template.replace(&from, &to);
+        }
         let template = self.localize(&template);
         fs::write(self.sentinel_dir(i).join("template.conf"), template).expect("template");
         let status = Command::new("sh")
@@ -355,6 +374,33 @@ impl HaCluster {
             .query_async::<String>(&mut conn)
             .await
             .ok()
+    }
+}
+
+impl Drop for HaCluster {
+    /// On a failed test, prints the tail of every process log before the temp dir goes away, so
+    /// the failure says why a server or Sentinel did not do what the test waited for.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(self.root()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            eprintln!("--- {} (last {} lines)", log.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
