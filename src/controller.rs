@@ -18,6 +18,7 @@ use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
 use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
+use crate::ha::step::{HaHooks, reconcile_primary};
 use crate::metrics::Metrics;
 use crate::secrets::{CredentialMemo, read_credentials};
 use crate::settings::OperatorSettings;
@@ -47,6 +48,8 @@ pub struct Context {
     pub credentials: CredentialMemo,
     /// What our own applies left on each child (see `apply`).
     pub drift: DriftMemo,
+    /// Pods and Sentinel discovery for the HA step (see `ha::step`); tests replace them.
+    pub ha: HaHooks,
     /// Consecutive failures per store, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -81,6 +84,7 @@ impl Context {
             metrics,
             credentials: CredentialMemo::default(),
             drift: DriftMemo::default(),
+            ha: HaHooks::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -195,6 +199,17 @@ async fn pipeline(
         Some(status) => status.ready_replicas.unwrap_or(0),
         None => statefulset_ready_replicas(ctx, validated).await?,
     };
+
+    // HA stores only: learn the primary from the Sentinels and move the role labels to it.
+    let ha = reconcile_primary(
+        ctx,
+        store,
+        validated,
+        &secrets_read.credentials,
+        ready_replicas,
+    )
+    .await?;
+
     let was_ready = store.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
     write_status(
         ctx,
@@ -202,10 +217,12 @@ async fn pipeline(
         &Progress::Applied {
             store: validated,
             ready_replicas,
+            ha: ha.as_ref(),
         },
     )
     .await?;
-    if !was_ready && ready_replicas >= validated.replicas {
+    let primary_known = ha.as_ref().is_none_or(|h| h.known);
+    if !was_ready && ready_replicas >= validated.replicas && primary_known {
         publish(
             ctx,
             store,
@@ -216,7 +233,10 @@ async fn pipeline(
         )
         .await;
     }
-    Ok(Action::requeue(RESYNC_INTERVAL))
+    let requeue = ha
+        .and_then(|h| h.requeue)
+        .map_or(RESYNC_INTERVAL, |d| d.min(RESYNC_INTERVAL));
+    Ok(Action::requeue(requeue))
 }
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.

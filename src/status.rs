@@ -2,6 +2,9 @@
 //! Available conditions, endpoint, connection Secret, replicas), computed purely from what was
 //! validated, applied and observed, and written with server-side apply only when it changed.
 //!
+//! HA stores also get `primary` and the `PrimaryKnown`/`Failover` conditions from the HA step
+//! (`ha::step`); a standalone store has neither.
+//!
 //! Conditions of other types (e.g. `Healthy`/`Degraded` from the health step) are carried over, and a
 //! condition's `lastTransitionTime` only moves when its status flips, so a resync compares equal.
 
@@ -14,6 +17,7 @@ use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
 use crate::crd::{Endpoint, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
 
@@ -26,10 +30,12 @@ pub enum Progress<'a> {
     Invalid(&'a ValidationError),
     /// `spec.auth.existingSecret` is missing or unusable; the message names it.
     WaitingForSecret(&'a str),
-    /// Every child is applied; `ready_replicas` from the StatefulSet's status.
+    /// Every child is applied; `ready_replicas` from the StatefulSet's status; `ha` what the HA
+    /// step saw (`None` for a standalone store).
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
+        ha: Option<&'a PrimaryObservation>,
     },
 }
 
@@ -50,6 +56,8 @@ pub struct OwnedStatus {
     pub replicas: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 }
 
 impl OwnedStatus {
@@ -63,6 +71,7 @@ impl OwnedStatus {
             connection_secret: status.connection_secret.clone(),
             replicas: status.replicas,
             ready_replicas: status.ready_replicas,
+            primary: status.primary.clone(),
         }
     }
 
@@ -121,17 +130,29 @@ pub fn desired_status(
         Progress::Applied {
             store,
             ready_replicas,
+            ha,
         } => {
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
-            next.phase = Some(if ready >= replicas {
+            // An HA store whose primary was never found has no Service endpoint yet: not ready.
+            let no_primary_yet = ha.is_some_and(|h| h.primary.is_none());
+            next.phase = Some(if ready >= replicas && no_primary_yet {
+                Phase::Provisioning
+            } else if ready >= replicas {
                 Phase::Ready
             } else if ready >= 1 && was_ready {
                 Phase::Degraded
             } else {
                 Phase::Provisioning
             });
-            ours.push(if ready >= replicas {
+            ours.push(if ready >= replicas && no_primary_yet {
+                condition(
+                    READY,
+                    false,
+                    "WaitingForPrimary",
+                    format!("{ready} of {replicas} replicas ready; no primary known yet"),
+                )
+            } else if ready >= replicas {
                 condition(
                     READY,
                     true,
@@ -179,14 +200,42 @@ pub fn desired_status(
             next.connection_secret = Some(ChildNames::connection_secret(&store.name));
             next.replicas = Some(replicas);
             next.ready_replicas = Some(ready);
+            match ha {
+                Some(ha) => {
+                    ours.push(condition(
+                        PRIMARY_KNOWN,
+                        ha.known,
+                        ha.reason,
+                        ha.message.clone(),
+                    ));
+                    next.primary = ha.primary.clone();
+                    if let Some(failover) = &ha.failover {
+                        // Stays True after the first failover; its time is that of the latest one.
+                        let mut c = condition(
+                            FAILOVER,
+                            true,
+                            "PrimaryChanged",
+                            format!("primary changed from {} to {}", failover.from, failover.to),
+                        );
+                        c.last_transition_time = now.clone();
+                        ours.push(c);
+                    } else {
+                        ours.extend(previous.condition(FAILOVER).cloned());
+                    }
+                }
+                None => next.primary = None,
+            }
         }
     }
-    // Conditions written by other steps (health) keep their place after ours.
+    // Conditions written by other steps (health) keep their place after ours. The HA conditions
+    // are ours: re-added above for an HA store, dropped for a standalone one.
+    let applied = matches!(progress, Progress::Applied { .. });
     ours.extend(
         previous
             .conditions
             .iter()
             .filter(|c| c.type_ != READY && c.type_ != AVAILABLE)
+            .filter(|c| !applied || (c.type_ != PRIMARY_KNOWN && c.type_ != FAILOVER))
             .cloned(),
     );
     next.conditions = ours;
@@ -256,6 +305,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 0,
+                ha: None,
             },
             &settings,
             &at(100),
@@ -288,6 +338,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 0,
+                ha: None,
             },
             &settings,
             &at(500),
@@ -300,6 +351,7 @@ mod tests {
             &Progress::Applied {
                 store: &validated,
                 ready_replicas: 1,
+                ha: None,
             },
             &settings,
             &at(900),
