@@ -4,6 +4,7 @@
 
 #[path = "mock/api_double.rs"]
 mod api_double;
+mod support_ha;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -524,5 +525,95 @@ async fn sentinel_addresses_are_injectable_and_unreachable_ones_give_no_majority
             .unwrap_or_default()
             .contains("0 of 3 answered"),
         "{known}"
+    );
+}
+
+/// Real `discover_primary` answers from 3 redis-sentinel on loopback. Every pod is 127.0.0.1 there,
+/// so the pod is recovered from the Redis port (in the cluster the host name carries it).
+struct LoopbackDiscovery {
+    sentinels: Vec<String>,
+    master: String,
+    options: sessionstore_operator::ha::DiscoveryOptions,
+    redis_addrs: Vec<String>,
+}
+
+impl PrimaryDiscovery for LoopbackDiscovery {
+    fn discover<'a>(
+        &'a self,
+        _: &'a ValidatedStore,
+        _: &'a OperatorSettings,
+        _: &'a Password,
+    ) -> BoxFuture<'a, Result<PrimaryAnswer, DiscoveryError>> {
+        Box::pin(async move {
+            let mut answer = sessionstore_operator::ha::discover_primary(
+                &self.sentinels,
+                &self.master,
+                &self.options,
+            )
+            .await?;
+            answer.pod = self
+                .redis_addrs
+                .iter()
+                .position(|a| *a == answer.address())
+                .map(|i| format!("{}-{i}", self.master));
+            Ok(answer)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_sentinels_move_the_labels_after_a_killed_primary() {
+    let mut cluster = support_ha::scenario::start_cluster(1000).await;
+    let discovery = LoopbackDiscovery {
+        sentinels: cluster.sentinel_addrs(),
+        master: cluster.master_name(),
+        options: cluster.discovery_options(),
+        redis_addrs: (0..support_ha::PODS).map(|i| cluster.addr(i)).collect(),
+    };
+    let h = Harness::new("checkout", Arc::new(discovery));
+    h.reconcile().await;
+    h.pods_running("checkout", 3, &[None, None, None]);
+    h.double.take_calls();
+    h.reconcile().await;
+    let calls = h.double.take_calls();
+    assert_eq!(
+        label_patches(&calls),
+        [
+            "checkout-1=replica",
+            "checkout-2=replica",
+            "checkout-0=primary"
+        ]
+    );
+    assert_eq!(h.status()["primary"], "checkout-0");
+
+    cluster.kill_redis(0);
+    let started = std::time::Instant::now();
+    let new_primary = support_ha::wait_for(Duration::from_secs(60), "a new primary", || async {
+        h.reconcile().await;
+        h.status()["primary"]
+            .as_str()
+            .filter(|p| *p != "checkout-0")
+            .map(String::from)
+    })
+    .await;
+    println!(
+        "killed primary -> labels moved by the reconcile: {:?}",
+        started.elapsed()
+    );
+    let calls = h.double.take_calls();
+    let patches = label_patches(&calls);
+    assert_eq!(
+        patches,
+        [
+            "checkout-0=replica".to_string(),
+            format!("{new_primary}=primary")
+        ]
+    );
+    assert_eq!(
+        events(&calls)
+            .iter()
+            .filter(|e| e["reason"] == "PrimaryChanged")
+            .count(),
+        1
     );
 }
