@@ -17,6 +17,7 @@ use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
 use crate::crd::{Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::ha::step::{HaHooks, reconcile_primary};
 use crate::metrics::Metrics;
 use crate::observe::step::HealthStep;
 use crate::rotation::step::{ListPods, PodAddresses};
@@ -48,6 +49,8 @@ pub struct Context {
     pub credentials: CredentialMemo,
     /// What our own applies left on each child (see `apply`).
     pub drift: DriftMemo,
+    /// Pods and Sentinel discovery for the HA step (see `ha::step`); tests replace them.
+    pub ha: HaHooks,
     /// Consecutive failures per store, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The observe step: the operator's one Redis probe and a health tracker per store.
@@ -88,6 +91,7 @@ impl Context {
             metrics,
             credentials: CredentialMemo::default(),
             drift: DriftMemo::default(),
+            ha: HaHooks::default(),
             failures: Mutex::new(HashMap::new()),
             health: HealthStep::default(),
             pod_addresses: Arc::new(ListPods::default()),
@@ -256,6 +260,16 @@ async fn pipeline(
         Some(status) => status.ready_replicas.unwrap_or(0),
         None => statefulset_ready_replicas(ctx, validated).await?,
     };
+    // HA stores only: learn the primary from the Sentinels and move the role labels to it.
+    let ha = reconcile_primary(
+        ctx,
+        store,
+        validated,
+        &secrets_read.credentials,
+        ready_replicas,
+    )
+    .await?;
+
     // The Ready condition, not the phase: the health step may make a ready store Degraded, which
     // must not announce "Ready" again on every reconcile.
     let was_ready = store
@@ -286,13 +300,15 @@ async fn pipeline(
             store: validated,
             ready_replicas,
             auth: Some(&rotation.auth),
+            ha: ha.as_ref(),
         },
     )
     .await?;
     if written && let Some(update) = &observed.update {
         ctx.health.written(update);
     }
-    if !was_ready && ready_replicas >= validated.replicas {
+    let primary_known = ha.as_ref().is_none_or(|h| h.known);
+    if !was_ready && ready_replicas >= validated.replicas && primary_known {
         publish(
             ctx,
             store,
@@ -303,10 +319,14 @@ async fn pipeline(
         )
         .await;
     }
-    let requeue = observed.requeue_after(RESYNC_INTERVAL);
-    Ok(Action::requeue(
-        rotation.requeue_after.map_or(requeue, |d| d.min(requeue)),
-    ))
+    let mut requeue = observed.requeue_after(RESYNC_INTERVAL);
+    for due in [rotation.requeue_after, ha.and_then(|h| h.requeue)]
+        .into_iter()
+        .flatten()
+    {
+        requeue = requeue.min(due);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.

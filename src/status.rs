@@ -2,6 +2,9 @@
 //! Available conditions, endpoint, connection Secret, replicas), computed purely from what was
 //! validated, applied and observed, and written with server-side apply only when it changed.
 //!
+//! HA stores also get `primary` and the `PrimaryKnown`/`Failover` conditions from the HA step
+//! (`ha::step`); a standalone store has neither.
+//!
 //! Conditions of other types (e.g. `Healthy`/`Degraded` from the health step) are carried over, and a
 //! condition's `lastTransitionTime` only moves when its status flips, so a resync compares equal.
 
@@ -14,6 +17,7 @@ use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
 use crate::observe::HEALTHY;
 use crate::observe::conditions::reason;
 use crate::settings::OperatorSettings;
@@ -32,11 +36,12 @@ pub enum Progress<'a> {
     /// Ready condition's reason, `message` names the spec field.
     WaitingForTls { reason: &'a str, message: &'a str },
     /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
-    /// rotation step.
+    /// rotation step, `ha` what the HA step saw (`None` for a standalone store).
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
         auth: Option<&'a AuthStatus>,
+        ha: Option<&'a PrimaryObservation>,
     },
 }
 
@@ -63,6 +68,8 @@ pub struct OwnedStatus {
     pub health: Option<HealthStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 }
 
 impl OwnedStatus {
@@ -78,6 +85,7 @@ impl OwnedStatus {
             ready_replicas: status.ready_replicas,
             health: status.health.clone(),
             auth: status.auth.clone(),
+            primary: status.primary.clone(),
         }
     }
 
@@ -142,20 +150,32 @@ pub fn desired_status(
             store,
             ready_replicas,
             auth,
+            ha,
         } => {
             if let Some(auth) = auth {
                 next.auth = Some((*auth).clone());
             }
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
-            next.phase = Some(if ready >= replicas {
+            // An HA store whose primary was never found has no Service endpoint yet: not ready.
+            let no_primary_yet = ha.is_some_and(|h| h.primary.is_none());
+            next.phase = Some(if ready >= replicas && no_primary_yet {
+                Phase::Provisioning
+            } else if ready >= replicas {
                 phase_from_health(previous.condition(HEALTHY))
             } else if ready >= 1 && was_ready {
                 Phase::Degraded
             } else {
                 Phase::Provisioning
             });
-            ours.push(if ready >= replicas {
+            ours.push(if ready >= replicas && no_primary_yet {
+                condition(
+                    READY,
+                    false,
+                    "WaitingForPrimary",
+                    format!("{ready} of {replicas} replicas ready; no primary known yet"),
+                )
+            } else if ready >= replicas {
                 condition(
                     READY,
                     true,
@@ -203,14 +223,42 @@ pub fn desired_status(
             next.connection_secret = Some(ChildNames::connection_secret(&store.name));
             next.replicas = Some(replicas);
             next.ready_replicas = Some(ready);
+            match ha {
+                Some(ha) => {
+                    ours.push(condition(
+                        PRIMARY_KNOWN,
+                        ha.known,
+                        ha.reason,
+                        ha.message.clone(),
+                    ));
+                    next.primary = ha.primary.clone();
+                    if let Some(failover) = &ha.failover {
+                        // Stays True after the first failover; its time is that of the latest one.
+                        let mut c = condition(
+                            FAILOVER,
+                            true,
+                            "PrimaryChanged",
+                            format!("primary changed from {} to {}", failover.from, failover.to),
+                        );
+                        c.last_transition_time = now.clone();
+                        ours.push(c);
+                    } else {
+                        ours.extend(previous.condition(FAILOVER).cloned());
+                    }
+                }
+                None => next.primary = None,
+            }
         }
     }
-    // Conditions written by other steps (health) keep their place after ours.
+    // Conditions written by other steps (health) keep their place after ours. The HA conditions
+    // are ours: re-added above for an HA store, dropped for a standalone one.
+    let applied = matches!(progress, Progress::Applied { .. });
     ours.extend(
         previous
             .conditions
             .iter()
             .filter(|c| c.type_ != READY && c.type_ != AVAILABLE)
+            .filter(|c| !applied || (c.type_ != PRIMARY_KNOWN && c.type_ != FAILOVER))
             .cloned(),
     );
     next.conditions = ours;
@@ -294,6 +342,7 @@ mod tests {
                 store: &validated,
                 ready_replicas: 0,
                 auth: None,
+                ha: None,
             },
             &settings,
             &at(100),
@@ -328,6 +377,7 @@ mod tests {
                 store: &validated,
                 ready_replicas: 0,
                 auth: None,
+                ha: None,
             },
             &settings,
             &at(500),
@@ -341,6 +391,7 @@ mod tests {
                 store: &validated,
                 ready_replicas: 1,
                 auth: None,
+                ha: None,
             },
             &settings,
             &at(900),
