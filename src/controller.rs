@@ -267,6 +267,9 @@ async fn pipeline(
         validated,
         &secrets_read.credentials,
         ready_replicas,
+        tls.as_ref()
+            .and_then(|t| t.ca_crt.as_ref())
+            .map(|ca| ca.0.as_slice()),
     )
     .await?;
 

@@ -62,6 +62,7 @@ impl PrimaryDiscovery for FixedDiscovery {
         _: &'a ValidatedStore,
         _: &'a OperatorSettings,
         _: &'a Password,
+        _: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<PrimaryAnswer, DiscoveryError>> {
         *self.asked.lock().expect("lock") += 1;
         let answer = self
@@ -543,6 +544,7 @@ impl PrimaryDiscovery for LoopbackDiscovery {
         _: &'a ValidatedStore,
         _: &'a OperatorSettings,
         _: &'a Password,
+        _: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<PrimaryAnswer, DiscoveryError>> {
         Box::pin(async move {
             let mut answer = sessionstore_operator::ha::discover_primary(

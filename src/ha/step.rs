@@ -134,6 +134,7 @@ pub trait PrimaryDiscovery: Send + Sync {
         store: &'a ValidatedStore,
         settings: &'a OperatorSettings,
         operator_password: &'a Password,
+        tls_ca: Option<&'a [u8]>,
     ) -> BoxFuture<'a, std::result::Result<PrimaryAnswer, DiscoveryError>>;
 }
 
@@ -167,9 +168,16 @@ impl PrimaryDiscovery for SentinelDiscovery {
         store: &'a ValidatedStore,
         settings: &'a OperatorSettings,
         operator_password: &'a Password,
+        tls_ca: Option<&'a [u8]>,
     ) -> BoxFuture<'a, std::result::Result<PrimaryAnswer, DiscoveryError>> {
         Box::pin(async move {
-            let options = DiscoveryOptions::new("operator", operator_password.clone());
+            let mut options = DiscoveryOptions::new("operator", operator_password.clone());
+            // TLS stores: trust only the store's own CA; the Sentinels are dialled by their
+            // headless names, which the store's certificate covers.
+            options.tls = tls_ca.map(|ca| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            });
             let mut answer = discover_primary(
                 &(self.addresses)(store, settings),
                 &master_name(store),
@@ -253,6 +261,7 @@ pub async fn reconcile_primary(
     validated: &ValidatedStore,
     credentials: &StoreCredentials,
     ready_replicas: i32,
+    tls_ca: Option<&[u8]>,
 ) -> Result<Option<PrimaryObservation>> {
     if !validated.is_highly_available() {
         return Ok(None);
@@ -271,12 +280,13 @@ pub async fn reconcile_primary(
             None,
         )));
     }
-    if validated.tls.is_some() {
-        // TODO(ha): dial the Sentinels over TLS with the store's CA (see observe::probe).
+    if validated.tls.is_some() && tls_ca.is_none() {
+        // The TLS step waits for the Secret before anything is applied, so this is a Secret
+        // without `ca.crt`: the Sentinels cannot be verified, so nothing is relabelled.
         return Ok(Some(PrimaryObservation::unknown(
             previous,
-            "SentinelTlsUnsupported",
-            "primary discovery over TLS is not implemented yet; role labels are unchanged".into(),
+            "SentinelTlsCaMissing",
+            "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
             Some(crate::controller::RESYNC_INTERVAL),
         )));
     }
@@ -284,7 +294,7 @@ pub async fn reconcile_primary(
     let answer = match ctx
         .ha
         .discovery
-        .discover(validated, &ctx.settings, &credentials.operator)
+        .discover(validated, &ctx.settings, &credentials.operator, tls_ca)
         .await
     {
         Ok(answer) => answer,
