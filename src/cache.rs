@@ -4,17 +4,22 @@
 //!
 //! The reconcile sees the caches through [`ChildCache`], so tests and the benchmark inject a
 //! [`MemoryCache`] while `run` uses reflector stores ([`WatchCache`]).
+//!
+//! Pods are cached too, for the health step only (their IPs and Ready condition): a narrow,
+//! label-selected watch whose objects are stripped to name, labels, `podIP` and Ready.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+
+use crate::observe::PodTarget;
 
 /// Annotation on every applied child: the hash of the desired object last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "sessionstore.dev/applied-hash";
@@ -90,6 +95,58 @@ pub trait ChildCache: Send + Sync {
     fn lookup(&self, kind: ChildKind, namespace: &str, name: &str) -> Cached;
     /// The StatefulSet's status, or `None` when the cache does not know it.
     fn statefulset_status(&self, namespace: &str, name: &str) -> Option<StatefulSetStatus>;
+    /// The pods `<store>-0 .. <store>-<replicas-1>` that exist, for the health probe; `None` when
+    /// no synced pod cache exists (the health step then waits rather than listing pods).
+    fn store_pods(&self, _namespace: &str, _store: &str, _replicas: i32) -> Option<Vec<PodTarget>> {
+        None
+    }
+}
+
+/// Label the pods carry (from the StatefulSet's pod template) naming their store.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// The names a store's pods have (StatefulSet ordinals).
+pub fn pod_names(store: &str, replicas: i32) -> impl Iterator<Item = String> + '_ {
+    (0..replicas.max(0)).map(move |ordinal| format!("{store}-{ordinal}"))
+}
+
+/// What the health probe needs from a pod: its name, `status.podIP` and Ready condition.
+pub fn pod_target(pod: &Pod) -> PodTarget {
+    let status = pod.status.as_ref();
+    PodTarget {
+        name: pod.name_any(),
+        ip: status
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok()),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+    }
+}
+
+/// Strips a watched pod to what [`pod_target`] and the store lookup read, so a cluster's worth of
+/// Redis pods costs a few hundred bytes each in memory.
+pub fn strip_pod(pod: &mut Pod) {
+    pod.spec = None;
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == INSTANCE_LABEL);
+    }
+    if let Some(status) = pod.status.as_mut() {
+        let ready = status
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: status.pod_ip.take(),
+            conditions: ready,
+            ..Default::default()
+        };
+    }
 }
 
 /// No cache at all: every lookup asks the API server.
@@ -112,6 +169,8 @@ type Key = (ChildKind, String, String);
 pub struct MemoryCache {
     objects: Mutex<HashMap<Key, LiveChild>>,
     statefulset_status: Mutex<HashMap<(String, String), StatefulSetStatus>>,
+    /// Pods by (namespace, pod name), as a pod watch would hold them.
+    pods: Mutex<HashMap<(String, String), PodTarget>>,
 }
 
 impl MemoryCache {
@@ -153,6 +212,22 @@ impl MemoryCache {
             .insert((namespace.into(), name.into()), status);
     }
 
+    /// Records a pod as the pod watch would (name, IP, Ready).
+    pub fn insert_pod(&self, namespace: &str, pod: PodTarget) {
+        self.pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((namespace.into(), pod.name.clone()), pod);
+    }
+
+    /// Forgets a pod, as the watch does on deletion.
+    pub fn remove_pod(&self, namespace: &str, name: &str) {
+        self.pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(namespace.into(), name.into()));
+    }
+
     pub fn len(&self) -> usize {
         self.objects
             .lock()
@@ -185,6 +260,15 @@ impl ChildCache for MemoryCache {
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
     }
+
+    fn store_pods(&self, namespace: &str, store: &str, replicas: i32) -> Option<Vec<PodTarget>> {
+        let pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(
+            pod_names(store, replicas)
+                .filter_map(|name| pods.get(&(namespace.to_string(), name)).cloned())
+                .collect(),
+        )
+    }
 }
 
 /// Reflector stores fed by the controller's label-selected watches (see `controller::run`).
@@ -197,6 +281,8 @@ pub struct WatchCache {
     pub statefulsets: Store<StatefulSet>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub pod_disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    /// The operator's Redis pods, stripped by [`strip_pod`].
+    pub pods: Store<Pod>,
 }
 
 fn lookup_in<K>(store: &Store<K>, namespace: &str, name: &str) -> Cached
@@ -227,6 +313,18 @@ impl ChildCache for WatchCache {
         self.statefulsets
             .get(&ObjectRef::new(name).within(namespace))
             .and_then(|sts| sts.status.clone())
+    }
+
+    fn store_pods(&self, namespace: &str, store: &str, replicas: i32) -> Option<Vec<PodTarget>> {
+        Some(
+            pod_names(store, replicas)
+                .filter_map(|name| self.pods.get(&ObjectRef::new(&name).within(namespace)))
+                // A pod of that name from another store cannot exist (names are `<store>-<n>`
+                // and the watch selects our pods), but the label makes it explicit.
+                .filter(|pod| pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(store))
+                .map(|pod| pod_target(&pod))
+                .collect(),
+        )
     }
 }
 

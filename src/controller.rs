@@ -1,5 +1,5 @@
 //! The reconcile loop: a thin `reconcile` running the pipeline (validate -> read Secrets -> build ->
-//! apply -> status) for one SessionStore, the `error_policy` that backs off per store, and the
+//! apply -> observe -> status) for one SessionStore, the `error_policy` that backs off per store, and the
 //! [`Context`] they share, which tests build from a mocked client and an injected child cache.
 
 use std::collections::HashMap;
@@ -15,9 +15,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::apply::{DriftMemo, apply_children};
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
-use crate::crd::{Phase, SessionStore};
+use crate::crd::{Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::ha::step::{HaHooks, reconcile_primary};
 use crate::metrics::Metrics;
+use crate::observe::step::HealthStep;
 use crate::rotation::step::{ListPods, PodAddresses};
 use crate::secrets::{CredentialMemo, read_credentials};
 use crate::settings::OperatorSettings;
@@ -47,8 +49,12 @@ pub struct Context {
     pub credentials: CredentialMemo,
     /// What our own applies left on each child (see `apply`).
     pub drift: DriftMemo,
+    /// Pods and Sentinel discovery for the HA step (see `ha::step`); tests replace them.
+    pub ha: HaHooks,
     /// Consecutive failures per store, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The observe step: the operator's one Redis probe and a health tracker per store.
+    pub health: HealthStep,
     /// Where a rotation finds the Redis pods (see `rotation::step`).
     pub pod_addresses: Arc<dyn PodAddresses>,
     /// cert-manager discovery and applied Certificates (see `tls`).
@@ -87,11 +93,19 @@ impl Context {
             metrics,
             credentials: CredentialMemo::default(),
             drift: DriftMemo::default(),
+            ha: HaHooks::default(),
             failures: Mutex::new(HashMap::new()),
+            health: HealthStep::default(),
             pod_addresses: Arc::new(ListPods::default()),
             tls: crate::tls::TlsMemo::default(),
             service_monitors: crate::service_monitor::ServiceMonitorMemo::default(),
         }
+    }
+
+    /// Replaces the default health step (interval, probe bound, gauges).
+    pub fn with_health(mut self, health: HealthStep) -> Self {
+        self.health = health;
+        self
     }
 
     /// Replaces how a rotation finds the pods (tests: a fixed port on loopback).
@@ -126,6 +140,8 @@ pub async fn reconcile(store: Arc<SessionStore>, ctx: Arc<Context>) -> Result<Ac
 async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> {
     if store.meta().deletion_timestamp.is_some() {
         // The children carry a controller ownerReference: the garbage collector removes them.
+        ctx.health
+            .forget(&store.namespace().unwrap_or_default(), &store.name_any());
         return Ok(Action::await_change());
     }
     let validated = match validate(store) {
@@ -252,19 +268,59 @@ async fn pipeline(
         Some(status) => status.ready_replicas.unwrap_or(0),
         None => statefulset_ready_replicas(ctx, validated).await?,
     };
-    let was_ready = store.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
-    write_status(
+    // HA stores only: learn the primary from the Sentinels and move the role labels to it.
+    let ha = reconcile_primary(
         ctx,
         store,
+        validated,
+        &secrets_read.credentials,
+        ready_replicas,
+        tls.as_ref()
+            .and_then(|t| t.ca_crt.as_ref())
+            .map(|ca| ca.0.as_slice()),
+    )
+    .await?;
+
+    // The Ready condition, not the phase: the health step may make a ready store Degraded, which
+    // must not announce "Ready" again on every reconcile.
+    let was_ready = store
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|c| c.status == "True");
+
+    // Observe: at most one Redis probe per store per health interval (see `observe::step`).
+    let observed = ctx
+        .health
+        .observe(
+            ctx,
+            store,
+            validated,
+            &secrets_read.credentials,
+            tls.as_ref()
+                .and_then(|t| t.ca_crt.as_ref())
+                .map(|ca| ca.0.as_slice()),
+        )
+        .await;
+    let with_health = observed.status_view(store.status.as_ref());
+    let written = write_status_over(
+        ctx,
+        store,
+        with_health.as_ref().or(store.status.as_ref()),
         &Progress::Applied {
             store: validated,
             ready_replicas,
             auth: Some(&rotation.auth),
             service_monitor_unavailable: service_monitor_unavailable.as_deref(),
+            ha: ha.as_ref(),
         },
     )
     .await?;
-    if !was_ready && ready_replicas >= validated.replicas {
+    if written && let Some(update) = &observed.update {
+        ctx.health.written(update);
+    }
+    let primary_known = ha.as_ref().is_none_or(|h| h.known);
+    if !was_ready && ready_replicas >= validated.replicas && primary_known {
         publish(
             ctx,
             store,
@@ -275,11 +331,14 @@ async fn pipeline(
         )
         .await;
     }
-    Ok(Action::requeue(
-        rotation
-            .requeue_after
-            .map_or(RESYNC_INTERVAL, |d| d.min(RESYNC_INTERVAL)),
-    ))
+    let mut requeue = observed.requeue_after(RESYNC_INTERVAL);
+    for due in [rotation.requeue_after, ha.and_then(|h| h.requeue)]
+        .into_iter()
+        .flatten()
+    {
+        requeue = requeue.min(due);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.
@@ -313,14 +372,20 @@ async fn write_status(
     store: &SessionStore,
     progress: &Progress<'_>,
 ) -> Result<bool> {
+    write_status_over(ctx, store, store.status.as_ref(), progress).await
+}
+
+/// Like `write_status`, starting from `base` (the live status with the health step's update laid
+/// over it) but still comparing with the live status, so only real changes are written.
+async fn write_status_over(
+    ctx: &Context,
+    store: &SessionStore,
+    base: Option<&SessionStoreStatus>,
+    progress: &Progress<'_>,
+) -> Result<bool> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let desired = status::desired_status(
-        store.status.as_ref(),
-        store.meta().generation,
-        progress,
-        &ctx.settings,
-        &now,
-    );
+    let desired =
+        status::desired_status(base, store.meta().generation, progress, &ctx.settings, &now);
     if !status::differs(store.status.as_ref(), &desired) {
         return Ok(false);
     }

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
+use sessionstore_operator::observe::ProbeSettings;
+use sessionstore_operator::observe::step::HealthSettings;
 use sessionstore_operator::render;
 use sessionstore_operator::run::RunOptions;
 use sessionstore_operator::settings::OperatorSettings;
@@ -57,6 +60,9 @@ struct RunArgs {
     /// Seconds between Redis health checks of a store.
     #[arg(long, env = "HEALTH_INTERVAL_SECONDS", default_value_t = 30)]
     health_interval_seconds: u64,
+    /// Redis connections the health probe opens at once, across all stores.
+    #[arg(long, env = "MAX_CONCURRENT_PROBES", default_value_t = 32)]
+    max_concurrent_probes: usize,
     /// Take a Lease before reconciling, so two replicas can run.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     leader_election: bool,
@@ -140,12 +146,15 @@ fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
             )?,
             cluster_domain: args.cluster_domain,
         },
+        health: HealthSettings {
+            interval: Duration::from_secs(args.health_interval_seconds.max(1)),
+            probe: ProbeSettings {
+                max_connections: args.max_concurrent_probes.max(1),
+                ..ProbeSettings::default()
+            },
+            ..HealthSettings::default()
+        },
     };
-    // Health checks land with the health step; the interval is accepted now so the chart's flag works.
-    tracing::debug!(
-        health_interval_seconds = args.health_interval_seconds,
-        "health interval"
-    );
     let runtime = tokio::runtime::Runtime::new().map_err(|e| {
         sessionstore_operator::Error::Startup(format!("starting the async runtime: {e}"))
     })?;

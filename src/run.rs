@@ -1,6 +1,8 @@
 //! `sessionstore-operator run`: connects to the cluster, checks the CRD, serves the HTTP endpoints,
 //! takes the leader Lease, then runs one controller per watched scope with narrow watches
 //! (label-selected, metadata-only children; no Secrets) until SIGTERM/SIGINT or a lost lease.
+//! The health step's pod cache is one more narrow watch: Redis pods only, stripped to name, IP
+//! and Ready, and never a reconcile trigger (the StatefulSet's status already is).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
@@ -21,14 +23,16 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::build::meta::managed_by_selector;
-use crate::cache::{Cached, ChildCache, ChildKind, WatchCache};
+use crate::build::meta::{Component, managed_by_selector};
+use crate::cache::{Cached, ChildCache, ChildKind, WatchCache, strip_pod};
 use crate::controller::{Context, error_policy, reconcile};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::http::{self, HttpState};
 use crate::leader::Leader;
 use crate::metrics;
+use crate::observe::PodTarget;
+use crate::observe::step::{self, HealthSettings, HealthStep};
 use crate::settings::OperatorSettings;
 
 /// Everything `run` is configured with (flags and env, see the run contract).
@@ -42,6 +46,8 @@ pub struct RunOptions {
     pub pod_name: String,
     pub max_concurrent_reconciles: u16,
     pub settings: OperatorSettings,
+    /// `--health-interval-seconds`, `--max-concurrent-probes`.
+    pub health: HealthSettings,
 }
 
 /// Runs the operator until a shutdown signal. Errors are start-up problems or a lost lease.
@@ -53,7 +59,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     })?;
     check_crd(&client, &options.namespaces).await?;
 
-    let (registry, metrics) = metrics::new_registry();
+    let (registry, metrics, health_metrics) = step::new_registry();
     let state = HttpState::new(registry, metrics.clone());
     let listener = tokio::net::TcpListener::bind(options.http_addr)
         .await
@@ -92,8 +98,15 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
 
     let result = {
-        let controllers =
-            run_controllers(client, &options, metrics, state.clone(), stop_rx.clone());
+        let health = HealthStep::new(options.health.clone(), Some(health_metrics));
+        let controllers = run_controllers(
+            client,
+            &options,
+            metrics,
+            health,
+            state.clone(),
+            stop_rx.clone(),
+        );
         tokio::pin!(controllers);
         match leader.as_mut() {
             Some(lease) => {
@@ -214,6 +227,11 @@ impl ChildCache for ScopedCaches {
     fn statefulset_status(&self, namespace: &str, name: &str) -> Option<StatefulSetStatus> {
         self.scope(namespace)?.statefulset_status(namespace, name)
     }
+
+    fn store_pods(&self, namespace: &str, store: &str, replicas: i32) -> Option<Vec<PodTarget>> {
+        self.scope(namespace)?
+            .store_pods(namespace, store, replicas)
+    }
 }
 
 fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -262,6 +280,7 @@ async fn run_controllers(
     client: Client,
     options: &RunOptions,
     metrics: metrics::Metrics,
+    health: HealthStep,
     state: Arc<HttpState>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -274,6 +293,7 @@ async fn run_controllers(
     let mut caches = HashMap::new();
     let mut controllers = Vec::new();
     let mut readiness = Vec::new();
+    let mut store_readers = Vec::new();
     for scope in &scopes {
         let (config_maps, cm_stream) =
             metadata_reflector(api_for::<PartialObjectMeta<ConfigMap>>(&client, scope));
@@ -294,12 +314,38 @@ async fn run_controllers(
             })
             .reflect(sts_writer)
             .touched_objects();
+        // Redis pods for the health probe: only ours (managed-by + component=redis, the pod
+        // template's labels), stripped to name, instance label, podIP and Ready.
+        let (pods, pod_writer) = reflector::store();
+        let pod_selector = format!(
+            "{},app.kubernetes.io/component={}",
+            managed_by_selector(),
+            Component::Redis.as_str()
+        );
+        let pod_stream = watcher(
+            api_for::<Pod>(&client, scope),
+            watcher::Config::default()
+                .labels(&pod_selector)
+                .any_semantic(),
+        )
+        .default_backoff()
+        .modify(strip_pod)
+        .reflect(pod_writer)
+        .for_each(|_| futures::future::ready(()));
+        let pod_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = pod_stream => {}
+                () = stopped(pod_stop) => {}
+            }
+        });
         let cache = WatchCache {
             config_maps,
             services,
             statefulsets,
             network_policies,
             pod_disruption_budgets,
+            pods,
         };
         readiness.push(cache.clone());
         caches.insert(scope.clone(), cache);
@@ -320,6 +366,7 @@ async fn run_controllers(
         )
         .graceful_shutdown_on(stopped_sync(stop.clone()));
         state.add_store_reader(controller.store());
+        store_readers.push(controller.store());
         controllers.push(controller);
     }
 
@@ -327,12 +374,21 @@ async fn run_controllers(
         scopes: caches,
         synced: synced.clone(),
     });
-    let ctx = Arc::new(Context::with_instance(
-        client,
-        options.settings.clone(),
-        cache,
-        metrics,
-        Some(options.pod_name.clone()),
+    let ctx = Arc::new(
+        Context::with_instance(
+            client,
+            options.settings.clone(),
+            cache,
+            metrics,
+            Some(options.pod_name.clone()),
+        )
+        .with_health(health),
+    );
+    tokio::spawn(prune_health(
+        ctx.clone(),
+        store_readers,
+        synced.clone(),
+        stop.clone(),
     ));
 
     // Readiness: every child watch has listed once.
@@ -345,6 +401,7 @@ async fn run_controllers(
                 cache.statefulsets.wait_until_ready().await,
                 cache.network_policies.wait_until_ready().await,
                 cache.pod_disruption_budgets.wait_until_ready().await,
+                cache.pods.wait_until_ready().await,
             ];
             if waits.iter().any(|w| w.is_err()) {
                 return;
@@ -368,4 +425,39 @@ async fn run_controllers(
     });
     futures::future::join_all(runs).await;
     Ok(())
+}
+
+/// Drops the health tracker and gauges of deleted stores once per health interval: a store
+/// deleted without a finalizer is never reconciled again, so the reconcile cannot do it.
+async fn prune_health(
+    ctx: Arc<Context>,
+    readers: Vec<Store<SessionStore>>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(ctx.health.settings().interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopping = stopped(stop);
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stopping => return,
+        }
+        if !synced.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
+        let live: std::collections::HashSet<(String, String)> = readers
+            .iter()
+            .flat_map(|reader| reader.state())
+            .map(|s| {
+                (
+                    kube::ResourceExt::namespace(s.as_ref()).unwrap_or_default(),
+                    kube::ResourceExt::name_any(s.as_ref()),
+                )
+            })
+            .collect();
+        ctx.health
+            .retain(|namespace, name| live.contains(&(namespace.to_string(), name.to_string())));
+    }
 }

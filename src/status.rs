@@ -2,6 +2,9 @@
 //! Available conditions, endpoint, connection Secret, replicas), computed purely from what was
 //! validated, applied and observed, and written with server-side apply only when it changed.
 //!
+//! HA stores also get `primary` and the `PrimaryKnown`/`Failover` conditions from the HA step
+//! (`ha::step`); a standalone store has neither.
+//!
 //! Conditions of other types (e.g. `Healthy`/`Degraded` from the health step) are carried over, and a
 //! condition's `lastTransitionTime` only moves when its status flips, so a resync compares equal.
 
@@ -12,8 +15,11 @@ use serde::Serialize;
 
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
-use crate::crd::{AuthStatus, Endpoint, Phase, SessionStore, SessionStoreStatus};
+use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
+use crate::observe::HEALTHY;
+use crate::observe::conditions::reason;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
 
@@ -35,11 +41,13 @@ pub enum Progress<'a> {
     /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
     /// rotation step; `service_monitor_unavailable` the message when the ServiceMonitor could not
     /// be created for lack of its API.
+    /// rotation step, `ha` what the HA step saw (`None` for a standalone store).
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
         auth: Option<&'a AuthStatus>,
         service_monitor_unavailable: Option<&'a str>,
+        ha: Option<&'a PrimaryObservation>,
     },
 }
 
@@ -60,8 +68,14 @@ pub struct OwnedStatus {
     pub replicas: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Written by the health step (`observe::step`) and carried over by every other status write:
+    /// with server-side apply a field this manager leaves out would be removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 }
 
 impl OwnedStatus {
@@ -75,7 +89,9 @@ impl OwnedStatus {
             connection_secret: status.connection_secret.clone(),
             replicas: status.replicas,
             ready_replicas: status.ready_replicas,
+            health: status.health.clone(),
             auth: status.auth.clone(),
+            primary: status.primary.clone(),
         }
     }
 
@@ -143,20 +159,32 @@ pub fn desired_status(
             ready_replicas,
             auth,
             service_monitor_unavailable,
+            ha,
         } => {
             if let Some(auth) = auth {
                 next.auth = Some((*auth).clone());
             }
             let (replicas, ready) = (store.replicas, *ready_replicas);
             let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
-            next.phase = Some(if ready >= replicas {
-                Phase::Ready
+            // An HA store whose primary was never found has no Service endpoint yet: not ready.
+            let no_primary_yet = ha.is_some_and(|h| h.primary.is_none());
+            next.phase = Some(if ready >= replicas && no_primary_yet {
+                Phase::Provisioning
+            } else if ready >= replicas {
+                phase_from_health(previous.condition(HEALTHY))
             } else if ready >= 1 && was_ready {
                 Phase::Degraded
             } else {
                 Phase::Provisioning
             });
-            ours.push(if ready >= replicas {
+            ours.push(if ready >= replicas && no_primary_yet {
+                condition(
+                    READY,
+                    false,
+                    "WaitingForPrimary",
+                    format!("{ready} of {replicas} replicas ready; no primary known yet"),
+                )
+            } else if ready >= replicas {
                 condition(
                     READY,
                     true,
@@ -214,18 +242,59 @@ pub fn desired_status(
                     (*message).to_string(),
                 ));
             }
+            match ha {
+                Some(ha) => {
+                    ours.push(condition(
+                        PRIMARY_KNOWN,
+                        ha.known,
+                        ha.reason,
+                        ha.message.clone(),
+                    ));
+                    next.primary = ha.primary.clone();
+                    if let Some(failover) = &ha.failover {
+                        // Stays True after the first failover; its time is that of the latest one.
+                        let mut c = condition(
+                            FAILOVER,
+                            true,
+                            "PrimaryChanged",
+                            format!("primary changed from {} to {}", failover.from, failover.to),
+                        );
+                        c.last_transition_time = now.clone();
+                        ours.push(c);
+                    } else {
+                        ours.extend(previous.condition(FAILOVER).cloned());
+                    }
+                }
+                None => next.primary = None,
+            }
         }
     }
-    // Conditions written by other steps (health) keep their place after ours.
+    // Conditions written by other steps (health) keep their place after ours. The HA conditions
+    // are ours: re-added above for an HA store, dropped for a standalone one.
+    let applied = matches!(progress, Progress::Applied { .. });
     ours.extend(
         previous
             .conditions
             .iter()
             .filter(|c| !decided.contains(&c.type_.as_str()))
+            .filter(|c| !applied || (c.type_ != PRIMARY_KNOWN && c.type_ != FAILOVER))
             .cloned(),
     );
     next.conditions = ours;
     next
+}
+
+/// The phase of a store whose replicas are all ready, from the last written `Healthy` condition:
+/// Ready when healthy (or not probed yet), Provisioning while pods start or load, else Degraded.
+fn phase_from_health(healthy: Option<&Condition>) -> Phase {
+    match healthy {
+        None => Phase::Ready,
+        Some(c) if c.status == "True" => Phase::Ready,
+        Some(c) if c.reason == reason::PODS_NOT_RUNNING || c.reason == reason::LOADING => {
+            Phase::Provisioning
+        }
+        Some(_) => Phase::Degraded,
+    }
 }
 
 /// Whether the desired status differs from the live one.
@@ -293,6 +362,7 @@ mod tests {
                 ready_replicas: 0,
                 auth: None,
                 service_monitor_unavailable: None,
+                ha: None,
             },
             &settings,
             &at(100),
@@ -328,6 +398,7 @@ mod tests {
                 ready_replicas: 0,
                 auth: None,
                 service_monitor_unavailable: None,
+                ha: None,
             },
             &settings,
             &at(500),
@@ -342,6 +413,7 @@ mod tests {
                 ready_replicas: 1,
                 auth: None,
                 service_monitor_unavailable: None,
+                ha: None,
             },
             &settings,
             &at(900),

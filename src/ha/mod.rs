@@ -2,6 +2,7 @@
 //! the controller must change (role labels) so the ClusterIP Service follows it.
 
 pub mod primary;
+pub mod step;
 
 pub use primary::{
     DiscoveryError, DiscoveryOptions, PrimaryAnswer, Role, RoleChange, desired_role_labels,

@@ -58,7 +58,7 @@ impl PrimaryAnswer {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DiscoveryError {
     #[error("no Sentinel address to ask")]
     NoSentinels,

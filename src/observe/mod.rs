@@ -19,6 +19,7 @@
 pub mod conditions;
 pub mod info;
 pub mod probe;
+pub mod step;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

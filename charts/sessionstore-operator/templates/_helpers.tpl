@@ -77,50 +77,50 @@ app.kubernetes.io/part-of: sessionstore
 {{- end }}
 
 {{/*
-Rules for the namespaced resources the operator manages, exactly as the run contract lists them
-(no wildcards; Secrets get/create/patch only: never list/watch, so there is no Secret cache).
+Rules for the namespaced resources the operator manages: exactly the verbs the code calls (no
+wildcards; Secrets get/create/patch only, never list/watch, so there is no Secret cache). Children
+are removed by the garbage collector through their ownerReference, so only PodDisruptionBudgets
+(dropped when replicas fall to 1) and ServiceMonitors (dropped when turned off) need delete.
+Server-side apply of a new object is authorised as create, so applied kinds have create and patch.
 Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
 */}}
 {{- define "sessionstore-operator.rules" -}}
 - apiGroups: ["sessionstore.dev"]
   resources: ["sessionstores"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["sessionstore.dev"]
   resources: ["sessionstores/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- if .Values.rbac.certManager }}
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- if .Values.rbac.serviceMonitors }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
 

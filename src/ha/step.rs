@@ -1,0 +1,415 @@
+//! The HA step of the reconcile (after apply, before status): asks the Sentinels which pod is the
+//! primary (strict majority only), moves the `sessionstore.dev/role` labels so the primary-only
+//! ClusterIP Service follows it, and reports what it saw for the status step.
+//!
+//! Its two inputs are traits so the controller's other work (a shared pod cache, rotation) can plug
+//! in without touching this logic, and tests can inject fixed answers:
+//! - [`PodSource`]: the store's pods. [`ApiPods`] lists them from the API server; it should give way
+//!   to the shared pod watch cache once that exists.
+//! - [`PrimaryDiscovery`]: the majority answer. [`SentinelDiscovery`] dials the Sentinels at the
+//!   pods' headless DNS names (the operator runs in the cluster), or at injected addresses.
+//!
+//! Labels are written with a JSON merge patch of `metadata.labels`, not server-side apply: the role
+//! is a fact observed at one moment, re-checked on every reconcile, not desired state we must own
+//! continuously. Nothing else writes that key: the StatefulSet controller sets template labels only
+//! when it creates a pod and never removes extra labels from a running pod, and a recreated pod comes
+//! back without the label and is labelled on the next reconcile. A merge patch touches only that key,
+//! cannot conflict, needs no `force`, and leaves no managedFields entry to keep consistent. We only
+//! send it when the label is wrong, so a steady store costs no write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource};
+
+use crate::build::StoreCredentials;
+use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
+use crate::build::sentinel::{master_name, sentinel_addresses};
+use crate::controller::Context;
+use crate::crd::{Phase, SessionStore};
+use crate::error::{Error, Result};
+use crate::ha::primary::{
+    DiscoveryError, DiscoveryOptions, PrimaryAnswer, RoleChange, discover_primary, pod_for_host,
+    role_label_changes,
+};
+use crate::password::Password;
+use crate::settings::OperatorSettings;
+use crate::validate::ValidatedStore;
+
+/// Condition: whether a majority of Sentinels names a primary pod (and the labels follow it).
+pub const PRIMARY_KNOWN: &str = "PrimaryKnown";
+/// Condition: the last failover the operator saw (`True` once one happened; its time is the time of
+/// the latest one, its message `old -> new`).
+pub const FAILOVER: &str = "Failover";
+/// Field manager of the role-label patches, distinct from the children's applies.
+pub const ROLE_FIELD_MANAGER: &str = "sessionstore-operator-role";
+/// How soon a healthy HA store is checked again: a failover must move the Service within seconds,
+/// and nothing else wakes the reconcile when Sentinels promote a replica.
+pub const PRIMARY_RECHECK: Duration = Duration::from_secs(10);
+/// How soon to ask again while no primary is known (Sentinels starting, or no majority).
+pub const PRIMARY_RETRY: Duration = Duration::from_secs(5);
+
+/// What the step needs of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRole {
+    pub name: String,
+    pub ip: Option<String>,
+    /// Current value of `sessionstore.dev/role`.
+    pub role_label: Option<String>,
+}
+
+impl PodRole {
+    pub fn of(pod: &Pod) -> Option<Self> {
+        Some(PodRole {
+            name: pod.metadata.name.clone()?,
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            role_label: pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ROLE_LABEL).cloned()),
+        })
+    }
+
+    /// Only what [`role_label_changes`] looks at.
+    fn as_pod(&self) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: self
+                    .role_label
+                    .clone()
+                    .map(|role| [(ROLE_LABEL.to_string(), role)].into()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        }
+    }
+}
+
+/// Where the step gets the store's pods.
+pub trait PodSource: Send + Sync {
+    fn pods<'a>(
+        &'a self,
+        ctx: &'a Context,
+        store: &'a ValidatedStore,
+    ) -> BoxFuture<'a, Result<Vec<PodRole>>>;
+}
+
+/// Lists the pods from the API server with the store's pod selector (one `list` per call).
+pub struct ApiPods;
+
+impl PodSource for ApiPods {
+    fn pods<'a>(
+        &'a self,
+        ctx: &'a Context,
+        store: &'a ValidatedStore,
+    ) -> BoxFuture<'a, Result<Vec<PodRole>>> {
+        Box::pin(async move {
+            let selector = pod_selector_labels(store)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            ctx.metrics.api_request("list");
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| Error::kube(format!("listing pods of {}", store.name), e))?;
+            Ok(list.items.iter().filter_map(PodRole::of).collect())
+        })
+    }
+}
+
+/// How the step learns the primary.
+pub trait PrimaryDiscovery: Send + Sync {
+    fn discover<'a>(
+        &'a self,
+        store: &'a ValidatedStore,
+        settings: &'a OperatorSettings,
+        operator_password: &'a Password,
+        tls_ca: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, std::result::Result<PrimaryAnswer, DiscoveryError>>;
+}
+
+/// Sentinel addresses for a store.
+pub type AddressFn = dyn Fn(&ValidatedStore, &OperatorSettings) -> Vec<String> + Send + Sync;
+
+/// Asks the Sentinels with [`discover_primary`] as the `operator` user.
+pub struct SentinelDiscovery {
+    addresses: Arc<AddressFn>,
+}
+
+impl SentinelDiscovery {
+    /// The pods' headless DNS names: what the operator dials in the cluster.
+    pub fn in_cluster() -> Self {
+        Self::with_addresses(Arc::new(
+            |store: &ValidatedStore, settings: &OperatorSettings| {
+                sentinel_addresses(store, settings)
+            },
+        ))
+    }
+
+    /// Other addresses (tests: Sentinels on loopback).
+    pub fn with_addresses(addresses: Arc<AddressFn>) -> Self {
+        SentinelDiscovery { addresses }
+    }
+}
+
+impl PrimaryDiscovery for SentinelDiscovery {
+    fn discover<'a>(
+        &'a self,
+        store: &'a ValidatedStore,
+        settings: &'a OperatorSettings,
+        operator_password: &'a Password,
+        tls_ca: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, std::result::Result<PrimaryAnswer, DiscoveryError>> {
+        Box::pin(async move {
+            let mut options = DiscoveryOptions::new("operator", operator_password.clone());
+            // TLS stores: trust only the store's own CA; the Sentinels are dialled by their
+            // headless names, which the store's certificate covers.
+            options.tls = tls_ca.map(|ca| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            });
+            let mut answer = discover_primary(
+                &(self.addresses)(store, settings),
+                &master_name(store),
+                &options,
+            )
+            .await?;
+            // Sentinel announces the pods' headless names; the StatefulSet is named after the store.
+            answer.pod = answer
+                .pod
+                .or_else(|| pod_for_host(&answer.host, &store.name));
+            Ok(answer)
+        })
+    }
+}
+
+/// The step's two inputs, held by the controller's `Context`.
+#[derive(Clone)]
+pub struct HaHooks {
+    pub pods: Arc<dyn PodSource>,
+    pub discovery: Arc<dyn PrimaryDiscovery>,
+}
+
+impl Default for HaHooks {
+    fn default() -> Self {
+        HaHooks {
+            pods: Arc::new(ApiPods),
+            discovery: Arc::new(SentinelDiscovery::in_cluster()),
+        }
+    }
+}
+
+/// A change of primary seen by the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failover {
+    pub from: String,
+    pub to: String,
+}
+
+/// What the step saw, for the status step and the requeue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryObservation {
+    /// The primary pod: the one just discovered, or the last known one while none is known.
+    pub primary: Option<String>,
+    /// Whether a majority named a pod of this store in this reconcile.
+    pub known: bool,
+    /// `PrimaryKnown` condition reason and message.
+    pub reason: &'static str,
+    pub message: String,
+    /// Set when the primary differs from the one in the status.
+    pub failover: Option<Failover>,
+    /// Role labels patched in this reconcile.
+    pub label_writes: usize,
+    /// Reconcile again this soon (HA stores are polled for failovers).
+    pub requeue: Option<Duration>,
+}
+
+impl PrimaryObservation {
+    fn unknown(
+        previous: Option<String>,
+        reason: &'static str,
+        message: String,
+        requeue: Option<Duration>,
+    ) -> Self {
+        PrimaryObservation {
+            primary: previous,
+            known: false,
+            reason,
+            message,
+            failover: None,
+            label_writes: 0,
+            requeue,
+        }
+    }
+}
+
+/// Runs the HA step for one store; `None` for a standalone store. Discovery problems become a
+/// condition (labels untouched); only API errors are errors.
+pub async fn reconcile_primary(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    credentials: &StoreCredentials,
+    ready_replicas: i32,
+    tls_ca: Option<&[u8]>,
+) -> Result<Option<PrimaryObservation>> {
+    if !validated.is_highly_available() {
+        return Ok(None);
+    }
+    let status = store.status.as_ref();
+    let previous = status.and_then(|s| s.primary.clone());
+    let previous_reason = status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == PRIMARY_KNOWN))
+        .map(|c| c.reason.clone());
+    if ready_replicas < 1 {
+        // No pod is ready: no Sentinel can answer yet. The StatefulSet watch wakes us when one is.
+        return Ok(Some(PrimaryObservation::unknown(
+            previous,
+            "WaitingForPods",
+            "no Redis pod is ready yet; the Sentinels cannot name a primary".into(),
+            None,
+        )));
+    }
+    if validated.tls.is_some() && tls_ca.is_none() {
+        // The TLS step waits for the Secret before anything is applied, so this is a Secret
+        // without `ca.crt`: the Sentinels cannot be verified, so nothing is relabelled.
+        return Ok(Some(PrimaryObservation::unknown(
+            previous,
+            "SentinelTlsCaMissing",
+            "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
+            Some(crate::controller::RESYNC_INTERVAL),
+        )));
+    }
+
+    let answer = match ctx
+        .ha
+        .discovery
+        .discover(validated, &ctx.settings, &credentials.operator, tls_ca)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => {
+            // A new store's Sentinels take a few seconds to meet: calm, not a warning.
+            let never_known =
+                previous.is_none() && !matches!(status.and_then(|s| s.phase), Some(Phase::Ready));
+            let reason = if never_known {
+                "WaitingForSentinels"
+            } else {
+                "NoSentinelMajority"
+            };
+            if previous_reason.as_deref() == Some(reason) || never_known {
+                tracing::debug!(%error, "primary not known");
+            } else {
+                tracing::warn!(%error, "primary not known; role labels unchanged");
+            }
+            return Ok(Some(PrimaryObservation::unknown(
+                previous,
+                reason,
+                error.to_string(),
+                Some(PRIMARY_RETRY),
+            )));
+        }
+    };
+    let Some(primary) = answer.pod.clone() else {
+        return Ok(Some(PrimaryObservation::unknown(
+            previous,
+            "PrimaryNotAPod",
+            format!(
+                "the Sentinels name {} as primary, which is not a pod of this store; role labels unchanged",
+                answer.address()
+            ),
+            Some(PRIMARY_RETRY),
+        )));
+    };
+    let pods = ctx.ha.pods.pods(ctx, validated).await?;
+    if !pods.iter().any(|p| p.name == primary) {
+        // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
+        return Ok(Some(PrimaryObservation::unknown(
+            previous,
+            "PrimaryPodMissing",
+            format!(
+                "the Sentinels name {primary} as primary, but there is no such pod; role labels unchanged"
+            ),
+            Some(PRIMARY_RETRY),
+        )));
+    }
+    let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
+    let changes = role_label_changes(&as_pods, &primary);
+    for change in &changes {
+        patch_role(ctx, validated, change).await?;
+    }
+    if !changes.is_empty() {
+        tracing::info!(%primary, labels = changes.len(), "role labels moved");
+    }
+    let failover = previous.filter(|p| *p != primary).map(|from| Failover {
+        from,
+        to: primary.clone(),
+    });
+    if let Some(f) = &failover {
+        tracing::info!(from = %f.from, to = %f.to, "primary changed");
+        publish_failover(ctx, store, f).await;
+    }
+    Ok(Some(PrimaryObservation {
+        message: format!("a majority of the Sentinels names {primary} as primary"),
+        primary: Some(primary),
+        known: true,
+        reason: "SentinelMajority",
+        failover,
+        label_writes: changes.len(),
+        requeue: Some(PRIMARY_RECHECK),
+    }))
+}
+
+/// One merge patch of the role label (see the module doc for why not server-side apply).
+async fn patch_role(ctx: &Context, store: &ValidatedStore, change: &RoleChange) -> Result<()> {
+    let body = serde_json::json!({"metadata": {"labels": {ROLE_LABEL: change.role.as_str()}}});
+    ctx.metrics.api_request("patch");
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let params = PatchParams {
+        field_manager: Some(ROLE_FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&change.pod, &params, &Patch::Merge(&body))
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!(
+                    "labelling pod {}/{} {}",
+                    store.namespace,
+                    change.pod,
+                    change.role.as_str()
+                ),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// The `PrimaryChanged` Event; a failure is logged, never fatal. Not sent on the first discovery
+/// (no failover happened: status.primary simply appears).
+async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failover) {
+    ctx.metrics.api_request("create");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "PrimaryChanged".into(),
+        note: Some(format!(
+            "Primary changed from {} to {} (Sentinel failover); the Service follows it",
+            failover.from, failover.to
+        )),
+        action: "Failover".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        tracing::warn!(%error, "could not publish the PrimaryChanged Event");
+    }
+}
