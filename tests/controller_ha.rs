@@ -13,11 +13,10 @@ use api_double::{ApiDouble, Call};
 use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use sessionstore_operator::cache::{ChildKind, LiveChild, MemoryCache};
+use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::step::{HaHooks, PrimaryDiscovery, SentinelDiscovery};
@@ -208,24 +207,7 @@ impl Harness {
     /// What the watches would hold after the first reconcile, with `ready` pods ready; and the
     /// pods the StatefulSet controller would have created, with `roles`.
     fn pods_running(&self, name: &str, ready: i32, roles: &[Option<&str>]) {
-        for (fragment, kind) in [
-            ("/configmaps/", ChildKind::ConfigMap),
-            ("/services/", ChildKind::Service),
-            ("/statefulsets/", ChildKind::StatefulSet),
-            ("/networkpolicies/", ChildKind::NetworkPolicy),
-            ("/poddisruptionbudgets/", ChildKind::PodDisruptionBudget),
-        ] {
-            for (_, object) in self.double.objects(fragment) {
-                let meta: ObjectMeta =
-                    serde_json::from_value(object["metadata"].clone()).expect("metadata");
-                self.cache.insert(
-                    kind,
-                    NS,
-                    meta.name.as_deref().unwrap_or_default(),
-                    LiveChild::from_meta(&meta),
-                );
-            }
-        }
+        self.double.fill_cache(&self.cache);
         self.cache.set_statefulset_status(
             NS,
             name,

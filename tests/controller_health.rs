@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use api_double::{ApiDouble, Call, mock_client};
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use prometheus_client::registry::Registry;
 use redis::Commands;
 use serde_json::{Value, json};
 use sessionstore_operator::build::StoreCredentials;
 use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER};
-use sessionstore_operator::cache::{ChildKind, LiveChild, MemoryCache};
+use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::metrics::{self, Metrics};
@@ -129,24 +128,7 @@ impl Harness {
 
     /// What the watches of a cluster would hold once the StatefulSet's pod runs and is Ready.
     fn sync_cache_with_running_pod(&self) {
-        for (fragment, kind) in [
-            ("/configmaps/", ChildKind::ConfigMap),
-            ("/services/", ChildKind::Service),
-            ("/statefulsets/", ChildKind::StatefulSet),
-            ("/networkpolicies/", ChildKind::NetworkPolicy),
-            ("/poddisruptionbudgets/", ChildKind::PodDisruptionBudget),
-        ] {
-            for (_, object) in self.double.objects(fragment) {
-                let meta: ObjectMeta =
-                    serde_json::from_value(object["metadata"].clone()).expect("metadata");
-                self.cache.insert(
-                    kind,
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default(),
-                    LiveChild::from_meta(&meta),
-                );
-            }
-        }
+        self.double.fill_cache(&self.cache);
         self.cache.set_statefulset_status(
             "shop",
             "web",

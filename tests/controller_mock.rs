@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use api_double::{ApiDouble, Call, Fault, mock_client};
 use http::Method;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use sessionstore_operator::cache::{ChildKind, LiveChild, MemoryCache};
+use sessionstore_operator::cache::{ChildKind, MemoryCache};
 use sessionstore_operator::controller::{Context, error_policy, reconcile};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::metrics::{self, Metrics};
@@ -84,24 +83,7 @@ impl Harness {
 
     /// Feeds the cache what label-selected watches would hold: every stored child's metadata.
     fn sync_cache(&self) {
-        for (fragment, kind) in [
-            ("/configmaps/", ChildKind::ConfigMap),
-            ("/services/", ChildKind::Service),
-            ("/statefulsets/", ChildKind::StatefulSet),
-            ("/networkpolicies/", ChildKind::NetworkPolicy),
-            ("/poddisruptionbudgets/", ChildKind::PodDisruptionBudget),
-        ] {
-            for (_, object) in self.double.objects(fragment) {
-                let meta: ObjectMeta =
-                    serde_json::from_value(object["metadata"].clone()).expect("metadata");
-                self.cache.insert(
-                    kind,
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default(),
-                    LiveChild::from_meta(&meta),
-                );
-            }
-        }
+        self.double.fill_cache(&self.cache);
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
+use sessionstore_operator::cache::{ChildKind, LiveChild, MemoryCache};
 
 /// One request the reconcile sent.
 #[derive(Clone, Debug)]
@@ -301,4 +302,29 @@ pub fn mock_client(double: &ApiDouble) -> (kube::Client, tokio::task::JoinHandle
         }
     });
     (kube::Client::new(service, "default"), task)
+}
+
+impl ApiDouble {
+    /// Feeds `cache` what the operator's label-selected watches would hold: the metadata of every
+    /// stored child.
+    pub fn fill_cache(&self, cache: &MemoryCache) {
+        for (fragment, kind) in [
+            ("/configmaps/", ChildKind::ConfigMap),
+            ("/services/", ChildKind::Service),
+            ("/statefulsets/", ChildKind::StatefulSet),
+            ("/networkpolicies/", ChildKind::NetworkPolicy),
+            ("/poddisruptionbudgets/", ChildKind::PodDisruptionBudget),
+        ] {
+            for (_, object) in self.objects(fragment) {
+                let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+                    serde_json::from_value(object["metadata"].clone()).expect("metadata");
+                cache.insert(
+                    kind,
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default(),
+                    LiveChild::from_meta(&meta),
+                );
+            }
+        }
+    }
 }

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use sessionstore_operator::build::StoreCredentials;
-use sessionstore_operator::cache::{ChildKind, LiveChild, MemoryCache};
+use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::metrics::{self, Metrics};
@@ -108,24 +107,7 @@ impl Harness {
 
     /// Feeds the cache what label-selected watches would hold.
     pub fn sync_cache(&self) {
-        for (fragment, kind) in [
-            ("/configmaps/", ChildKind::ConfigMap),
-            ("/services/", ChildKind::Service),
-            ("/statefulsets/", ChildKind::StatefulSet),
-            ("/networkpolicies/", ChildKind::NetworkPolicy),
-            ("/poddisruptionbudgets/", ChildKind::PodDisruptionBudget),
-        ] {
-            for (_, object) in self.double.objects(fragment) {
-                let meta: ObjectMeta =
-                    serde_json::from_value(object["metadata"].clone()).expect("metadata");
-                self.cache.insert(
-                    kind,
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default(),
-                    LiveChild::from_meta(&meta),
-                );
-            }
-        }
+        self.double.fill_cache(&self.cache);
     }
 
     /// A running pod of the store, reachable on 127.0.0.1.
