@@ -7,8 +7,6 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sessionstore_operator::build::StoreCredentials;
@@ -405,103 +403,15 @@ async fn the_global_bound_caps_open_connections() {
     assert_eq!(probe.open_connections(), 0);
 }
 
-/// Makes a CA and a server certificate for `san` with the openssl CLI.
-fn pki(dir: &Path, san: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=store CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.csr",
-            "-subj",
-            "/CN=redis",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext"),
-        format!("subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
-    )
-    .expect("write ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "tls.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    let read = |f: &str| std::fs::read(dir.join(f)).expect("read pki file");
-    (read("tls.crt"), read("tls.key"), read("ca.crt"))
-}
-
 #[tokio::test]
 async fn tls_probe_trusts_only_the_store_ca_and_the_store_names() {
-    let dir = tempfile::tempdir().expect("pki dir");
     // A wildcard over the headless Service, as a cert-manager Certificate for the store would carry.
-    let (cert, key, ca) = pki(
-        dir.path(),
-        // IP:127.0.0.1 lets the harness's own client see the server is up; the probe ignores IPs.
+    // IP:127.0.0.1 lets the harness's own client see the server is up; the probe ignores IPs.
+    let pki = TestPki::generate_for(
         "IP:127.0.0.1,DNS:*.checkout-headless.shop.svc.cluster.local,DNS:checkout.shop.svc",
     );
-    let other = tempfile::tempdir().expect("other pki dir");
-    let (_, _, other_ca) = pki(other.path(), "DNS:localhost");
+    let (ca, other_ca) = (pki.ca_crt.clone(), pki.wrong_ca_crt.clone());
     let credentials = StoreCredentials::generate();
-    let pki = TestPki {
-        ca_crt: ca.clone(),
-        tls_crt: cert,
-        tls_key: key,
-        wrong_ca_crt: other_ca.clone(),
-    };
     let server = RedisServer::start_tls(&validated(WITH_TLS), &credentials, &pki);
     let probe = fast_probe();
     let with_tls = |name: &str, ca: &[u8]| {

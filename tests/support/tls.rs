@@ -56,6 +56,12 @@ fn self_signed_ca(dir: &Path, stem: &str, cn: &str) {
 impl TestPki {
     /// Makes a CA, a server certificate (SAN IP:127.0.0.1, DNS:localhost) and a second CA.
     pub fn generate() -> TestPki {
+        TestPki::generate_for("IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// Like [`TestPki::generate`], with the server certificate's subjectAltName set to `san`
+    /// (openssl syntax, e.g. `IP:127.0.0.1,DNS:*.web-headless.shop.svc`).
+    pub fn generate_for(san: &str) -> TestPki {
         let dir = tempfile::tempdir().expect("temp dir for the test PKI");
         let d = dir.path();
         self_signed_ca(d, "ca", "sessionstore test CA");
@@ -79,8 +85,10 @@ impl TestPki {
         );
         std::fs::write(
             d.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+            format!(
+                "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
         )
         .expect("write extensions file");
         openssl(
