@@ -3,6 +3,7 @@
 //! `LOADING` its dataset, while liveness and startup accept it. Fails (not skips) without redis-server.
 
 mod fixtures;
+mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use sessionstore_operator::build::meta::paths;
 use sessionstore_operator::build::statefulset::{OPERATOR_PASSWORD_KEY, redis_cli_check_script};
 use sessionstore_operator::password::Password;
 use sessionstore_operator::validate::REDIS_PORT;
+use support::tls::TestPki;
 
 const ADMIN_PASSWORD: &str = "test-admin-password";
 
@@ -211,78 +213,19 @@ fn readiness_refuses_a_loading_server_that_liveness_accepts() {
     assert!(probe(&path, port, true).status.success());
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("openssl must be installed: {e}"));
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// A CA and a certificate for the Service names only (no `localhost`, no `127.0.0.1`), like a
-/// real store's, with both server and client usage since Redis asks clients for one by default.
+/// Writes a CA and a certificate for the Service names only (no `localhost`, no `127.0.0.1`), like
+/// a real store's, with both server and client usage since Redis asks clients for one by default.
 fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
+    let pki = TestPki::generate_for(
+        "DNS:checkout.shop.svc,DNS:*.checkout-headless.shop.svc.cluster.local",
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=checkout",
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:checkout.shop.svc,DNS:*.checkout-headless.shop.svc.cluster.local\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "tls.crt",
-        ],
-    );
+    for (name, pem) in [
+        ("ca.crt", &pki.ca_crt),
+        ("tls.crt", &pki.tls_crt),
+        ("tls.key", &pki.tls_key),
+    ] {
+        std::fs::write(dir.join(name), pem).expect("write a PKI file");
+    }
 }
 
 #[test]
