@@ -1,6 +1,7 @@
 //! High availability at run time: which pod is the primary according to the Sentinels, and what
 //! the controller must change (role labels) so the ClusterIP Service follows it.
 
+pub mod handover;
 pub mod primary;
 pub mod step;
 

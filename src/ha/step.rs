@@ -198,6 +198,8 @@ impl PrimaryDiscovery for SentinelDiscovery {
 pub struct HaHooks {
     pub pods: Arc<dyn PodSource>,
     pub discovery: Arc<dyn PrimaryDiscovery>,
+    /// Deliberate primary handover (rolling update, scale-down guard).
+    pub handover: Arc<dyn crate::ha::handover::Handover>,
 }
 
 impl Default for HaHooks {
@@ -205,6 +207,7 @@ impl Default for HaHooks {
         HaHooks {
             pods: Arc::new(ApiPods),
             discovery: Arc::new(SentinelDiscovery::in_cluster()),
+            handover: crate::ha::handover::default_handover(),
         }
     }
 }
