@@ -67,6 +67,9 @@ pub struct HandoverTiming {
     pub catch_up: Duration,
     /// How long to wait, after a Sentinel accepted, for the Sentinels to name the new primary.
     pub promotion: Duration,
+    /// How long to wait, before pausing, for a Sentinel to see the lowered priorities: Sentinel
+    /// picks the replica from its own copy of their INFO, refreshed every 10 s.
+    pub sentinel_view: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
 }
@@ -77,6 +80,7 @@ impl Default for HandoverTiming {
             pause: Duration::from_secs(10),
             catch_up: Duration::from_millis(2500),
             promotion: Duration::from_secs(8),
+            sentinel_view: Duration::from_secs(12),
             connect_timeout: Duration::from_millis(1000),
             response_timeout: Duration::from_millis(1000),
         }
@@ -192,6 +196,12 @@ impl SentinelHandover {
         for (pod, address) in &avoid_addresses {
             match set_priority_zero(&dialer, address).await {
                 Ok(previous) => lowered.push((pod.clone(), address.clone(), previous)),
+                // A pod we cannot reach is no candidate the Sentinels can reach either (they
+                // skip replicas that do not answer); should one promote it anyway, the scale-down
+                // guard sees a primary out of range and hands over again.
+                Err(error) if error.is_connection_refusal() || error.is_timeout() => {
+                    tracing::info!(%pod, %error, "pod to avoid is unreachable; not lowering its priority");
+                }
                 Err(error) => {
                     restore_priorities(&dialer, &lowered).await;
                     return not_now(format!(
@@ -199,6 +209,33 @@ impl SentinelHandover {
                     ));
                 }
             }
+        }
+
+        // 2b. Only a Sentinel that already sees those priorities (and a replica it may promote)
+        // is asked, else it could promote a pod to avoid from its stale copy.
+        let master = master_name(store);
+        let sentinels = (self.sentinels)(store, settings);
+        let avoid_only: Vec<String> = avoid_addresses.iter().map(|(_, a)| a.clone()).collect();
+        let started = Instant::now();
+        let ready_sentinels = loop {
+            let mut ready = Vec::new();
+            for sentinel in &sentinels {
+                if sentinel_sees_priorities(&dialer, sentinel, &master, &avoid_only).await {
+                    ready.push(sentinel.clone());
+                }
+            }
+            if !ready.is_empty() || started.elapsed() >= self.timing.sentinel_view {
+                break ready;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        if ready_sentinels.is_empty() {
+            restore_priorities(&dialer, &lowered).await;
+            return not_now(format!(
+                "no Sentinel sees a replica it may promote with the pods to avoid ({}) at priority 0 within {:?}",
+                describe_pods(request.avoid),
+                self.timing.sentinel_view
+            ));
         }
 
         // 3. Pause writes; reads go on.
@@ -229,7 +266,6 @@ impl SentinelHandover {
         };
 
         // 4. A replica we may promote must hold every write.
-        let avoid_only: Vec<String> = avoid_addresses.iter().map(|(_, a)| a.clone()).collect();
         let started = Instant::now();
         let caught_up = loop {
             let info = redis::cmd("INFO")
@@ -257,10 +293,9 @@ impl SentinelHandover {
         };
 
         // 5. One Sentinel starts the failover; the first OK wins.
-        let master = master_name(store);
         let mut refusals = Vec::new();
         let mut accepted_by = None;
-        for sentinel in (self.sentinels)(store, settings) {
+        for sentinel in ready_sentinels {
             let answer = async {
                 let mut conn = dialer.dial(&sentinel).await?;
                 redis::cmd("SENTINEL")
@@ -432,6 +467,64 @@ impl Dialer<'_> {
     }
 }
 
+/// Whether `sentinel`'s view of the replicas (`SENTINEL REPLICAS`) has every pod to avoid at
+/// priority 0 and at least one other healthy replica it may promote.
+async fn sentinel_sees_priorities(
+    dialer: &Dialer<'_>,
+    sentinel: &str,
+    master: &str,
+    avoid: &[String],
+) -> bool {
+    let replicas = async {
+        let mut conn = dialer.dial(sentinel).await?;
+        redis::cmd("SENTINEL")
+            .arg("REPLICAS")
+            .arg(master)
+            .query_async::<Vec<Vec<String>>>(&mut conn)
+            .await
+    }
+    .await;
+    match replicas {
+        Ok(replicas) => promotable_view(&replicas, avoid),
+        Err(error) => {
+            tracing::debug!(%sentinel, %error, "Sentinel did not list the replicas");
+            false
+        }
+    }
+}
+
+/// The pure part of [`sentinel_sees_priorities`] over `SENTINEL REPLICAS` entries (flat
+/// field/value lists). Replicas the Sentinel holds down or disconnected are no candidates.
+pub fn promotable_view(replicas: &[Vec<String>], avoid: &[String]) -> bool {
+    let mut candidate = false;
+    for fields in replicas {
+        let get = |key: &str| {
+            fields
+                .chunks(2)
+                .find(|kv| kv.first().map(String::as_str) == Some(key))
+                .and_then(|kv| kv.get(1))
+                .map(String::as_str)
+        };
+        let (Some(ip), Some(port)) = (get("ip"), get("port")) else {
+            continue;
+        };
+        let flags = get("flags").unwrap_or_default();
+        if flags.contains("s_down") || flags.contains("disconnected") {
+            continue;
+        }
+        let address = format!("{ip}:{port}");
+        let priority = get("slave-priority").unwrap_or("0");
+        if avoid.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
+            if priority != "0" {
+                return false;
+            }
+        } else if priority != "0" {
+            candidate = true;
+        }
+    }
+    candidate
+}
+
 fn role_is_master(value: &redis::Value) -> bool {
     match value {
         redis::Value::Array(items) => matches!(
@@ -547,6 +640,49 @@ mod tests {
         let syncing = INFO.replace("state=online,offset=500", "state=wait_bgsave,offset=500");
         assert_eq!(caught_up_replica(&syncing, &[]), None);
         assert_eq!(caught_up_replica("role:master\r\n", &[]), None);
+    }
+
+    fn replica(address: &str, priority: &str, flags: &str) -> Vec<String> {
+        let (ip, port) = address.split_once(':').unwrap_or_default();
+        [
+            ("name", address),
+            ("ip", ip),
+            ("port", port),
+            ("flags", flags),
+            ("slave-priority", priority),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+    }
+
+    #[test]
+    fn a_sentinel_is_asked_only_once_it_sees_the_avoided_pods_at_priority_zero() {
+        let avoid = vec!["s-3.h:6379".to_string(), "s-4.h:6379".to_string()];
+        let stale = [
+            replica("s-1.h:6379", "100", "slave"),
+            replica("s-3.h:6379", "100", "slave"),
+            replica("s-4.h:6379", "0", "slave"),
+        ];
+        assert!(!promotable_view(&stale, &avoid));
+        let seen = [
+            replica("s-1.h:6379", "100", "slave"),
+            replica("s-3.h:6379", "0", "slave"),
+            replica("s-4.h:6379", "0", "slave"),
+        ];
+        assert!(promotable_view(&seen, &avoid));
+        // A down pod to avoid cannot be promoted; a down candidate is no candidate.
+        let down = [
+            replica("s-1.h:6379", "100", "slave,s_down,disconnected"),
+            replica("s-3.h:6379", "100", "slave,s_down"),
+        ];
+        assert!(!promotable_view(&down, &avoid));
+        let one_left = [
+            replica("s-2.h:6379", "100", "slave"),
+            replica("s-3.h:6379", "100", "slave,s_down"),
+        ];
+        assert!(promotable_view(&one_left, &avoid));
+        assert!(!promotable_view(&[], &avoid));
     }
 
     #[test]
