@@ -4,6 +4,7 @@
 //! changes when no replica has caught up. Also the 3 -> 5 -> 3 scale-down story with the guard's
 //! decision. Figures are printed, never asserted on time.
 
+mod support;
 mod support_ha;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER};
 use sessionstore_operator::ha::discover_primary;
 use sessionstore_operator::ha::handover::{
-    Handover, HandoverOutcome, HandoverRequest, SentinelHandover,
+    Handover, HandoverOutcome, HandoverRequest, HandoverTiming, SentinelHandover,
 };
 use sessionstore_operator::ha::scale::{ScaleDecision, scale_down_decision};
 use sessionstore_operator::settings::OperatorSettings;
@@ -475,4 +476,65 @@ async fn scale_three_five_three_keeps_every_session_and_a_primary_that_stays() {
     assert_eq!(named, new);
     assert!(agreeing >= 2);
     assert_eq!(lost, 0, "every session is on the primary");
+}
+
+/// TLS stores: the handover dials Redis over TLS trusting exactly the store CA. With no Sentinel
+/// to ask, it stops after ROLE (proving the TLS dial and the operator's login worked); with
+/// another CA it cannot reach the primary at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_primary_is_dialled_with_the_store_ca_only() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = support::validated(
+        "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\n\
+         metadata: {name: checkout, namespace: shop}\n\
+         spec:\n  clients: {podSelector: {matchLabels: {app: checkout}}}\n\
+         \x20 tls: {enabled: true, secretName: checkout-tls}\n",
+    );
+    let credentials = support::credentials();
+    let pki = support::tls::TestPki::generate();
+    let server = support::redis_server::RedisServer::start_tls(&store, &credentials, &pki);
+    let port = server.port();
+    let handover = SentinelHandover::with_addresses(
+        Arc::new(move |_, _, pod: &str| (pod == "checkout-0").then(|| format!("localhost:{port}"))),
+        Arc::new(|_, _| Vec::new()),
+    )
+    .with_timing(HandoverTiming {
+        sentinel_view: Duration::ZERO,
+        ..HandoverTiming::default()
+    });
+    let settings = OperatorSettings::default();
+    let ask = |ca: Vec<u8>| {
+        let handover = &handover;
+        let store = &store;
+        let settings = &settings;
+        let credentials = &credentials;
+        async move {
+            handover
+                .hand_over(HandoverRequest {
+                    store,
+                    settings,
+                    credentials,
+                    tls_ca: Some(&ca),
+                    primary: "checkout-0",
+                    avoid: &[],
+                })
+                .await
+        }
+    };
+    let trusted = ask(pki.ca_crt.clone()).await;
+    assert!(
+        matches!(&trusted, HandoverOutcome::NotNow { message } if message.contains("no Sentinel sees")),
+        "{trusted:?}"
+    );
+    let other_ca = ask(pki.wrong_ca_crt.clone()).await;
+    assert!(
+        matches!(&other_ca, HandoverOutcome::NotNow { message } if message.contains("cannot reach the primary")),
+        "{other_ca:?}"
+    );
+    for outcome in [&trusted, &other_ca] {
+        let HandoverOutcome::NotNow { message } = outcome else {
+            continue;
+        };
+        assert!(!message.contains(credentials.operator.expose()));
+    }
 }

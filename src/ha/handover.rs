@@ -58,14 +58,16 @@ pub type PodAddressFn =
 /// The bounds of one handover attempt.
 #[derive(Clone, Debug)]
 pub struct HandoverTiming {
-    /// `CLIENT PAUSE <ms> WRITE` on the primary: covers the Sentinel promotion and the old
-    /// primary's demotion (done by the operator right after the promotion, so it is rarely
-    /// reached), and ends on its own if the operator dies meanwhile.
+    /// `CLIENT PAUSE <ms> WRITE` on the primary: covers the Sentinel promotion (under a second on
+    /// loopback, measured by tests/handover.rs) and the old primary's demotion, which the operator
+    /// does itself right after the promotion and which ends the pause. Bounded so a dead operator
+    /// cannot freeze writes for long.
     pub pause: Duration,
     /// How long a replica may take to reach the primary's offset once writes are paused
     /// (replicas acknowledge their offset every second).
     pub catch_up: Duration,
     /// How long to wait, after a Sentinel accepted, for the Sentinels to name the new primary.
+    /// Keep it below `pause`: the demotion must happen while writes are still paused.
     pub promotion: Duration,
     /// How long to wait, before pausing, for a Sentinel to see the lowered priorities: Sentinel
     /// picks the replica from its own copy of their INFO, refreshed every 10 s.
@@ -79,7 +81,7 @@ impl Default for HandoverTiming {
         HandoverTiming {
             pause: Duration::from_secs(10),
             catch_up: Duration::from_millis(2500),
-            promotion: Duration::from_secs(8),
+            promotion: Duration::from_secs(9),
             sentinel_view: Duration::from_secs(12),
             connect_timeout: Duration::from_millis(1000),
             response_timeout: Duration::from_millis(1000),
@@ -327,7 +329,10 @@ impl SentinelHandover {
 
         // 6. Demote the old primary as soon as the Sentinels name the new one, so its paused
         // writes fail (READONLY) and their clients go to the new primary, rather than run on it
-        // when the pause ends. Sentinel would do the same, but only seconds later.
+        // when the pause ends. Sentinel cannot do it in time: its reconfiguration (a MULTI/EXEC)
+        // waits behind the pause like the writes, so without this step it lands only when the
+        // pause ends (measured: 30 s with a 30 s pause), after the queued writes ran on the old
+        // primary and were lost.
         let demoted = self
             .demote_when_promoted(
                 &dialer,
@@ -344,10 +349,13 @@ impl SentinelHandover {
                     "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it",
                     request.primary, request.primary
                 ),
-                None => format!(
-                    "Sentinel failover of {} started ({replica_note}); writes stay paused on it until Sentinel reconfigures it",
-                    request.primary
-                ),
+                None => {
+                    tracing::warn!(primary = %request.primary, "no new primary seen within the pause; the old primary was not demoted");
+                    format!(
+                        "Sentinel failover of {} started ({replica_note}), but no new primary was named within {:?}, so it was not demoted; its writes resume when the pause ends",
+                        request.primary, self.timing.promotion
+                    )
+                }
             },
         }
     }
