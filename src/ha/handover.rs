@@ -267,17 +267,22 @@ impl SentinelHandover {
             }
         };
 
-        // 4. A replica we may promote must hold every write.
+        // 4. Every replica the Sentinel may promote must hold every write (it picks by its own,
+        // older copy of their offsets, so one caught-up replica is not enough).
         let started = Instant::now();
+        let mut last = ReplicaCatchUp::default();
         let caught_up = loop {
             let info = redis::cmd("INFO")
                 .arg("replication")
                 .query_async::<String>(&mut primary)
                 .await;
             if let Ok(info) = &info
-                && let Some(replica) = caught_up_replica(info, &avoid_only)
+                && let Some(catch_up) = replica_catch_up(info, &avoid_only)
             {
-                break Some(replica);
+                if catch_up.is_ready() {
+                    break Some(catch_up.caught_up.join(", "));
+                }
+                last = catch_up;
             }
             if started.elapsed() >= self.timing.catch_up {
                 break None;
@@ -285,8 +290,13 @@ impl SentinelHandover {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let Some(caught_up) = caught_up else {
+            let detail = if last.caught_up.is_empty() {
+                "no replica has caught up".to_string()
+            } else {
+                format!("replicas {} have not caught up", last.behind.join(", "))
+            };
             return give_up(format!(
-                "no replica has caught up with {} within {:?} (pods to avoid: {})",
+                "{detail} with {} within {:?} (pods to avoid: {})",
                 request.primary,
                 self.timing.catch_up,
                 describe_pods(request.avoid)
@@ -590,35 +600,64 @@ async fn unpause(conn: &mut MultiplexedConnection) {
     }
 }
 
-/// The first replica (`host:port`, as announced) in an `INFO replication` text whose offset equals
-/// `master_repl_offset`, skipping `avoid` addresses. Pure, so the parsing is unit-tested.
-pub fn caught_up_replica(info: &str, avoid: &[String]) -> Option<String> {
+/// The replicas a Sentinel may promote (not in `avoid`), as announced (`host:port`), by whether
+/// they hold every write of the primary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCatchUp {
+    /// Online, at `master_repl_offset`.
+    pub caught_up: Vec<String>,
+    /// Behind, or still syncing.
+    pub behind: Vec<String>,
+}
+
+impl ReplicaCatchUp {
+    /// At least one candidate, and none that could be promoted without every write.
+    pub fn is_ready(&self) -> bool {
+        !self.caught_up.is_empty() && self.behind.is_empty()
+    }
+}
+
+/// Reads an `INFO replication` text (`None` without `master_repl_offset`). Pure, so the parsing is
+/// unit-tested.
+pub fn replica_catch_up(info: &str, avoid: &[String]) -> Option<ReplicaCatchUp> {
     let master_offset: i64 = info
         .lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))?
         .trim()
         .parse()
         .ok()?;
-    info.lines()
-        .filter(|line| {
-            line.strip_prefix("slave")
-                .and_then(|rest| rest.split_once(':'))
-                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        })
-        .filter_map(|line| {
-            let (_, fields) = line.split_once(':')?;
-            let field = |key: &str| {
-                fields
-                    .split(',')
-                    .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
-            };
-            let address = format!("{}:{}", field("ip")?, field("port")?);
-            let caught_up = field("state")? == "online"
-                && field("offset")?.parse::<i64>().ok()? == master_offset;
-            (caught_up && !avoid.iter().any(|a| a.eq_ignore_ascii_case(&address)))
-                .then_some(address)
-        })
-        .next()
+    let mut catch_up = ReplicaCatchUp::default();
+    for line in info.lines() {
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        let is_replica_line = name
+            .strip_prefix("slave")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !is_replica_line {
+            continue;
+        }
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
+        };
+        let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
+            continue;
+        };
+        let address = format!("{ip}:{port}");
+        if avoid.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
+            continue;
+        }
+        let at_offset =
+            field("offset").and_then(|o| o.trim().parse::<i64>().ok()) == Some(master_offset);
+        if field("state") == Some("online") && at_offset {
+            catch_up.caught_up.push(address);
+        } else {
+            catch_up.behind.push(address);
+        }
+    }
+    Some(catch_up)
 }
 
 #[cfg(test)]
@@ -630,24 +669,40 @@ mod tests {
         slave1:ip=s-2.h,port=6379,state=online,offset=420,lag=1\r\n\
         master_failover_state:no-failover\r\nmaster_repl_offset:500\r\n";
 
+    fn catch_up(caught_up: &[&str], behind: &[&str]) -> Option<ReplicaCatchUp> {
+        Some(ReplicaCatchUp {
+            caught_up: caught_up.iter().map(|a| a.to_string()).collect(),
+            behind: behind.iter().map(|a| a.to_string()).collect(),
+        })
+    }
+
     #[test]
-    fn the_caught_up_replica_is_found_and_avoided_pods_are_skipped() {
-        assert_eq!(caught_up_replica(INFO, &[]), Some("10.0.0.3:6379".into()));
-        assert_eq!(caught_up_replica(INFO, &["10.0.0.3:6379".into()]), None);
-        let behind = INFO.replace("offset=500", "offset=499");
-        assert_eq!(caught_up_replica(&behind, &[]), None);
-        let both = INFO.replace("offset=420", "offset=500");
-        assert_eq!(
-            caught_up_replica(&both, &["10.0.0.3:6379".into()]),
-            Some("s-2.h:6379".into())
-        );
+    fn every_candidate_must_be_caught_up_and_avoided_pods_do_not_count() {
+        let lagging = replica_catch_up(INFO, &[]);
+        assert_eq!(lagging, catch_up(&["10.0.0.3:6379"], &["s-2.h:6379"]));
+        assert!(lagging.is_some_and(|c| !c.is_ready()));
+        // The lagging pod is to be avoided: the other one is enough.
+        let avoided = replica_catch_up(INFO, &["S-2.h:6379".into()]);
+        assert_eq!(avoided, catch_up(&["10.0.0.3:6379"], &[]));
+        assert!(avoided.is_some_and(|c| c.is_ready()));
+        let both = replica_catch_up(&INFO.replace("offset=420", "offset=500"), &[]);
+        assert!(both.is_some_and(|c| c.is_ready()));
+        // Only avoided pods caught up: nobody to promote.
+        let none = replica_catch_up(INFO, &["10.0.0.3:6379".into(), "s-2.h:6379".into()]);
+        assert_eq!(none, catch_up(&[], &[]));
+        assert!(none.is_some_and(|c| !c.is_ready()));
     }
 
     #[test]
     fn a_replica_still_syncing_is_not_caught_up() {
-        let syncing = INFO.replace("state=online,offset=500", "state=wait_bgsave,offset=500");
-        assert_eq!(caught_up_replica(&syncing, &[]), None);
-        assert_eq!(caught_up_replica("role:master\r\n", &[]), None);
+        let syncing = INFO
+            .replace("state=online,offset=500", "state=wait_bgsave,offset=500")
+            .replace("offset=420", "offset=500");
+        assert_eq!(
+            replica_catch_up(&syncing, &[]),
+            catch_up(&["s-2.h:6379"], &["10.0.0.3:6379"])
+        );
+        assert_eq!(replica_catch_up("role:master\r\n", &[]), None);
     }
 
     fn replica(address: &str, priority: &str, flags: &str) -> Vec<String> {
