@@ -1,6 +1,11 @@
 //! Deliberate handover of the primary role, for the rolling update and the scale-down guard: the
-//! operator pauses writes on the primary, waits until a replica has every write, then asks a
-//! Sentinel to fail over, so no acknowledged write is lost and no pod dies while it is primary.
+//! operator pauses writes on the primary, waits until the replicas it may promote have every
+//! write, asks a Sentinel to fail over, and demotes the old primary itself as soon as the Sentinels
+//! name the new one, so no acknowledged write is lost and no pod dies while it is primary.
+//!
+//! Pods in `avoid` get `replica-priority 0` (Sentinel never promotes those) and are left so: they
+//! are about to go, and their restart reads the configured priority again. They get their old
+//! priority back only when the handover does not start.
 //!
 //! The reconcile sees it through the [`Handover`] trait so mocked-API tests can inject answers.
 
