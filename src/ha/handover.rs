@@ -754,6 +754,21 @@ mod tests {
     }
 
     #[test]
+    fn in_cluster_the_pods_are_dialled_by_their_headless_names() {
+        let handover = SentinelHandover::in_cluster();
+        let store = crate::build::fixtures::store("  replicas: 5\n");
+        let settings = OperatorSettings::default();
+        let address = |pod: &str| (handover.redis_address)(&store, &settings, pod);
+        assert_eq!(
+            address("checkout-4").as_deref(),
+            Some("checkout-4.checkout-headless.shop.svc.cluster.local:6379")
+        );
+        assert_eq!(address("checkout-api-1"), None);
+        assert_eq!(address("checkout-"), None);
+        assert_eq!((handover.sentinels)(&store, &settings).len(), 5);
+    }
+
+    #[test]
     fn only_master_role_counts() {
         use redis::Value;
         let master = Value::Array(vec![
