@@ -225,6 +225,19 @@ async fn pipeline(
         }
         Err(e) => return Err(e),
     };
+    // Scale-down guard (HA): while the primary is a pod the shrink would remove, the children are
+    // built for the pods that run now and the primary is handed over first (see `ha::scale`).
+    let scale_hold = crate::ha::scale::guard_scale_down(
+        ctx,
+        store,
+        validated,
+        &secrets_read.credentials,
+        tls.as_ref()
+            .and_then(|t| t.ca_crt.as_ref())
+            .map(|ca| ca.0.as_slice()),
+    )
+    .await?;
+    let validated = scale_hold.as_ref().map_or(validated, |hold| &hold.store);
     // Password rotation: its own step, before the apply, which then agrees with its state.
     let rotation = crate::rotation::step::reconcile_rotation(
         ctx,
@@ -332,9 +345,13 @@ async fn pipeline(
         .await;
     }
     let mut requeue = observed.requeue_after(RESYNC_INTERVAL);
-    for due in [rotation.requeue_after, ha.and_then(|h| h.requeue)]
-        .into_iter()
-        .flatten()
+    for due in [
+        rotation.requeue_after,
+        ha.and_then(|h| h.requeue),
+        scale_hold.map(|hold| hold.requeue),
+    ]
+    .into_iter()
+    .flatten()
     {
         requeue = requeue.min(due);
     }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
+use sessionstore_operator::ha::handover::{Handover, HandoverOutcome, HandoverRequest};
 use sessionstore_operator::ha::step::{HaHooks, PrimaryDiscovery, SentinelDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
@@ -149,6 +150,16 @@ struct Harness {
 
 impl Harness {
     fn new(name: &str, discovery: Arc<dyn PrimaryDiscovery>) -> Self {
+        Self::with_hooks(
+            name,
+            HaHooks {
+                discovery,
+                ..HaHooks::default()
+            },
+        )
+    }
+
+    fn with_hooks(name: &str, hooks: HaHooks) -> Self {
         let double = ApiDouble::new();
         let path = format!("/apis/sessionstore.dev/v1alpha1/namespaces/{NS}/sessionstores/{name}");
         double.put(
@@ -164,10 +175,7 @@ impl Harness {
         let (_registry, metrics): (_, Metrics) = metrics::new_registry();
         let cache = MemoryCache::new();
         let mut ctx = Context::new(client, OperatorSettings::default(), cache.clone(), metrics);
-        ctx.ha = HaHooks {
-            discovery,
-            ..HaHooks::default()
-        };
+        ctx.ha = hooks;
         Harness {
             double,
             cache,
@@ -600,4 +608,115 @@ async fn real_sentinels_move_the_labels_after_a_killed_primary() {
             .count(),
         1
     );
+}
+
+/// A handover that records what it was asked (primary, avoid, pods the store runs) and starts.
+#[derive(Default)]
+struct RecordingHandover {
+    requests: Mutex<Vec<(String, Vec<String>, i32)>>,
+}
+
+impl Handover for RecordingHandover {
+    fn hand_over<'a>(&'a self, request: HandoverRequest<'a>) -> BoxFuture<'a, HandoverOutcome> {
+        self.requests.lock().expect("lock").push((
+            request.primary.to_string(),
+            request.avoid.to_vec(),
+            request.store.replicas,
+        ));
+        Box::pin(async {
+            HandoverOutcome::Started {
+                message: "Sentinel failover started".into(),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn scale_down_is_held_while_the_primary_would_be_removed_then_released() {
+    let discovery = Arc::new(FixedDiscovery::default());
+    let handover = Arc::new(RecordingHandover::default());
+    let h = Harness::with_hooks(
+        "web",
+        HaHooks {
+            discovery: discovery.clone(),
+            handover: handover.clone(),
+            ..HaHooks::default()
+        },
+    );
+    let sts_path = "/apis/apps/v1/namespaces/shop/statefulsets/web";
+    let set_replicas = |replicas: i64, generation: i64| {
+        let mut store = h.double.get(&h.path).expect("store");
+        store["spec"]["replicas"] = json!(replicas);
+        store["metadata"]["generation"] = json!(generation);
+        h.double.put(&h.path, store);
+    };
+    let sts_replicas = || {
+        h.double
+            .get(sts_path)
+            .and_then(|s| s["spec"]["replicas"].as_i64())
+    };
+    // A store of 5 running pods, primary web-4.
+    set_replicas(5, 2);
+    h.reconcile().await;
+    assert_eq!(sts_replicas(), Some(5));
+    h.pods_running("web", 5, &[None, None, None, None, None]);
+    h.cache.set_statefulset_status(
+        NS,
+        "web",
+        StatefulSetStatus {
+            replicas: 5,
+            ready_replicas: Some(5),
+            ..StatefulSetStatus::default()
+        },
+    );
+    discovery.primary("web-4");
+    h.reconcile().await;
+    assert!(handover.requests.lock().expect("lock").is_empty());
+    h.double.take_calls();
+
+    // Scaled to 3: held at 5, handover away from web-3 and web-4, one Event, a quick requeue.
+    set_replicas(3, 3);
+    let action = h.reconcile().await;
+    assert_eq!(sts_replicas(), Some(5), "the StatefulSet is held at 5");
+    assert_eq!(
+        handover.requests.lock().expect("lock").clone(),
+        vec![(
+            "web-4".to_string(),
+            vec!["web-3".to_string(), "web-4".to_string()],
+            5
+        )]
+    );
+    assert_eq!(action, Action::requeue(Duration::from_millis(2500)));
+    let calls = h.double.take_calls();
+    let held: Vec<Value> = events(&calls)
+        .into_iter()
+        .filter(|e| e["reason"] == "ScaleDownHandover")
+        .collect();
+    assert_eq!(held.len(), 1, "{:?}", lines(&calls));
+    assert_eq!(held[0]["type"], "Normal");
+    let note = held[0]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("from 5 to 3") && note.contains("web-4") && note.contains("started"),
+        "{note}"
+    );
+
+    // Still web-4 (the Sentinels have not agreed yet): still held, asked again, no new Event.
+    h.reconcile().await;
+    assert_eq!(sts_replicas(), Some(5));
+    assert_eq!(handover.requests.lock().expect("lock").len(), 2);
+    let calls = h.double.take_calls();
+    assert!(
+        !events(&calls)
+            .iter()
+            .any(|e| e["reason"] == "ScaleDownHandover"),
+        "an unchanged hold is announced once: {:?}",
+        lines(&calls)
+    );
+
+    // The Sentinels name web-1: released, the StatefulSet shrinks, no further handover.
+    discovery.primary("web-1");
+    h.reconcile().await;
+    assert_eq!(sts_replicas(), Some(3), "released once the primary stays");
+    assert_eq!(handover.requests.lock().expect("lock").len(), 2);
+    assert_eq!(h.status()["primary"], "web-1");
 }

@@ -3,6 +3,7 @@
 
 pub mod handover;
 pub mod primary;
+pub mod scale;
 pub mod step;
 
 pub use primary::{

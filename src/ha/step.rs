@@ -200,6 +200,8 @@ pub struct HaHooks {
     pub discovery: Arc<dyn PrimaryDiscovery>,
     /// Deliberate primary handover (rolling update, scale-down guard).
     pub handover: Arc<dyn crate::ha::handover::Handover>,
+    /// What the scale-down guard last announced per store (see `ha::scale`).
+    pub scale_memo: Arc<crate::ha::scale::ScaleGuardMemo>,
 }
 
 impl Default for HaHooks {
@@ -208,6 +210,7 @@ impl Default for HaHooks {
             pods: Arc::new(ApiPods),
             discovery: Arc::new(SentinelDiscovery::in_cluster()),
             handover: crate::ha::handover::default_handover(),
+            scale_memo: Arc::default(),
         }
     }
 }

@@ -69,6 +69,8 @@ pub fn require_binaries() {
 
 pub struct HaCluster {
     pub dir: tempfile::TempDir,
+    /// The store's `spec.replicas`, which pods started from now on are configured for.
+    pub pods: usize,
     pub store: ValidatedStore,
     pub credentials: StoreCredentials,
     pub redis_ports: Vec<u16>,
@@ -83,16 +85,25 @@ pub struct HaCluster {
 impl HaCluster {
     /// Writes the generated secrets, script and templates; starts nothing.
     pub fn new(down_after_ms: i64) -> Self {
-        require_binaries();
+        Self::sized(PODS, down_after_ms)
+    }
+
+    fn store_for(pods: usize, down_after_ms: i64) -> ValidatedStore {
         let manifest = format!(
             "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\n\
              metadata: {{name: checkout, namespace: shop, uid: u1}}\n\
-             spec:\n  clients: {{podSelector: {{matchLabels: {{app: checkout}}}}}}\n  replicas: {PODS}\n\
+             spec:\n  clients: {{podSelector: {{matchLabels: {{app: checkout}}}}}}\n  replicas: {pods}\n\
              \x20 persistence: {{mode: none}}\n\
              \x20 sentinel: {{downAfterMilliseconds: {down_after_ms}, failoverTimeoutMilliseconds: 10000}}\n"
         );
         let parsed: SessionStore = serde_yaml::from_str(&manifest).expect("manifest parses");
-        let store = validate(&parsed).expect("manifest is valid");
+        validate(&parsed).expect("manifest is valid")
+    }
+
+    /// `new` with `pods` replicas.
+    pub fn sized(pods: usize, down_after_ms: i64) -> Self {
+        require_binaries();
+        let store = Self::store_for(pods, down_after_ms);
         let credentials = StoreCredentials::generate();
         // Every file comes from the children the operator applies: the ConfigMap's redis.conf,
         // sentinel.conf and startup.sh, and every key of the internal Secret, as a pod mounts them.
@@ -106,12 +117,13 @@ impl HaCluster {
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster = HaCluster {
+            pods,
             store,
             credentials,
-            redis_ports: (0..PODS).map(|_| free_port()).collect(),
-            sentinel_ports: (0..PODS).map(|_| free_port()).collect(),
-            redis: (0..PODS).map(|_| None).collect(),
-            sentinels: (0..PODS).map(|_| None).collect(),
+            redis_ports: (0..pods).map(|_| free_port()).collect(),
+            sentinel_ports: (0..pods).map(|_| free_port()).collect(),
+            redis: (0..pods).map(|_| None).collect(),
+            sentinels: (0..pods).map(|_| None).collect(),
             redis_conf: config_file(REDIS_CONF_KEY),
             sentinel_template: config_file(SENTINEL_CONF_KEY),
             dir,
@@ -128,12 +140,42 @@ impl HaCluster {
         for (name, _) in startup_env(&cluster.store, &OperatorSettings::default()) {
             assert!(local.contains(&name), "the harness does not set {name}");
         }
-        for i in 0..PODS {
-            fs::create_dir_all(cluster.data_dir(i)).expect("data dir");
-            fs::create_dir_all(cluster.run_dir(i)).expect("run dir");
-            fs::create_dir_all(cluster.sentinel_dir(i)).expect("sentinel dir");
+        for i in 0..pods {
+            cluster.create_pod_dirs(i);
         }
         cluster
+    }
+
+    fn create_pod_dirs(&self, i: usize) {
+        fs::create_dir_all(self.data_dir(i)).expect("data dir");
+        fs::create_dir_all(self.run_dir(i)).expect("run dir");
+        fs::create_dir_all(self.sentinel_dir(i)).expect("sentinel dir");
+    }
+
+    /// Changes `spec.replicas` (same credentials): pods started from now on get the configs the
+    /// operator generates for `pods` replicas (peers, Sentinels, quorum); running ones keep theirs,
+    /// like pods of a StatefulSet whose template has not rolled yet.
+    pub fn rescale(&mut self, pods: usize) {
+        let down_after = self.store.sentinel.down_after_milliseconds;
+        self.store = Self::store_for(pods, down_after);
+        let children =
+            desired_children(&self.store, &self.credentials, &OperatorSettings::default());
+        let config = children.config_map.data.unwrap_or_default();
+        self.redis_conf = config.get(REDIS_CONF_KEY).cloned().expect("redis.conf");
+        self.sentinel_template = config
+            .get(SENTINEL_CONF_KEY)
+            .cloned()
+            .expect("sentinel.conf");
+        while self.redis_ports.len() < pods {
+            self.redis_ports.push(free_port());
+            self.sentinel_ports.push(free_port());
+            self.redis.push(None);
+            self.sentinels.push(None);
+        }
+        self.pods = pods;
+        for i in 0..pods {
+            self.create_pod_dirs(i);
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -163,8 +205,9 @@ impl HaCluster {
     pub fn master_name(&self) -> String {
         master_name(&self.store)
     }
+    /// The Sentinels of the pods the store is configured for now.
     pub fn sentinel_addrs(&self) -> Vec<String> {
-        self.sentinel_ports
+        self.sentinel_ports[..self.pods]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect()
@@ -206,7 +249,7 @@ impl HaCluster {
     }
 
     fn script_env(&self, i: usize) -> Vec<(String, String)> {
-        let peers: Vec<String> = (0..PODS).map(|j| self.addr(j)).collect();
+        let peers: Vec<String> = (0..self.pods).map(|j| self.addr(j)).collect();
         let template = self.sentinel_dir(i).join("template.conf");
         vec![
             ("SS_MASTER_NAME".into(), self.master_name()),
@@ -271,6 +314,16 @@ impl HaCluster {
     /// SIGKILL, like a node or container crash.
     pub fn kill_redis(&mut self, i: usize) {
         self.redis[i] = None;
+    }
+
+    /// The pid of pod `i`'s redis-server (startup.sh execs it), while it runs.
+    pub fn redis_pid(&self, i: usize) -> Option<u32> {
+        self.redis.get(i)?.as_ref().map(Proc::pid)
+    }
+
+    /// Stops pod `i`'s Sentinel (SIGKILL).
+    pub fn kill_sentinel(&mut self, i: usize) {
+        self.sentinels[i] = None;
     }
 
     /// Empties the data dir, like a pod rescheduled onto a fresh volume.

@@ -17,11 +17,16 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// primary with both replicas linked, then starts the Sentinels and waits until each one sees
 /// both replicas and the other Sentinels.
 pub async fn start_cluster(down_after_ms: i64) -> HaCluster {
-    let mut cluster = HaCluster::new(down_after_ms);
-    for i in 0..PODS {
+    start_cluster_sized(PODS, down_after_ms).await
+}
+
+/// `start_cluster` with `pods` pods.
+pub async fn start_cluster_sized(pods: usize, down_after_ms: i64) -> HaCluster {
+    let mut cluster = HaCluster::sized(pods, down_after_ms);
+    for i in 0..pods {
         cluster.start_redis(i);
     }
-    for i in 0..PODS {
+    for i in 0..pods {
         let want_master = i == 0;
         wait_for(
             LIMIT,
@@ -33,7 +38,7 @@ pub async fn start_cluster(down_after_ms: i64) -> HaCluster {
                     let role = info_field(&info, "role")?;
                     let ok = if want_master {
                         role == "master"
-                            && info_field(&info, "connected_slaves")? == (PODS - 1).to_string()
+                            && info_field(&info, "connected_slaves")? == (pods - 1).to_string()
                     } else {
                         role == "slave"
                             && info_field(&info, "master_port")?
@@ -46,10 +51,10 @@ pub async fn start_cluster(down_after_ms: i64) -> HaCluster {
         )
         .await;
     }
-    for i in 0..PODS {
+    for i in 0..pods {
         cluster.start_sentinel(i);
     }
-    for i in 0..PODS {
+    for i in 0..pods {
         wait_for(
             LIMIT,
             &format!("Sentinel {i} to see every replica and Sentinel"),
@@ -67,8 +72,8 @@ pub async fn start_cluster(down_after_ms: i64) -> HaCluster {
                         .await
                         .ok()?;
                     let get = |k: &str| fields.chunks(2).find(|c| c[0] == k).map(|c| c[1].clone());
-                    let ok = get("num-slaves")? == (PODS - 1).to_string()
-                        && get("num-other-sentinels")? == (PODS - 1).to_string();
+                    let ok = get("num-slaves")? == (pods - 1).to_string()
+                        && get("num-other-sentinels")? == (pods - 1).to_string();
                     ok.then_some(())
                 }
             },
@@ -150,7 +155,7 @@ pub async fn missing_on(cluster: &HaCluster, i: usize, keys: &[String]) -> usize
 
 /// Which pod listens on `address` (`127.0.0.1:<port>`).
 pub fn pod_of(cluster: &HaCluster, address: &str) -> Option<usize> {
-    (0..PODS).find(|i| cluster.addr(*i) == address)
+    (0..cluster.redis_ports.len()).find(|i| cluster.addr(*i) == address)
 }
 
 pub struct FailoverRun {
