@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
-use sessionstore_operator::ha::step::{HaHooks, PrimaryDiscovery, SentinelDiscovery};
+use sessionstore_operator::ha::step::{ApiPods, HaHooks, PrimaryDiscovery, SentinelDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
 use sessionstore_operator::password::Password;
@@ -164,8 +164,10 @@ impl Harness {
         let (_registry, metrics): (_, Metrics) = metrics::new_registry();
         let cache = MemoryCache::new();
         let mut ctx = Context::new(client, OperatorSettings::default(), cache.clone(), metrics);
+        // The pods live in the double (listed by the API), not in the memory cache.
         ctx.ha = HaHooks {
             discovery,
+            pods: Arc::new(ApiPods),
             ..HaHooks::default()
         };
         Harness {
