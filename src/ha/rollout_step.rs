@@ -9,10 +9,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::events::EventType;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource};
 
 use crate::build::StoreCredentials;
 use crate::build::meta::ChildNames;
@@ -194,15 +195,7 @@ pub async fn reconcile_rollout(
                 .and_then(|p| p.uid.clone());
             restart_pod(ctx, validated, pod, uid).await?;
             tracing::info!(%pod, revision = %update_revision, "rolling update: restarting pod");
-            publish(
-                ctx,
-                store,
-                EventType::Normal,
-                "RestartingPod",
-                "RollingUpdate",
-                format!("{summary}; restarting {pod} to update it"),
-            )
-            .await;
+            publish_restart(ctx, store, validated, pod, &summary).await;
             RolloutObservation {
                 condition: Some(UpdatingCondition {
                     updating: true,
@@ -277,6 +270,35 @@ pub async fn reconcile_rollout(
         }
     };
     Ok(Some(observation))
+}
+
+/// The `RestartingPod` Event, with the pod as its related object: the Event recorder folds Events
+/// with the same reason and objects into one series (keeping the first note), so each pod gets its
+/// own. A failure is logged, never fatal.
+async fn publish_restart(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    pod: &str,
+    summary: &str,
+) {
+    ctx.metrics.api_request("create");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "RestartingPod".into(),
+        note: Some(format!("{summary}; restarting {pod} to update it")),
+        action: "RollingUpdate".into(),
+        secondary: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.into()),
+            namespace: Some(validated.namespace.clone()),
+            ..ObjectReference::default()
+        }),
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        tracing::warn!(%error, "could not publish the RestartingPod Event");
+    }
 }
 
 /// The StatefulSet's revision state from the cache, or one GET when there is no cache.
