@@ -488,6 +488,123 @@ mod tests {
         assert_eq!(drift_key(&meta).as_deref(), Some("rv77"));
     }
 
+    fn realistic_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "checkout-1", "namespace": "shop", "uid": "u-1",
+                "generateName": "checkout-",
+                "deletionTimestamp": "2026-12-03T08:00:00Z",
+                "labels": {
+                    "app.kubernetes.io/instance": "checkout",
+                    "app.kubernetes.io/name": "sessionstore",
+                    "app.kubernetes.io/managed-by": "sessionstore-operator",
+                    "sessionstore.dev/role": "replica",
+                    "controller-revision-hash": "checkout-7c9b",
+                    "statefulset.kubernetes.io/pod-name": "checkout-1"
+                },
+                "annotations": {"sessionstore.dev/config-hash": "abc", "kubectl.kubernetes.io/default-container": "redis"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "checkout", "uid": "s-1"}],
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
+            },
+            "spec": {"containers": [
+                {"name": "redis", "image": "redis:7.0", "args": ["/etc/redis/conf/redis.conf"]},
+                {"name": "sentinel", "image": "redis:7.0", "args": ["/sentinel/sentinel.conf", "--sentinel"]}
+            ]},
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.7", "hostIP": "192.168.1.2",
+                "conditions": [
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                    {"type": "ContainersReady", "status": "True"},
+                    {"type": "PodScheduled", "status": "True"}
+                ],
+                "containerStatuses": [
+                    {"name": "redis", "ready": true, "restartCount": 0, "image": "redis:7.0", "imageID": "docker-pullable://redis@sha256:0123456789abcdef", "containerID": "containerd://0123456789abcdef"},
+                    {"name": "sentinel", "ready": true, "restartCount": 0, "image": "redis:7.0", "imageID": "docker-pullable://redis@sha256:0123456789abcdef", "containerID": "containerd://fedcba9876543210"}
+                ]
+            }
+        }))
+        .expect("a Pod")
+    }
+
+    #[test]
+    fn strip_pod_keeps_what_the_steps_read_and_little_else() {
+        let mut pod = realistic_pod();
+        let before = serde_json::to_vec(&pod).expect("json").len();
+        strip_pod(&mut pod);
+        let after = serde_json::to_vec(&pod).expect("json").len();
+        println!("pod in the watch cache: {before} bytes of JSON before stripping, {after} after");
+        let labels = pod.labels();
+        let mut kept: Vec<&str> = labels.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [
+                "app.kubernetes.io/instance",
+                "controller-revision-hash",
+                "sessionstore.dev/role"
+            ]
+        );
+        assert_eq!(pod.metadata.uid.as_deref(), Some("u-1"));
+        assert!(pod.metadata.deletion_timestamp.is_some());
+        assert!(pod.spec.is_none());
+        assert!(pod.metadata.annotations.is_none() && pod.metadata.managed_fields.is_none());
+        let target = pod_target(&pod);
+        assert!(target.ready);
+        assert_eq!(
+            target.ip.map(|ip| ip.to_string()).as_deref(),
+            Some("10.0.0.7")
+        );
+        let status = pod.status.as_ref().expect("status");
+        assert!(status.container_statuses.is_none() && status.host_ip.is_none());
+        assert!(after * 3 < before, "{after} of {before} bytes");
+    }
+
+    #[test]
+    fn memory_cache_pods_of_store_are_its_ordinals_in_its_namespace() {
+        let cache = MemoryCache::default();
+        for (namespace, name) in [
+            ("shop", "checkout-1"),
+            ("shop", "checkout-0"),
+            ("shop", "checkout-x-0"),
+            ("shop", "checkout"),
+            ("other", "checkout-2"),
+        ] {
+            let mut pod = realistic_pod();
+            pod.metadata.name = Some(name.into());
+            cache.insert_pod_object(namespace, pod);
+        }
+        let names: Vec<String> = cache
+            .pods_of_store("shop", "checkout")
+            .expect("synced")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(names, ["checkout-0", "checkout-1"]);
+        assert!(NoCache.pods_of_store("shop", "checkout").is_none());
+    }
+
+    #[test]
+    fn statefulset_revision_is_observed_only_once_the_controller_saw_the_generation() {
+        let sts = |generation: i64, observed: Option<i64>| StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..ObjectMeta::default()
+            },
+            status: Some(StatefulSetStatus {
+                observed_generation: observed,
+                update_revision: Some("r2".into()),
+                ..StatefulSetStatus::default()
+            }),
+            ..StatefulSet::default()
+        };
+        assert!(!StatefulSetRevision::of(&sts(3, Some(2))).observed);
+        assert!(!StatefulSetRevision::of(&sts(3, None)).observed);
+        let current = StatefulSetRevision::of(&sts(3, Some(3)));
+        assert!(current.observed);
+        assert_eq!(current.update_revision.as_deref(), Some("r2"));
+    }
+
     #[test]
     fn memory_cache_reports_absent_then_present_then_absent() {
         let cache = MemoryCache::default();

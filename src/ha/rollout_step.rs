@@ -242,7 +242,7 @@ pub async fn reconcile_rollout(
                         memory.refusals
                     });
                     tracing::info!(%primary, refusals, "rolling update: handover refused: {message}");
-                    if refusals % HANDOVER_REFUSALS_WARNING == 0 {
+                    if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
                         publish(
                             ctx,
                             store,
