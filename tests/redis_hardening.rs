@@ -237,7 +237,8 @@ fn app_is_refused_the_admin_surface(
     assert_eq!(pong, "PONG");
 }
 
-/// The operator reads health and config, and nothing else: no keys, no CONFIG SET, no FLUSHALL.
+/// The operator reads health and config, and nothing else: no keys, no FLUSHALL. Its CONFIG SET
+/// (for the handover's replica-priority) cannot reach the protected file configs.
 fn operator_reads_health_and_config(
     server: &RedisServer,
     store: &ValidatedStore,
@@ -281,7 +282,6 @@ fn operator_reads_health_and_config(
         &["GET", &key][..],
         &["SET", &key, "x"],
         &["KEYS", "*"],
-        &["CONFIG", "SET", "maxmemory", "1"],
         &["FLUSHALL"],
         &["SHUTDOWN", "NOSAVE"],
         &["EVAL", "return 1", "0"],
@@ -291,6 +291,31 @@ fn operator_reads_health_and_config(
         assert_noperm(&mut op, "operator", args);
     }
     assert_debug_disabled(&mut op, "operator");
+    // The handover lowers replica-priority; the file-writing configs stay protected.
+    for (name, value) in [("dir", "/tmp"), ("dbfilename", "x.so")] {
+        let refused = run(&mut op, &["CONFIG", "SET", name, value]);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("protected")),
+            "CONFIG SET {name} as operator: {refused:?}"
+        );
+    }
+    assert_eq!(
+        run(&mut op, &["CONFIG", "SET", "replica-priority", "0"]).expect("replica-priority"),
+        Value::Okay
+    );
+    assert_eq!(config_get(&mut op, "replica-priority"), "0");
+    run(&mut op, &["CONFIG", "SET", "replica-priority", "100"]).expect("restore priority");
+    for args in [
+        &["CLIENT", "PAUSE", "10", "WRITE"][..],
+        &["CLIENT", "UNPAUSE"],
+    ] {
+        assert_eq!(
+            run(&mut op, args).expect("operator CLIENT PAUSE"),
+            Value::Okay
+        );
+    }
     // The application password can be rotated live: add a password, then retire it again.
     let added = run(&mut op, &["ACL", "SETUSER", "app", ">rotated-for-test"])
         .expect("operator ACL SETUSER");

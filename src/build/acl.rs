@@ -32,10 +32,18 @@ pub const APP_BASE_DENY: &str = "-@dangerous -@scripting -acl";
 /// ACL SETUSER/GETUSER/LOAD to add and retire application passwords live (ACL SETUSER is admin
 /// power over users by nature: the operator already owns the Secret that holds every password);
 /// REPLICAOF and FAILOVER to (re)attach replicas and hand the primary over before a pod restarts.
-/// No key access, no data commands, no CONFIG SET. (AUTH and HELLO need no rule: Redis always
-/// allows them.)
+/// The deliberate handover (`ha::handover`) adds:
+/// - CONFIG SET, used only for `replica-priority 0` on pods that must not be promoted. No
+///   escalation: the operator user can already grant itself anything with ACL SETUSER, and Redis 7
+///   protected configs keep `dir`/`dbfilename` (the classic CONFIG SET file-write abuse) off-limits
+///   at run time whatever the ACL says.
+/// - CLIENT PAUSE/UNPAUSE, to hold writes on the primary while a replica catches up and the
+///   Sentinels promote it.
+///
+/// No key access, no data commands. (AUTH and HELLO need no rule: Redis always allows them.)
 pub const OPERATOR_RULES: &str = "resetkeys resetchannels -@all +ping +info +role +config|get \
-     +client|setname +acl|setuser +acl|getuser +acl|load +replicaof +failover";
+     +config|set +client|setname +client|pause +client|unpause +acl|setuser +acl|getuser \
+     +acl|load +replicaof +failover";
 
 /// Redis docs ("ACL rules for Sentinel and Replicas"): a replica needs only PSYNC, REPLCONF, PING.
 pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replconf +ping";

@@ -188,7 +188,7 @@ async fn ask_sentinel(
     }
 }
 
-fn split_host_port(address: &str) -> Option<(String, u16)> {
+pub(crate) fn split_host_port(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
