@@ -446,3 +446,30 @@ async fn no_pod_is_restarted_and_no_handover_asked_while_the_primary_is_unknown(
     let deleted: Vec<&str> = deletes(&calls).iter().map(|c| c.path()).collect();
     assert_eq!(deleted, [format!("{PODS}/checkout-2")]);
 }
+
+#[tokio::test]
+async fn a_started_handover_is_not_asked_again_while_the_sentinels_still_name_the_old_primary() {
+    let h = settled_store().await;
+    // The replicas already run the new revision: only the primary is outdated.
+    h.create_pod(1, NEW, true);
+    h.create_pod(2, NEW, true);
+    h.sync_watches(NEW);
+    h.reconcile().await;
+    assert_eq!(*h.handover.asked.lock().expect("lock"), ["checkout-0"]);
+    // The Sentinels have not promoted anyone yet: the next reconciles wait, no second handover.
+    for _ in 0..2 {
+        h.sync_watches(NEW);
+        h.reconcile().await;
+        assert!(deletes(&h.double.take_calls()).is_empty());
+    }
+    assert_eq!(h.handover.asked.lock().expect("lock").len(), 1);
+    let updating = h.condition("Updating").expect("Updating");
+    assert_eq!(updating["reason"], "Waiting");
+    assert!(
+        updating["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2/3 pods at revision")
+                && m.contains("a handover from checkout-0 started")),
+        "{updating}"
+    );
+}
