@@ -156,12 +156,12 @@ pub async fn reconcile_rollout(
             memory
                 .started
                 .as_ref()
-                .filter(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
-                .map(|(_, at)| at.elapsed().as_secs())
+                .is_some_and(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
         });
-        if let Some(seconds) = recent {
+        if recent {
+            // No elapsed time in the message: the status stays equal between these reconciles.
             decision = Decision::Wait(format!(
-                "a handover from {primary} started {seconds}s ago; waiting for the Sentinels to name the new primary"
+                "a handover from {primary} started; waiting for the Sentinels to name the new primary"
             ));
         }
     }
