@@ -5,8 +5,9 @@
 //! The reconcile sees the caches through [`ChildCache`], so tests and the benchmark inject a
 //! [`MemoryCache`] while `run` uses reflector stores ([`WatchCache`]).
 //!
-//! Pods are cached too, for the health step only (their IPs and Ready condition): a narrow,
-//! label-selected watch whose objects are stripped to name, labels, `podIP` and Ready.
+//! Pods are cached too, for the health step (their IPs and Ready condition) and the HA step and
+//! rolling update (role label, `controller-revision-hash`, uid, deletionTimestamp): a narrow,
+//! label-selected watch whose objects are stripped to exactly those fields.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +20,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
+use crate::build::meta::ROLE_LABEL;
 use crate::observe::PodTarget;
 
 /// Annotation on every applied child: the hash of the desired object last applied.
@@ -100,6 +102,52 @@ pub trait ChildCache: Send + Sync {
     fn store_pods(&self, _namespace: &str, _store: &str, _replicas: i32) -> Option<Vec<PodTarget>> {
         None
     }
+    /// Every cached pod of the store (any ordinal), stripped by [`strip_pod`]; `None` when no
+    /// synced pod cache exists (the HA step then lists them from the API server).
+    fn pods_of_store(&self, _namespace: &str, _store: &str) -> Option<Vec<Pod>> {
+        None
+    }
+    /// What the rolling update reads of the StatefulSet; `None` when the cache does not know it.
+    fn statefulset_revision(&self, _namespace: &str, _name: &str) -> Option<StatefulSetRevision> {
+        None
+    }
+}
+
+/// Label the StatefulSet controller puts on each pod: the revision of the template it was made from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// The StatefulSet's revision state, for the rolling update (`ha::rollout`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatefulSetRevision {
+    /// `status.updateRevision`: the revision every pod should run.
+    pub update_revision: Option<String>,
+    /// `status.observedGeneration >= metadata.generation`: the StatefulSet controller has seen the
+    /// latest spec, so `update_revision` is current.
+    pub observed: bool,
+}
+
+impl StatefulSetRevision {
+    pub fn of(sts: &StatefulSet) -> Self {
+        let status = sts.status.as_ref();
+        let observed = match (
+            status.and_then(|s| s.observed_generation),
+            sts.metadata.generation,
+        ) {
+            (Some(observed), Some(generation)) => observed >= generation,
+            _ => false,
+        };
+        StatefulSetRevision {
+            update_revision: status.and_then(|s| s.update_revision.clone()),
+            observed,
+        }
+    }
+}
+
+/// Whether `pod` is named `<store>-<ordinal>`.
+pub fn is_pod_of(pod: &str, store: &str) -> bool {
+    pod.strip_prefix(store)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Label the pods carry (from the StatefulSet's pod template) naming their store.
@@ -124,8 +172,9 @@ pub fn pod_target(pod: &Pod) -> PodTarget {
     }
 }
 
-/// Strips a watched pod to what [`pod_target`] and the store lookup read, so a cluster's worth of
-/// Redis pods costs a few hundred bytes each in memory.
+/// Strips a watched pod to what [`pod_target`], the store lookup, the HA step and the rolling
+/// update read (name, namespace, uid, deletionTimestamp, the instance, role and revision labels,
+/// `podIP`, Ready), so a cluster's worth of Redis pods costs a few hundred bytes each in memory.
 pub fn strip_pod(pod: &mut Pod) {
     pod.spec = None;
     let meta = &mut pod.metadata;
@@ -133,8 +182,9 @@ pub fn strip_pod(pod: &mut Pod) {
     meta.annotations = None;
     meta.owner_references = None;
     meta.finalizers = None;
+    meta.generate_name = None;
     if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|k, _| k == INSTANCE_LABEL);
+        labels.retain(|k, _| k == INSTANCE_LABEL || k == ROLE_LABEL || k == REVISION_LABEL);
     }
     if let Some(status) = pod.status.as_mut() {
         let ready = status
@@ -169,8 +219,9 @@ type Key = (ChildKind, String, String);
 pub struct MemoryCache {
     objects: Mutex<HashMap<Key, LiveChild>>,
     statefulset_status: Mutex<HashMap<(String, String), StatefulSetStatus>>,
-    /// Pods by (namespace, pod name), as a pod watch would hold them.
-    pods: Mutex<HashMap<(String, String), PodTarget>>,
+    statefulset_revision: Mutex<HashMap<(String, String), StatefulSetRevision>>,
+    /// Pods by (namespace, pod name), stripped as the pod watch holds them.
+    pods: Mutex<HashMap<(String, String), Pod>>,
 }
 
 impl MemoryCache {
@@ -212,12 +263,51 @@ impl MemoryCache {
             .insert((namespace.into(), name.into()), status);
     }
 
+    pub fn set_statefulset_revision(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: StatefulSetRevision,
+    ) {
+        self.statefulset_revision
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((namespace.into(), name.into()), revision);
+    }
+
     /// Records a pod as the pod watch would (name, IP, Ready).
     pub fn insert_pod(&self, namespace: &str, pod: PodTarget) {
+        let ready = k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".into(),
+            status: if pod.ready { "True" } else { "False" }.into(),
+            ..Default::default()
+        };
+        self.insert_pod_object(
+            namespace,
+            Pod {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(pod.name.clone()),
+                    namespace: Some(namespace.into()),
+                    ..Default::default()
+                },
+                status: Some(k8s_openapi::api::core::v1::PodStatus {
+                    pod_ip: pod.ip.map(|ip| ip.to_string()),
+                    conditions: Some(vec![ready]),
+                    ..Default::default()
+                }),
+                ..Pod::default()
+            },
+        );
+    }
+
+    /// Records a whole pod, stripped by [`strip_pod`] as the watch would.
+    pub fn insert_pod_object(&self, namespace: &str, mut pod: Pod) {
+        strip_pod(&mut pod);
+        let name = pod.name_any();
         self.pods
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((namespace.into(), pod.name.clone()), pod);
+            .insert((namespace.into(), name), pod);
     }
 
     /// Forgets a pod, as the watch does on deletion.
@@ -265,9 +355,28 @@ impl ChildCache for MemoryCache {
         let pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
         Some(
             pod_names(store, replicas)
-                .filter_map(|name| pods.get(&(namespace.to_string(), name)).cloned())
+                .filter_map(|name| pods.get(&(namespace.to_string(), name)).map(pod_target))
                 .collect(),
         )
+    }
+
+    fn pods_of_store(&self, namespace: &str, store: &str) -> Option<Vec<Pod>> {
+        let pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<Pod> = pods
+            .iter()
+            .filter(|((ns, name), _)| ns == namespace && is_pod_of(name, store))
+            .map(|(_, pod)| pod.clone())
+            .collect();
+        found.sort_by_key(|pod| pod.name_any());
+        Some(found)
+    }
+
+    fn statefulset_revision(&self, namespace: &str, name: &str) -> Option<StatefulSetRevision> {
+        self.statefulset_revision
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 }
 
@@ -326,6 +435,27 @@ impl ChildCache for WatchCache {
                 .collect(),
         )
     }
+
+    fn pods_of_store(&self, namespace: &str, store: &str) -> Option<Vec<Pod>> {
+        // One pass over the cached Redis pods (a few hundred bytes each, see `strip_pod`).
+        let mut found: Vec<Pod> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|pod| pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(store))
+            .filter(|pod| is_pod_of(&pod.name_any(), store))
+            .map(|pod| (*pod).clone())
+            .collect();
+        found.sort_by_key(|pod| pod.name_any());
+        Some(found)
+    }
+
+    fn statefulset_revision(&self, namespace: &str, name: &str) -> Option<StatefulSetRevision> {
+        self.statefulsets
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|sts| StatefulSetRevision::of(&sts))
+    }
 }
 
 /// Names a child in logs and error contexts.
@@ -356,6 +486,123 @@ mod tests {
             ..ObjectMeta::default()
         };
         assert_eq!(drift_key(&meta).as_deref(), Some("rv77"));
+    }
+
+    fn realistic_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "checkout-1", "namespace": "shop", "uid": "u-1",
+                "generateName": "checkout-",
+                "deletionTimestamp": "2026-12-03T08:00:00Z",
+                "labels": {
+                    "app.kubernetes.io/instance": "checkout",
+                    "app.kubernetes.io/name": "sessionstore",
+                    "app.kubernetes.io/managed-by": "sessionstore-operator",
+                    "sessionstore.dev/role": "replica",
+                    "controller-revision-hash": "checkout-7c9b",
+                    "statefulset.kubernetes.io/pod-name": "checkout-1"
+                },
+                "annotations": {"sessionstore.dev/config-hash": "abc", "kubectl.kubernetes.io/default-container": "redis"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "checkout", "uid": "s-1"}],
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
+            },
+            "spec": {"containers": [
+                {"name": "redis", "image": "redis:7.0", "args": ["/etc/redis/conf/redis.conf"]},
+                {"name": "sentinel", "image": "redis:7.0", "args": ["/sentinel/sentinel.conf", "--sentinel"]}
+            ]},
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.7", "hostIP": "192.168.1.2",
+                "conditions": [
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                    {"type": "ContainersReady", "status": "True"},
+                    {"type": "PodScheduled", "status": "True"}
+                ],
+                "containerStatuses": [
+                    {"name": "redis", "ready": true, "restartCount": 0, "image": "redis:7.0", "imageID": "docker-pullable://redis@sha256:0123456789abcdef", "containerID": "containerd://0123456789abcdef"},
+                    {"name": "sentinel", "ready": true, "restartCount": 0, "image": "redis:7.0", "imageID": "docker-pullable://redis@sha256:0123456789abcdef", "containerID": "containerd://fedcba9876543210"}
+                ]
+            }
+        }))
+        .expect("a Pod")
+    }
+
+    #[test]
+    fn strip_pod_keeps_what_the_steps_read_and_little_else() {
+        let mut pod = realistic_pod();
+        let before = serde_json::to_vec(&pod).expect("json").len();
+        strip_pod(&mut pod);
+        let after = serde_json::to_vec(&pod).expect("json").len();
+        println!("pod in the watch cache: {before} bytes of JSON before stripping, {after} after");
+        let labels = pod.labels();
+        let mut kept: Vec<&str> = labels.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [
+                "app.kubernetes.io/instance",
+                "controller-revision-hash",
+                "sessionstore.dev/role"
+            ]
+        );
+        assert_eq!(pod.metadata.uid.as_deref(), Some("u-1"));
+        assert!(pod.metadata.deletion_timestamp.is_some());
+        assert!(pod.spec.is_none());
+        assert!(pod.metadata.annotations.is_none() && pod.metadata.managed_fields.is_none());
+        let target = pod_target(&pod);
+        assert!(target.ready);
+        assert_eq!(
+            target.ip.map(|ip| ip.to_string()).as_deref(),
+            Some("10.0.0.7")
+        );
+        let status = pod.status.as_ref().expect("status");
+        assert!(status.container_statuses.is_none() && status.host_ip.is_none());
+        assert!(after * 3 < before, "{after} of {before} bytes");
+    }
+
+    #[test]
+    fn memory_cache_pods_of_store_are_its_ordinals_in_its_namespace() {
+        let cache = MemoryCache::default();
+        for (namespace, name) in [
+            ("shop", "checkout-1"),
+            ("shop", "checkout-0"),
+            ("shop", "checkout-x-0"),
+            ("shop", "checkout"),
+            ("other", "checkout-2"),
+        ] {
+            let mut pod = realistic_pod();
+            pod.metadata.name = Some(name.into());
+            cache.insert_pod_object(namespace, pod);
+        }
+        let names: Vec<String> = cache
+            .pods_of_store("shop", "checkout")
+            .expect("synced")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(names, ["checkout-0", "checkout-1"]);
+        assert!(NoCache.pods_of_store("shop", "checkout").is_none());
+    }
+
+    #[test]
+    fn statefulset_revision_is_observed_only_once_the_controller_saw_the_generation() {
+        let sts = |generation: i64, observed: Option<i64>| StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..ObjectMeta::default()
+            },
+            status: Some(StatefulSetStatus {
+                observed_generation: observed,
+                update_revision: Some("r2".into()),
+                ..StatefulSetStatus::default()
+            }),
+            ..StatefulSet::default()
+        };
+        assert!(!StatefulSetRevision::of(&sts(3, Some(2))).observed);
+        assert!(!StatefulSetRevision::of(&sts(3, None)).observed);
+        let current = StatefulSetRevision::of(&sts(3, Some(3)));
+        assert!(current.observed);
+        assert_eq!(current.update_revision.as_deref(), Some("r2"));
     }
 
     #[test]

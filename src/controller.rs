@@ -277,6 +277,7 @@ async fn pipeline(
     let service_monitor_unavailable =
         crate::service_monitor::reconcile_service_monitor(ctx, store, validated).await?;
 
+    let statefulset_written = outcome.statefulset_status.is_some();
     let ready_replicas = match outcome.statefulset_status {
         Some(status) => status.ready_replicas.unwrap_or(0),
         None => statefulset_ready_replicas(ctx, validated).await?,
@@ -291,6 +292,19 @@ async fn pipeline(
         tls.as_ref()
             .and_then(|t| t.ca_crt.as_ref())
             .map(|ca| ca.0.as_slice()),
+    )
+    .await?;
+    // HA stores only: the rolling update (replicas first, a handover, then the old primary).
+    let rollout = crate::ha::rollout_step::reconcile_rollout(
+        ctx,
+        store,
+        validated,
+        &secrets_read.credentials,
+        tls.as_ref()
+            .and_then(|t| t.ca_crt.as_ref())
+            .map(|ca| ca.0.as_slice()),
+        ha.as_ref(),
+        statefulset_written,
     )
     .await?;
 
@@ -326,6 +340,7 @@ async fn pipeline(
             auth: Some(&rotation.auth),
             service_monitor_unavailable: service_monitor_unavailable.as_deref(),
             ha: ha.as_ref(),
+            rollout: rollout.as_ref(),
         },
     )
     .await?;
@@ -349,6 +364,7 @@ async fn pipeline(
         rotation.requeue_after,
         ha.and_then(|h| h.requeue),
         scale_hold.map(|hold| hold.requeue),
+        rollout.and_then(|r| r.requeue),
     ]
     .into_iter()
     .flatten()

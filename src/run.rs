@@ -232,6 +232,18 @@ impl ChildCache for ScopedCaches {
         self.scope(namespace)?
             .store_pods(namespace, store, replicas)
     }
+
+    fn pods_of_store(&self, namespace: &str, store: &str) -> Option<Vec<Pod>> {
+        self.scope(namespace)?.pods_of_store(namespace, store)
+    }
+
+    fn statefulset_revision(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<crate::cache::StatefulSetRevision> {
+        self.scope(namespace)?.statefulset_revision(namespace, name)
+    }
 }
 
 fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -315,7 +327,8 @@ async fn run_controllers(
             .reflect(sts_writer)
             .touched_objects();
         // Redis pods for the health probe: only ours (managed-by + component=redis, the pod
-        // template's labels), stripped to name, instance label, podIP and Ready.
+        // template's labels), stripped by `strip_pod` (name, uid, deletionTimestamp, instance,
+        // role and revision labels, podIP and Ready).
         let (pods, pod_writer) = reflector::store();
         let pod_selector = format!(
             "{},app.kubernetes.io/component={}",

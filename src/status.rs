@@ -3,7 +3,8 @@
 //! validated, applied and observed, and written with server-side apply only when it changed.
 //!
 //! HA stores also get `primary` and the `PrimaryKnown`/`Failover` conditions from the HA step
-//! (`ha::step`); a standalone store has neither.
+//! (`ha::step`) and the `Updating` condition from the rolling update (`ha::rollout_step`); a
+//! standalone store has none of them.
 //!
 //! Conditions of other types (e.g. `Healthy`/`Degraded` from the health step) are carried over, and a
 //! condition's `lastTransitionTime` only moves when its status flips, so a resync compares equal.
@@ -17,6 +18,7 @@ use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::error::{Error, Result};
+use crate::ha::rollout_step::{RolloutObservation, UPDATING};
 use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
 use crate::observe::HEALTHY;
 use crate::observe::conditions::reason;
@@ -41,13 +43,15 @@ pub enum Progress<'a> {
     /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
     /// rotation step; `service_monitor_unavailable` the message when the ServiceMonitor could not
     /// be created for lack of its API.
-    /// rotation step, `ha` what the HA step saw (`None` for a standalone store).
+    /// rotation step, `ha` what the HA step saw and `rollout` what the rolling update did (`None`
+    /// for a standalone store).
     Applied {
         store: &'a ValidatedStore,
         ready_replicas: i32,
         auth: Option<&'a AuthStatus>,
         service_monitor_unavailable: Option<&'a str>,
         ha: Option<&'a PrimaryObservation>,
+        rollout: Option<&'a RolloutObservation>,
     },
 }
 
@@ -160,6 +164,7 @@ pub fn desired_status(
             auth,
             service_monitor_unavailable,
             ha,
+            rollout,
         } => {
             if let Some(auth) = auth {
                 next.auth = Some((*auth).clone());
@@ -267,6 +272,19 @@ pub fn desired_status(
                 }
                 None => next.primary = None,
             }
+            // `Updating`: decided by the rolling update, kept while it has nothing new to say,
+            // dropped for a standalone store.
+            decided.push(UPDATING);
+            match rollout.map(|r| r.condition.as_ref()) {
+                Some(Some(updating)) => ours.push(condition(
+                    UPDATING,
+                    updating.updating,
+                    updating.reason,
+                    updating.message.clone(),
+                )),
+                Some(None) => ours.extend(previous.condition(UPDATING).cloned()),
+                None => {}
+            }
         }
     }
     // Conditions written by other steps (health) keep their place after ours. The HA conditions
@@ -363,6 +381,7 @@ mod tests {
                 auth: None,
                 service_monitor_unavailable: None,
                 ha: None,
+                rollout: None,
             },
             &settings,
             &at(100),
@@ -399,6 +418,7 @@ mod tests {
                 auth: None,
                 service_monitor_unavailable: None,
                 ha: None,
+                rollout: None,
             },
             &settings,
             &at(500),
@@ -414,6 +434,7 @@ mod tests {
                 auth: None,
                 service_monitor_unavailable: None,
                 ha: None,
+                rollout: None,
             },
             &settings,
             &at(900),

@@ -20,7 +20,7 @@ use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::handover::{Handover, HandoverOutcome, HandoverRequest};
-use sessionstore_operator::ha::step::{HaHooks, PrimaryDiscovery, SentinelDiscovery};
+use sessionstore_operator::ha::step::{ApiPods, HaHooks, PrimaryDiscovery, SentinelDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
 use sessionstore_operator::password::Password;
@@ -154,6 +154,7 @@ impl Harness {
             name,
             HaHooks {
                 discovery,
+                pods: Arc::new(ApiPods),
                 ..HaHooks::default()
             },
         )
@@ -175,6 +176,7 @@ impl Harness {
         let (_registry, metrics): (_, Metrics) = metrics::new_registry();
         let cache = MemoryCache::new();
         let mut ctx = Context::new(client, OperatorSettings::default(), cache.clone(), metrics);
+        // The pods live in the double (listed by the API), not in the memory cache.
         ctx.ha = hooks;
         Harness {
             double,
@@ -640,6 +642,7 @@ async fn scale_down_is_held_while_the_primary_would_be_removed_then_released() {
         HaHooks {
             discovery: discovery.clone(),
             handover: handover.clone(),
+            pods: Arc::new(ApiPods),
             ..HaHooks::default()
         },
     );

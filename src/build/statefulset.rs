@@ -130,8 +130,19 @@ pub fn desired_statefulset(
             // for pod 0 to be ready and pod 0 for them, forever. Rolling updates still replace one
             // pod at a time; the policy only affects scaling and first creation.
             pod_management_policy: Some("Parallel".into()),
+            // HA stores: OnDelete. The StatefulSet controller would restart the highest ordinal
+            // first whichever pod is primary; the operator's rolling update (`ha::rollout`)
+            // deletes replicas first, one at a time, then hands the primary role over and only
+            // then deletes the old primary. A standalone store has one pod: nothing to order.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
+                type_: Some(
+                    if store.is_highly_available() {
+                        "OnDelete"
+                    } else {
+                        "RollingUpdate"
+                    }
+                    .into(),
+                ),
                 rolling_update: None,
             }),
             // Sessions outlive the StatefulSet: deleting the store or scaling down keeps the volumes.
@@ -868,7 +879,7 @@ mod tests {
                 "serviceName": "checkout-headless",
                 "selector": {"matchLabels": selector()},
                 "podManagementPolicy": "Parallel",
-                "updateStrategy": {"type": "RollingUpdate"},
+                "updateStrategy": {"type": "OnDelete"},
                 "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
                 "revisionHistoryLimit": 5,
                 "template": {

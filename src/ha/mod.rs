@@ -1,8 +1,11 @@
 //! High availability at run time: which pod is the primary according to the Sentinels, and what
-//! the controller must change (role labels) so the ClusterIP Service follows it.
+//! the controller must change (role labels) so the ClusterIP Service follows it, and the rolling
+//! update that restarts replicas first and hands the primary role over before restarting it.
 
 pub mod handover;
 pub mod primary;
+pub mod rollout;
+pub mod rollout_step;
 pub mod scale;
 pub mod step;
 

@@ -4,8 +4,8 @@
 //!
 //! Its two inputs are traits so the controller's other work (a shared pod cache, rotation) can plug
 //! in without touching this logic, and tests can inject fixed answers:
-//! - [`PodSource`]: the store's pods. [`ApiPods`] lists them from the API server; it should give way
-//!   to the shared pod watch cache once that exists.
+//! - [`PodSource`]: the store's pods. [`CachedPods`] (the default) reads the shared pod watch cache
+//!   once it has synced and only falls back to [`ApiPods`] (one `list`) without a cache.
 //! - [`PrimaryDiscovery`]: the majority answer. [`SentinelDiscovery`] dials the Sentinels at the
 //!   pods' headless DNS names (the operator runs in the cluster), or at injected addresses.
 //!
@@ -30,6 +30,7 @@ use kube::{Api, Resource};
 use crate::build::StoreCredentials;
 use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
 use crate::build::sentinel::{master_name, sentinel_addresses};
+use crate::cache::REVISION_LABEL;
 use crate::controller::Context;
 use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
@@ -54,25 +55,43 @@ pub const PRIMARY_RECHECK: Duration = Duration::from_secs(10);
 /// How soon to ask again while no primary is known (Sentinels starting, or no majority).
 pub const PRIMARY_RETRY: Duration = Duration::from_secs(5);
 
-/// What the step needs of a pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the HA step and the rolling update need of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodRole {
     pub name: String,
     pub ip: Option<String>,
     /// Current value of `sessionstore.dev/role`.
     pub role_label: Option<String>,
+    /// `metadata.uid`: the precondition of a rolling-update delete (never a recreated pod).
+    pub uid: Option<String>,
+    /// `controller-revision-hash`: the StatefulSet revision the pod was made from.
+    pub revision: Option<String>,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set: the pod is going away.
+    pub terminating: bool,
 }
 
 impl PodRole {
     pub fn of(pod: &Pod) -> Option<Self> {
+        let label = |key: &str| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(key).cloned())
+        };
         Some(PodRole {
             name: pod.metadata.name.clone()?,
             ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            role_label: pod
-                .metadata
-                .labels
+            role_label: label(ROLE_LABEL),
+            uid: pod.metadata.uid.clone(),
+            revision: label(REVISION_LABEL),
+            ready: pod
+                .status
                 .as_ref()
-                .and_then(|l| l.get(ROLE_LABEL).cloned()),
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
         })
     }
 
@@ -124,6 +143,26 @@ impl PodSource for ApiPods {
                 .map_err(|e| Error::kube(format!("listing pods of {}", store.name), e))?;
             Ok(list.items.iter().filter_map(PodRole::of).collect())
         })
+    }
+}
+
+/// Reads the pods from the shared pod watch cache (no API call) once it has synced; lists them from
+/// the API server ([`ApiPods`]) only when there is no cache.
+pub struct CachedPods;
+
+impl PodSource for CachedPods {
+    fn pods<'a>(
+        &'a self,
+        ctx: &'a Context,
+        store: &'a ValidatedStore,
+    ) -> BoxFuture<'a, Result<Vec<PodRole>>> {
+        match ctx.cache.pods_of_store(&store.namespace, &store.name) {
+            Some(pods) => {
+                let pods = pods.iter().filter_map(PodRole::of).collect();
+                Box::pin(async move { Ok(pods) })
+            }
+            None => ApiPods.pods(ctx, store),
+        }
     }
 }
 
@@ -202,15 +241,18 @@ pub struct HaHooks {
     pub handover: Arc<dyn crate::ha::handover::Handover>,
     /// What the scale-down guard last announced per store (see `ha::scale`).
     pub scale_memo: Arc<crate::ha::scale::ScaleGuardMemo>,
+    /// What the rolling update remembers between reconciles (handovers started and refused).
+    pub rollout: Arc<crate::ha::rollout_step::RolloutMemo>,
 }
 
 impl Default for HaHooks {
     fn default() -> Self {
         HaHooks {
-            pods: Arc::new(ApiPods),
+            pods: Arc::new(CachedPods),
             discovery: Arc::new(SentinelDiscovery::in_cluster()),
             handover: crate::ha::handover::default_handover(),
             scale_memo: Arc::default(),
+            rollout: Arc::default(),
         }
     }
 }
@@ -238,6 +280,9 @@ pub struct PrimaryObservation {
     pub label_writes: usize,
     /// Reconcile again this soon (HA stores are polled for failovers).
     pub requeue: Option<Duration>,
+    /// The pods read in this reconcile (`None` when the step stopped before reading them), so
+    /// the rolling update does not read them again.
+    pub pods: Option<Vec<PodRole>>,
 }
 
 impl PrimaryObservation {
@@ -255,6 +300,7 @@ impl PrimaryObservation {
             failover: None,
             label_writes: 0,
             requeue,
+            pods: None,
         }
     }
 }
@@ -340,14 +386,16 @@ pub async fn reconcile_primary(
     let pods = ctx.ha.pods.pods(ctx, validated).await?;
     if !pods.iter().any(|p| p.name == primary) {
         // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
-        return Ok(Some(PrimaryObservation::unknown(
+        let mut unknown = PrimaryObservation::unknown(
             previous,
             "PrimaryPodMissing",
             format!(
                 "the Sentinels name {primary} as primary, but there is no such pod; role labels unchanged"
             ),
             Some(PRIMARY_RETRY),
-        )));
+        );
+        unknown.pods = Some(pods);
+        return Ok(Some(unknown));
     }
     let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
     let changes = role_label_changes(&as_pods, &primary);
@@ -373,6 +421,7 @@ pub async fn reconcile_primary(
         failover,
         label_writes: changes.len(),
         requeue: Some(PRIMARY_RECHECK),
+        pods: Some(pods),
     }))
 }
 

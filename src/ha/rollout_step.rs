@@ -1,0 +1,366 @@
+//! The rolling-update step of an HA store's reconcile (right after the HA step): reads the
+//! StatefulSet's update revision and the pods (from the watch caches: no API call for a store that
+//! is up to date), asks the pure planner (`ha::rollout`) what to do, and does it: a pod DELETE with
+//! a uid precondition, or a deliberate handover through `ctx.ha.handover`. It reports an `Updating`
+//! condition and asks for a quick requeue while the update runs (pods do not wake the reconcile).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource};
+
+use crate::build::StoreCredentials;
+use crate::build::meta::ChildNames;
+use crate::cache::{Cached, ChildKind, StatefulSetRevision};
+use crate::controller::{Context, publish};
+use crate::crd::SessionStore;
+use crate::error::{Error, Result};
+use crate::ha::handover::{HandoverOutcome, HandoverRequest};
+use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
+use crate::ha::step::{PodRole, PrimaryObservation};
+use crate::validate::ValidatedStore;
+
+/// Condition: whether a rolling update of the pods is in progress.
+pub const UPDATING: &str = "Updating";
+/// How soon to look again while pods are being updated.
+pub const ROLLOUT_REQUEUE: Duration = Duration::from_secs(3);
+/// After a handover started, how long the same primary may still be named before another
+/// handover is asked for (the Sentinels need a few seconds to promote and announce).
+pub const HANDOVER_SETTLE: Duration = Duration::from_secs(30);
+/// Consecutive refused handovers after which a Warning Event is published (then every as many).
+pub const HANDOVER_REFUSALS_WARNING: u32 = 3;
+
+/// The `Updating` condition the status step writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdatingCondition {
+    pub updating: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the step saw and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutObservation {
+    /// `None`: keep the previous condition (nothing reliable to say in this reconcile).
+    pub condition: Option<UpdatingCondition>,
+    pub decision: Option<Decision>,
+    pub requeue: Option<Duration>,
+}
+
+/// Per-store memory of handovers, held in `HaHooks`.
+#[derive(Default)]
+pub struct RolloutMemo {
+    stores: Mutex<HashMap<String, HandoverMemory>>,
+}
+
+#[derive(Default)]
+struct HandoverMemory {
+    /// The primary a handover was started from, and when.
+    started: Option<(String, Instant)>,
+    /// Consecutive `NotNow` answers.
+    refusals: u32,
+}
+
+impl RolloutMemo {
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut HandoverMemory) -> T) -> T {
+        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        f(stores.entry(key.to_string()).or_default())
+    }
+
+    fn forget(&self, key: &str) {
+        self.stores
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// The StatefulSet's update revision is not known yet (just written, or its controller has not
+/// caught up): keep the condition; the StatefulSet watch wakes the reconcile when its status moves.
+fn revision_pending() -> RolloutObservation {
+    RolloutObservation {
+        condition: None,
+        decision: None,
+        requeue: None,
+    }
+}
+
+/// Runs the rolling update for one store; `None` for a standalone store. `statefulset_written`:
+/// the apply just wrote the StatefulSet, so its update revision is not known yet.
+pub async fn reconcile_rollout(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    credentials: &StoreCredentials,
+    tls_ca: Option<&[u8]>,
+    ha: Option<&PrimaryObservation>,
+    statefulset_written: bool,
+) -> Result<Option<RolloutObservation>> {
+    if !validated.is_highly_available() {
+        return Ok(None);
+    }
+    let key = format!("{}/{}", validated.namespace, validated.name);
+    if statefulset_written {
+        return Ok(Some(revision_pending()));
+    }
+    let Some(revision) = statefulset_revision(ctx, validated).await? else {
+        return Ok(Some(revision_pending()));
+    };
+    if !revision.observed {
+        // The StatefulSet controller has not caught up with the spec: say nothing new yet.
+        return Ok(Some(revision_pending()));
+    }
+    let Some(update_revision) = revision.update_revision.as_deref() else {
+        return Ok(Some(revision_pending()));
+    };
+    let pods: Vec<PodRole> = match ha.and_then(|h| h.pods.clone()) {
+        Some(pods) => pods,
+        None => ctx.ha.pods.pods(ctx, validated).await?,
+    };
+    let rollout_pods: Vec<RolloutPod> = pods
+        .iter()
+        .filter_map(|pod| {
+            Some(RolloutPod {
+                ordinal: RolloutPod::ordinal_of(&validated.name, &pod.name)?,
+                name: pod.name.clone(),
+                revision: pod.revision.clone(),
+                ready: pod.ready,
+                terminating: pod.terminating,
+            })
+        })
+        .collect();
+    let primary = ha.filter(|h| h.known).and_then(|h| h.primary.as_deref());
+    let input = RolloutInput {
+        desired_replicas: validated.replicas,
+        update_revision: Some(update_revision),
+        observed: true,
+        pods: &rollout_pods,
+        primary,
+    };
+    let done = progress(&input);
+    let summary = format!(
+        "{}/{} pods at revision {update_revision}",
+        done.updated, done.desired
+    );
+    let mut decision = decide(&input);
+
+    // A handover just started from this primary: give the Sentinels time to promote.
+    if let Decision::HandOver { primary } = &decision {
+        let recent = ctx.ha.rollout.with(&key, |memory| {
+            memory
+                .started
+                .as_ref()
+                .is_some_and(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
+        });
+        if recent {
+            // No elapsed time in the message: the status stays equal between these reconciles.
+            decision = Decision::Wait(format!(
+                "a handover from {primary} started; waiting for the Sentinels to name the new primary"
+            ));
+        }
+    }
+
+    let observation = match &decision {
+        Decision::UpToDate => {
+            ctx.ha.rollout.forget(&key);
+            RolloutObservation {
+                condition: Some(UpdatingCondition {
+                    updating: false,
+                    reason: "UpToDate",
+                    message: format!("all {} pods at revision {update_revision}", done.desired),
+                }),
+                decision: Some(decision),
+                requeue: None,
+            }
+        }
+        Decision::Wait(why) => RolloutObservation {
+            condition: Some(UpdatingCondition {
+                updating: true,
+                reason: "Waiting",
+                message: format!("{summary}; waiting: {why}"),
+            }),
+            decision: Some(decision.clone()),
+            requeue: Some(ROLLOUT_REQUEUE),
+        },
+        Decision::Restart(pod) => {
+            let uid = pods
+                .iter()
+                .find(|p| &p.name == pod)
+                .and_then(|p| p.uid.clone());
+            restart_pod(ctx, validated, pod, uid).await?;
+            tracing::info!(%pod, revision = %update_revision, "rolling update: restarting pod");
+            publish_restart(ctx, store, validated, pod, &summary).await;
+            RolloutObservation {
+                condition: Some(UpdatingCondition {
+                    updating: true,
+                    reason: "RestartingPod",
+                    message: format!("{summary}; restarting {pod}"),
+                }),
+                decision: Some(decision.clone()),
+                requeue: Some(ROLLOUT_REQUEUE),
+            }
+        }
+        Decision::HandOver { primary } => {
+            let request = HandoverRequest {
+                store: validated,
+                settings: &ctx.settings,
+                credentials,
+                tls_ca,
+                primary,
+                avoid: &[],
+            };
+            let outcome = ctx.ha.handover.hand_over(request).await;
+            let message = match &outcome {
+                HandoverOutcome::Started { message } => {
+                    ctx.ha.rollout.with(&key, |memory| {
+                        memory.started = Some((primary.clone(), Instant::now()));
+                        memory.refusals = 0;
+                    });
+                    tracing::info!(%primary, "rolling update: handover started");
+                    publish(
+                        ctx,
+                        store,
+                        EventType::Normal,
+                        "HandingOverPrimary",
+                        "RollingUpdate",
+                        format!(
+                            "{summary}; only the primary {primary} is outdated: handing the primary role over ({message})"
+                        ),
+                    )
+                    .await;
+                    format!("{summary}; handing the primary role over from {primary}")
+                }
+                HandoverOutcome::NotNow { message } => {
+                    let refusals = ctx.ha.rollout.with(&key, |memory| {
+                        memory.refusals = memory.refusals.saturating_add(1);
+                        memory.refusals
+                    });
+                    tracing::info!(%primary, refusals, "rolling update: handover refused: {message}");
+                    if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
+                        publish(
+                            ctx,
+                            store,
+                            EventType::Warning,
+                            "HandoverRefused",
+                            "RollingUpdate",
+                            format!(
+                                "the primary {primary} could not be handed over {refusals} times in a row: {message}"
+                            ),
+                        )
+                        .await;
+                    }
+                    format!("{summary}; handover from {primary} not possible yet: {message}")
+                }
+            };
+            RolloutObservation {
+                condition: Some(UpdatingCondition {
+                    updating: true,
+                    reason: "HandingOverPrimary",
+                    message,
+                }),
+                decision: Some(decision.clone()),
+                requeue: Some(ROLLOUT_REQUEUE),
+            }
+        }
+    };
+    Ok(Some(observation))
+}
+
+/// The `RestartingPod` Event, with the pod as its related object: the Event recorder folds Events
+/// with the same reason and objects into one series (keeping the first note), so each pod gets its
+/// own. A failure is logged, never fatal.
+async fn publish_restart(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    pod: &str,
+    summary: &str,
+) {
+    ctx.metrics.api_request("create");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "RestartingPod".into(),
+        note: Some(format!("{summary}; restarting {pod} to update it")),
+        action: "RollingUpdate".into(),
+        secondary: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.into()),
+            namespace: Some(validated.namespace.clone()),
+            ..ObjectReference::default()
+        }),
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        tracing::warn!(%error, "could not publish the RestartingPod Event");
+    }
+}
+
+/// The StatefulSet's revision state from the cache, or one GET when there is no cache.
+async fn statefulset_revision(
+    ctx: &Context,
+    store: &ValidatedStore,
+) -> Result<Option<StatefulSetRevision>> {
+    let name = ChildNames::statefulset(&store.name);
+    if let Some(revision) = ctx.cache.statefulset_revision(&store.namespace, &name) {
+        return Ok(Some(revision));
+    }
+    if ctx
+        .cache
+        .lookup(ChildKind::StatefulSet, &store.namespace, &name)
+        != Cached::Unknown
+    {
+        return Ok(None);
+    }
+    ctx.metrics.api_request("get");
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let sts = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e))?;
+    Ok(sts.as_ref().map(StatefulSetRevision::of))
+}
+
+/// Deletes one pod so the StatefulSet controller recreates it at the update revision. The uid
+/// precondition makes sure a pod already recreated (same name, new uid) is never deleted by a
+/// stale view; a pod already gone or replaced is not an error.
+async fn restart_pod(
+    ctx: &Context,
+    store: &ValidatedStore,
+    pod: &str,
+    uid: Option<String>,
+) -> Result<()> {
+    let Some(uid) = uid else {
+        // Without a uid the precondition cannot be set: skip, the next reconcile reads it again.
+        tracing::info!(%pod, "rolling update: pod has no uid yet; not deleting it");
+        return Ok(());
+    };
+    ctx.metrics.api_request("delete");
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(pod, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if response.code == 404 || response.code == 409 => {
+            tracing::info!(%pod, code = response.code, "rolling update: pod already gone or replaced");
+            Ok(())
+        }
+        Err(e) => Err(Error::kube(
+            format!(
+                "deleting pod {}/{pod} for the rolling update",
+                store.namespace
+            ),
+            e,
+        )),
+    }
+}
