@@ -49,7 +49,10 @@ impl Harness {
         let (client, server) = mock_client(&double);
         let (_registry, metrics): (_, Metrics) = metrics::new_registry();
         let ctx = Context::new(client, OperatorSettings::default(), cache.clone(), metrics)
-            .with_pod_addresses(Arc::new(ListPods { port: redis_port }));
+            .with_pod_addresses(Arc::new(ListPods {
+                port: redis_port,
+                ..ListPods::default()
+            }));
         Harness {
             double,
             cache,
@@ -69,7 +72,10 @@ impl Harness {
             self.cache.clone(),
             metrics,
         )
-        .with_pod_addresses(Arc::new(ListPods { port: redis_port }));
+        .with_pod_addresses(Arc::new(ListPods {
+            port: redis_port,
+            ..ListPods::default()
+        }));
         Harness {
             double: self.double.clone(),
             cache: self.cache.clone(),
