@@ -3,15 +3,23 @@
 //! Secret (`sentinel-users.acl`). Sentinel reads that file only at start, so without the live
 //! change a Sentinel-aware client holding the new password would be refused until a restart.
 
+mod support;
 mod support_ha;
 
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ErrorKind};
 use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER};
+use sessionstore_operator::build::meta::paths;
+use sessionstore_operator::build::sentinel::{SENTINEL_CONF_KEY, SENTINEL_USERS_ACL_KEY, pod_fqdn};
+use sessionstore_operator::build::{StoreCredentials, desired_children};
 use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::live::connect;
-use sessionstore_operator::rotation::{LiveAcl, LiveTargets, PodEndpoint};
+use sessionstore_operator::rotation::step::tls_connection_addr;
+use sessionstore_operator::rotation::{LiveAcl, LiveTargets, PodEndpoint, RotationError};
+use sessionstore_operator::settings::OperatorSettings;
+use sessionstore_operator::validate::{REDIS_PORT, SENTINEL_PORT};
+use support::tls::TestPki;
 use support_ha::scenario::start_cluster;
 use support_ha::{HaCluster, PODS, info_field};
 
@@ -213,4 +221,150 @@ async fn a_sentinel_that_cannot_be_changed_fails_the_step_and_names_it() {
     );
     // The reachable Sentinels did get it (the retry will find them done).
     assert_eq!(sentinel_login(&cluster, 0, &new).await, Login::Works);
+}
+
+/// A Sentinel killed and reaped on drop.
+struct SentinelProc(std::process::Child);
+
+impl Drop for SentinelProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_sentinel_gets_the_live_change_over_tls_trusting_only_the_store_ca() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    support_ha::require_binaries();
+    let store = support::validated(&format!(
+        "{}  replicas: 3\n  tls: {{enabled: true, secretName: checkout-tls}}\n",
+        support::DEVELOPMENT.trim_start()
+    ));
+    let settings = OperatorSettings::default();
+    let credentials = StoreCredentials::generate();
+    let children = desired_children(&store, &credentials, &settings);
+    let template = children
+        .config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SENTINEL_CONF_KEY))
+        .cloned()
+        .expect("an HA TLS store has a sentinel.conf");
+    let acl = children
+        .internal_secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SENTINEL_USERS_ACL_KEY))
+        .cloned()
+        .expect("an HA store's internal Secret has sentinel-users.acl");
+
+    // The generated TLS template and ACL file, with the mount paths and ports mapped to loopback.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let pki = TestPki::generate();
+    for (name, bytes) in [
+        ("ca.crt", &pki.ca_crt),
+        ("tls.crt", &pki.tls_crt),
+        ("tls.key", &pki.tls_key),
+    ] {
+        std::fs::write(d.join(name), bytes).expect("pki file");
+    }
+    std::fs::write(d.join(SENTINEL_USERS_ACL_KEY), &acl.0).expect("acl file");
+    let port = support_ha::free_port();
+    let mut conf = template;
+    for (from, to) in [
+        (
+            format!("\ntls-port {SENTINEL_PORT}\n"),
+            format!("\ntls-port {port}\nbind 127.0.0.1\n"),
+        ),
+        (
+            format!("\ndir {}\n", paths::SENTINEL_DIR),
+            format!("\ndir {}\n", d.display()),
+        ),
+        (
+            // No Redis is needed for ACL changes; the monitored address only has to resolve.
+            format!("{} {REDIS_PORT} ", pod_fqdn(&store, 0, &settings)),
+            format!("127.0.0.1 {} ", support_ha::free_port()),
+        ),
+    ] {
+        assert!(conf.contains(&from), "sentinel.conf no longer has {from:?}");
+        conf = conf.replace(&from, &to);
+    }
+    let conf = conf
+        .replace(paths::TLS_DIR, &d.display().to_string())
+        .replace(paths::INTERNAL_SECRET_DIR, &d.display().to_string());
+    assert!(
+        conf.contains("\nport 0\n"),
+        "the TLS Sentinel listens on TLS only"
+    );
+    let conf_path = d.join("sentinel.conf");
+    std::fs::write(&conf_path, conf).expect("sentinel.conf");
+    let log = std::fs::File::create(d.join("sentinel.log")).expect("log");
+    let _sentinel = SentinelProc(
+        std::process::Command::new("redis-sentinel")
+            .arg(&conf_path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("redis-sentinel starts"),
+    );
+
+    let sentinel = |ca: &[u8]| PodEndpoint {
+        name: "checkout-0 (sentinel)".into(),
+        addr: tls_connection_addr("localhost".into(), port, ca).expect("TLS address"),
+    };
+    // The Sentinel half of `*_everywhere` (no Redis in this test: that half needs at least one pod).
+    let trusted = [sentinel(&pki.ca_crt)];
+    let login = |password: Password| {
+        let pod = sentinel(&pki.ca_crt);
+        async move {
+            match connect(&pod, APP_USER, &password, TIMEOUT).await {
+                Ok(_) => Login::Works,
+                Err(e) if e.kind() == ErrorKind::AuthenticationFailed => Login::Refused,
+                Err(e) => Login::Other(format!("{:?}", e.kind())),
+            }
+        }
+    };
+    // Bounded wait for the Sentinel to listen.
+    let mut started = false;
+    for _ in 0..100 {
+        if login(credentials.app.clone()).await == Login::Works {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started,
+        "the TLS Sentinel never accepted the app password: {}",
+        std::fs::read_to_string(d.join("sentinel.log")).unwrap_or_default()
+    );
+    let new = Password::generate();
+    assert_eq!(login(new.clone()).await, Login::Refused);
+
+    let live = LiveAcl {
+        operator_user: OPERATOR_USER.into(),
+        operator_password: credentials.operator.clone(),
+        timeout: TIMEOUT,
+    };
+    // Another CA is not trusted: the change must fail rather than go anywhere unverified.
+    let untrusted = [sentinel(&pki.wrong_ca_crt)];
+    let refused = live.add_app_password(&untrusted, &new).await;
+    assert!(
+        matches!(&refused, Err(RotationError::Live { failed: 1, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(login(new.clone()).await, Login::Refused);
+
+    live.add_app_password(&trusted, &new)
+        .await
+        .expect("added over TLS");
+    assert_eq!(login(new.clone()).await, Login::Works);
+    assert_eq!(login(credentials.app.clone()).await, Login::Works);
+    live.remove_app_password(&trusted, &credentials.app)
+        .await
+        .expect("retired over TLS");
+    assert_eq!(login(credentials.app.clone()).await, Login::Refused);
+    assert_eq!(login(new).await, Login::Works);
 }

@@ -168,6 +168,24 @@ fn tls_addr(
         }
         .into());
     };
+    tls_connection_addr(host, port, &ca.0).map_err(|e| {
+        RotationError::Live {
+            action: "connect over TLS",
+            failed: 1,
+            total: 1,
+            details: format!("{pod}: unusable CA certificate ({:?})", e.kind()),
+        }
+        .into()
+    })
+}
+
+/// A TLS address for `host:port` (verified against that name) that trusts only `ca` (PEM): what
+/// the live ACL changes dial, on the Redis and on the Sentinel port alike.
+pub fn tls_connection_addr(
+    host: String,
+    port: u16,
+    ca: &[u8],
+) -> std::result::Result<ConnectionAddr, redis::RedisError> {
     let info = ConnectionAddr::TcpTls {
         host,
         port,
@@ -180,15 +198,9 @@ fn tls_addr(
             info,
             TlsCertificates {
                 client_tls: None,
-                root_cert: Some(ca.0.clone()),
+                root_cert: Some(ca.to_vec()),
             },
         )
-    })
-    .map_err(|e| RotationError::Live {
-        action: "connect over TLS",
-        failed: 1,
-        total: 1,
-        details: format!("{pod}: unusable CA certificate ({:?})", e.kind()),
     })?;
     Ok(info.get_connection_info().addr().clone())
 }
