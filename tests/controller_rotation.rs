@@ -1,7 +1,8 @@
 //! Rotation and TLS through the real reconcile, with the API mocked (the in-process double) and the
 //! Redis pod real (`redis-server` on loopback, started from the Secrets the reconcile created):
 //! the exact writes of each rotation step in order, applications that never fail to log in, the
-//! connection password never overwritten outside a rotation, and the TLS inputs.
+//! connection password never overwritten outside a rotation, and the TLS inputs. An HA store's
+//! rotation also reaches a real `redis-sentinel` started from the persisted `sentinel-users.acl`.
 
 #[path = "mock/api_double.rs"]
 mod api_double;
@@ -22,6 +23,7 @@ use sessionstore_operator::build::acl::APP_USER;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::PodEndpoint;
 use sessionstore_operator::rotation::live::connect;
+use sessionstore_operator::rotation::step::ListPods;
 use support::redis_server::RedisServer;
 
 /// Grace period of the rotation scenario; the slow client switches well within it.
@@ -467,4 +469,111 @@ async fn issuer_ref_without_cert_manager_gives_a_condition_and_with_it_a_certifi
         message.contains("spec.tls.issuerRef") && message.contains("web-tls"),
         "{message}"
     );
+}
+
+/// A Sentinel killed and reaped on drop.
+struct SentinelProc(std::process::Child);
+
+impl Drop for SentinelProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn sentinel_login(port: u16, password: &str) -> bool {
+    let sentinel = PodEndpoint {
+        name: "web-0 (sentinel)".into(),
+        addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
+    };
+    connect(
+        &sentinel,
+        APP_USER,
+        &Password::from_secret_value(password.into()),
+        Duration::from_secs(2),
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_rotation_adds_and_retires_the_password_on_the_sentinels_too() {
+    let mut store_spec = spec(json!({"rotation": "v1", "rotationGracePeriodSeconds": 1}));
+    store_spec["replicas"] = json!(3);
+    store_spec["persistence"] = json!({"mode": "none"});
+    let created = Harness::new(store_spec, 1);
+    created.reconcile().await.expect("creates the store");
+    let old = created
+        .secret_data("web-connection", "password")
+        .expect("password");
+    let server = RedisServer::start(&created.validated(), &created.stored_credentials());
+    // The Sentinel reads the ACL file the reconcile persisted, as the pod mounts it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl = created
+        .secret_data("web-internal", "sentinel-users.acl")
+        .expect("an HA store's internal Secret has sentinel-users.acl");
+    std::fs::write(dir.path().join("sentinel-users.acl"), acl).expect("acl file");
+    let sentinel_port = free_port();
+    let conf = format!(
+        "port {sentinel_port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n\
+         aclfile {d}/sentinel-users.acl\nsentinel monitor web 127.0.0.1 {} 2\n",
+        server.port(),
+        d = dir.path().display()
+    );
+    std::fs::write(dir.path().join("sentinel.conf"), conf).expect("sentinel.conf");
+    let _sentinel = SentinelProc(
+        std::process::Command::new("redis-sentinel")
+            .arg(dir.path().join("sentinel.conf"))
+            .spawn()
+            .expect("redis-sentinel starts (install redis-sentinel)"),
+    );
+    let mut up = false;
+    for _ in 0..100 {
+        if sentinel_login(sentinel_port, &old).await {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the Sentinel never accepted the current password");
+
+    let h = created.restarted_with(ListPods {
+        port: server.port(),
+        sentinel_port,
+    });
+    h.add_pod("web-0");
+    h.sync_cache();
+    h.reconcile().await.expect("steady");
+    h.edit_spec(|s| s["auth"]["rotation"] = json!("v2"));
+    h.reconcile().await.expect("rotation starts and publishes");
+    let new = h
+        .secret_data("web-connection", "password")
+        .expect("published");
+    assert_ne!(new, old);
+    assert!(
+        sentinel_login(sentinel_port, &new).await,
+        "new password on Sentinel"
+    );
+    assert!(
+        sentinel_login(sentinel_port, &old).await,
+        "old password kept on Sentinel"
+    );
+    assert!(can_login(server.port(), &new).await);
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    h.reconcile().await.expect("rotation finishes");
+    assert_eq!(auth_phase(&h.double).as_deref(), Some("Stable"));
+    assert!(
+        !sentinel_login(sentinel_port, &old).await,
+        "old password retired on Sentinel"
+    );
+    assert!(sentinel_login(sentinel_port, &new).await);
+    assert!(!can_login(server.port(), &old).await);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

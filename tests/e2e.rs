@@ -6,7 +6,10 @@
 //! waits for every child and the status, checks ownerReferences, deletes a child and sees it
 //! restored, restarts the operator and sees the password unchanged, writes a session key from a
 //! client pod through the connection Secret to a Redis pod IP, deletes a store and sees its
-//! children garbage-collected (needs the cluster's kube-controller-manager).
+//! children garbage-collected (needs the cluster's kube-controller-manager). The highly available
+//! cases (failover, rolling update, scaling) are in `e2e_ha` and need `SESSIONSTORE_E2E_HA` too.
+
+mod e2e_ha;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -103,6 +106,27 @@ async fn connection_password(client: &Client, ns: &str, store: &str) -> Option<V
     secret.data?.get("password").map(|b| b.0.clone())
 }
 
+/// Installs (server-side apply) the CRD and waits until it is established.
+async fn install_crd(client: &Client) -> Fallible {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "sessionstores.sessionstore.dev",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(SessionStore::crd()),
+    )
+    .await?;
+    eventually("the CRD to be established", 60, || async {
+        let crd = crds.get("sessionstores.sessionstore.dev").await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn operator_end_to_end_on_a_real_cluster() -> Fallible {
     let Ok(kubeconfig) = std::env::var(ENV) else {
@@ -118,24 +142,7 @@ async fn operator_end_to_end_on_a_real_cluster() -> Fallible {
     .await?;
     let client = Client::try_from(config)?;
     let ssa = PatchParams::apply(MANAGER).force();
-
-    // CRD, established.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "sessionstores.sessionstore.dev",
-        &ssa,
-        &Patch::Apply(SessionStore::crd()),
-    )
-    .await?;
-    eventually("the CRD to be established", 60, || async {
-        let crd = crds.get("sessionstores.sessionstore.dev").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await?;
+    install_crd(&client).await?;
 
     let ns = format!("sessionstore-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());

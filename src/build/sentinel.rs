@@ -100,7 +100,9 @@ pub fn sentinel_conf(store: &ValidatedStore, settings: &OperatorSettings) -> Str
 }
 
 /// Sentinel's own users. `sentinel` is the peer identity (other Sentinels, the start script);
-/// `operator` reads and forces failovers; `app` may only discover the primary.
+/// `operator` reads, forces failovers and, during a password rotation, adds and retires the `app`
+/// user's password hashes live (`ACL SETUSER`: Sentinel reads this file only at start); `app` may
+/// only discover the primary.
 pub fn sentinel_users_acl(credentials: &StoreCredentials) -> String {
     let mut app_passwords = credentials.app.acl_hash();
     if let Some(previous) = &credentials.app_previous {
@@ -112,7 +114,7 @@ pub fn sentinel_users_acl(credentials: &StoreCredentials) -> String {
          user {SENTINEL_USER} on {} allkeys allchannels +@all\n\
          user {OPERATOR_USER} on {} resetkeys resetchannels -@all +ping +hello +client|setname +role +info \
          +sentinel|get-master-addr-by-name +sentinel|master +sentinel|masters +sentinel|replicas \
-         +sentinel|sentinels +sentinel|ckquorum +sentinel|failover\n\
+         +sentinel|sentinels +sentinel|ckquorum +sentinel|failover +acl|setuser\n\
          user {APP_USER} on {app_passwords} resetkeys resetchannels -@all +ping +hello +client|setname \
          +sentinel|get-master-addr-by-name +sentinel|replicas +sentinel|sentinels\n",
         credentials.sentinel.acl_hash(),
@@ -240,6 +242,19 @@ sentinel parallel-syncs checkout 1
             .unwrap_or_default();
         assert!(app_line.contains(&creds.app.acl_hash()));
         assert!(app_line.contains(&Password::from_secret_value("old-app-pw".into()).acl_hash()));
+    }
+
+    #[test]
+    fn only_the_operator_may_change_passwords_live() {
+        let acl = sentinel_users_acl(&credentials());
+        let line = |user: &str| {
+            acl.lines()
+                .find(|l| l.starts_with(&format!("user {user} ")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(line("operator").ends_with(" +acl|setuser"));
+        assert!(!line("app").contains("acl"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Live ACL changes on every pod: Redis does not replicate `ACL SETUSER`, so the operator applies
-//! it to each pod itself, as its own ACL user, and checks the result with a real `AUTH`.
+//! it to each pod itself, as its own ACL user, and checks the result with a real `AUTH`. A highly
+//! available store's Sentinels check the app user's password too (Sentinel-aware clients log in to
+//! them), and read their ACL file only at start, so the same change goes to every Sentinel.
 //!
 //! Passwords travel only as SHA-256 hashes (`#<hash>` adds, `!<hash>` removes), so the clear text
 //! never appears in an `ACL SETUSER` argument (SLOWLOG, MONITOR, command logs). Redis echoes a
@@ -19,13 +21,22 @@ use crate::build::acl::APP_USER;
 use crate::password::Password;
 use crate::rotation::RotationError;
 
-/// One Redis pod, dialled by its own address (pod IP), not through a Service.
+/// One Redis pod (or the Sentinel in it), dialled by its own address, not through a Service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodEndpoint {
     /// The pod name, for errors and logs.
     pub name: String,
     /// Plain TCP or TLS (`ConnectionAddr::TcpTls`) address of the pod.
     pub addr: ConnectionAddr,
+}
+
+/// Every process that checks the app user's password, each dialled on its own.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveTargets {
+    /// The Redis server of every pod.
+    pub redis: Vec<PodEndpoint>,
+    /// The Sentinel of every pod of a highly available store; empty for a standalone store.
+    pub sentinels: Vec<PodEndpoint>,
 }
 
 /// How the operator logs in to change the app user's passwords.
@@ -73,6 +84,34 @@ impl LiveAcl {
         password: &Password,
     ) -> Result<(), RotationError> {
         self.on_every_pod(pods, password, Change::Remove).await
+    }
+
+    /// [`Self::add_app_password`] on every Redis pod, then on every Sentinel. Both come before the
+    /// connection Secret changes, so no client is ever given a password one of them refuses.
+    pub async fn add_app_password_everywhere(
+        &self,
+        targets: &LiveTargets,
+        password: &Password,
+    ) -> Result<(), RotationError> {
+        self.add_app_password(&targets.redis, password).await?;
+        if !targets.sentinels.is_empty() {
+            self.add_app_password(&targets.sentinels, password).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::remove_app_password`] on every Redis pod, then on every Sentinel.
+    pub async fn remove_app_password_everywhere(
+        &self,
+        targets: &LiveTargets,
+        password: &Password,
+    ) -> Result<(), RotationError> {
+        self.remove_app_password(&targets.redis, password).await?;
+        if !targets.sentinels.is_empty() {
+            self.remove_app_password(&targets.sentinels, password)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn on_every_pod(

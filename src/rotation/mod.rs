@@ -10,7 +10,7 @@ pub mod plan;
 pub mod state;
 pub mod step;
 
-pub use live::{LiveAcl, PodEndpoint};
+pub use live::{LiveAcl, LiveTargets, PodEndpoint};
 pub use plan::{Plan, RotationInput, Step, auth_status, plan};
 pub use state::{RotationState, Stage};
 

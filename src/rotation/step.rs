@@ -4,7 +4,8 @@
 //! when to come back; [`desired_children`] gives the apply step children that agree with that state.
 //!
 //! Pod addresses come through the [`PodAddresses`] trait, asked only while a live step is due, so
-//! a store that is not rotating never lists its pods.
+//! a store that is not rotating never lists its pods. A highly available store's Sentinels get the
+//! same live changes as its Redis servers (see [`crate::rotation::live`]).
 //!
 //! A store with no pod (or a pod without an IP yet) waits: the live change must reach every pod,
 //! and a pod that is starting may have mounted a `users.acl` from before the rotation began, so
@@ -35,11 +36,12 @@ use crate::error::{Error, Result};
 use crate::password::Password;
 use crate::rotation::state::Stage;
 use crate::rotation::{
-    LiveAcl, PodEndpoint, RotationError, RotationInput, RotationState, Step, auth_status, plan,
+    LiveAcl, LiveTargets, PodEndpoint, RotationError, RotationInput, RotationState, Step,
+    auth_status, plan,
 };
 use crate::secrets::{self, SecretRole, SecretState, SecretsRead};
 use crate::settings::OperatorSettings;
-use crate::validate::{REDIS_PORT, ValidatedStore};
+use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
 /// How often a rotation waiting for pods (none yet, or one without an IP) looks again.
 pub const POD_RETRY: Duration = Duration::from_secs(30);
@@ -59,29 +61,36 @@ pub struct TlsInputs {
     pub fingerprint: String,
 }
 
-/// Where the Redis pods of a store can be reached, for the live ACL changes.
+/// Where the Redis pods (and Sentinels) of a store can be reached, for the live ACL changes.
 pub trait PodAddresses: Send + Sync {
-    /// Every pod of the store. `Ok(None)`: some pod has no address yet (the caller waits).
+    /// Every pod of the store, and for a highly available store every pod's Sentinel.
+    /// `Ok(None)`: some pod has no address yet (the caller waits).
     fn endpoints<'a>(
         &'a self,
         ctx: &'a Context,
         store: &'a ValidatedStore,
         tls: Option<&'a TlsInputs>,
-    ) -> BoxFuture<'a, Result<Option<Vec<PodEndpoint>>>>;
+    ) -> BoxFuture<'a, Result<Option<LiveTargets>>>;
 }
 
 /// Lists the store's pods by their selector labels (only while a live step is due) and dials each
 /// by its IP (plain) or by its stable DNS name under the headless Service (TLS: the certificate
-/// names the Service names, and the store's CA is the only one trusted).
+/// names the Service names, and the store's CA is the only one trusted). The Sentinel of an HA pod
+/// is dialled the same way on its own port (it listens on TLS only when the store has TLS, with the
+/// same certificate).
 #[derive(Clone, Debug)]
 pub struct ListPods {
+    /// Redis port of every pod.
     pub port: u16,
+    /// Sentinel port of every pod (highly available stores).
+    pub sentinel_port: u16,
 }
 
 impl Default for ListPods {
     fn default() -> Self {
         ListPods {
             port: u16::try_from(REDIS_PORT).unwrap_or(6379),
+            sentinel_port: u16::try_from(SENTINEL_PORT).unwrap_or(26379),
         }
     }
 }
@@ -92,7 +101,7 @@ impl PodAddresses for ListPods {
         ctx: &'a Context,
         store: &'a ValidatedStore,
         tls: Option<&'a TlsInputs>,
-    ) -> BoxFuture<'a, Result<Option<Vec<PodEndpoint>>>> {
+    ) -> BoxFuture<'a, Result<Option<LiveTargets>>> {
         Box::pin(async move {
             let selector = pod_selector_labels(store)
                 .iter()
@@ -105,7 +114,8 @@ impl PodAddresses for ListPods {
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|e| Error::kube(format!("listing Pods of {}", store.name), e))?;
-            let mut endpoints = Vec::new();
+            let mut targets = LiveTargets::default();
+            let sentinels = store.is_highly_available();
             for pod in pods.items {
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
@@ -113,19 +123,24 @@ impl PodAddresses for ListPods {
                     tracing::info!(pod = %name, "pod has no IP yet; rotation waits");
                     return Ok(None);
                 };
-                let addr = match (store.tls.as_ref(), tls) {
-                    (None, _) => ConnectionAddr::Tcp(ip, self.port),
-                    (Some(_), inputs) => tls_addr(
-                        ctx,
-                        store,
-                        &name,
-                        self.port,
-                        inputs.and_then(|t| t.ca_crt.as_ref()),
-                    )?,
+                let addr = |port: u16| match store.tls.as_ref() {
+                    None => Ok(ConnectionAddr::Tcp(ip.clone(), port)),
+                    Some(_) => {
+                        tls_addr(ctx, store, &name, port, tls.and_then(|t| t.ca_crt.as_ref()))
+                    }
                 };
-                endpoints.push(PodEndpoint { name, addr });
+                if sentinels {
+                    targets.sentinels.push(PodEndpoint {
+                        name: format!("{name} (sentinel)"),
+                        addr: addr(self.sentinel_port)?,
+                    });
+                }
+                targets.redis.push(PodEndpoint {
+                    addr: addr(self.port)?,
+                    name,
+                });
             }
-            Ok(Some(endpoints))
+            Ok(Some(targets))
         })
     }
 }
@@ -153,6 +168,24 @@ fn tls_addr(
         }
         .into());
     };
+    tls_connection_addr(host, port, &ca.0).map_err(|e| {
+        RotationError::Live {
+            action: "connect over TLS",
+            failed: 1,
+            total: 1,
+            details: format!("{pod}: unusable CA certificate ({:?})", e.kind()),
+        }
+        .into()
+    })
+}
+
+/// A TLS address for `host:port` (verified against that name) that trusts only `ca` (PEM): what
+/// the live ACL changes dial, on the Redis and on the Sentinel port alike.
+pub fn tls_connection_addr(
+    host: String,
+    port: u16,
+    ca: &[u8],
+) -> std::result::Result<ConnectionAddr, redis::RedisError> {
     let info = ConnectionAddr::TcpTls {
         host,
         port,
@@ -165,15 +198,9 @@ fn tls_addr(
             info,
             TlsCertificates {
                 client_tls: None,
-                root_cert: Some(ca.0.clone()),
+                root_cert: Some(ca.to_vec()),
             },
         )
-    })
-    .map_err(|e| RotationError::Live {
-        action: "connect over TLS",
-        failed: 1,
-        total: 1,
-        details: format!("{pod}: unusable CA certificate ({:?})", e.kind()),
     })?;
     Ok(info.get_connection_info().addr().clone())
 }
@@ -273,7 +300,7 @@ pub async fn reconcile_rotation(
     tls: Option<&TlsInputs>,
 ) -> Result<RotationOutcome> {
     let mut requeue_after = None;
-    let mut pods: Option<Vec<PodEndpoint>> = None;
+    let mut pods: Option<LiveTargets> = None;
     for _ in 0..MAX_STEPS_PER_RECONCILE {
         let now = Utc::now();
         let connection_password = read.credentials.app.clone();
@@ -301,8 +328,8 @@ pub async fn reconcile_rotation(
                 if pods.is_none() {
                     pods = ctx.pod_addresses.endpoints(ctx, validated, tls).await?;
                 }
-                let endpoints = match pods.as_deref() {
-                    Some(endpoints) if !endpoints.is_empty() => endpoints,
+                let targets = match pods.as_ref() {
+                    Some(targets) if !targets.redis.is_empty() => targets,
                     _ => {
                         tracing::info!(
                             step = next.step.name(),
@@ -318,9 +345,10 @@ pub async fn reconcile_rotation(
                     timeout: LIVE_TIMEOUT,
                 };
                 if matches!(next.step, Step::AddNewPasswordLive { .. }) {
-                    live.add_app_password(endpoints, password).await?;
+                    live.add_app_password_everywhere(targets, password).await?;
                 } else {
-                    live.remove_app_password(endpoints, password).await?;
+                    live.remove_app_password_everywhere(targets, password)
+                        .await?;
                 }
             }
             Step::PublishToConnectionSecret {

@@ -49,7 +49,10 @@ impl Harness {
         let (client, server) = mock_client(&double);
         let (_registry, metrics): (_, Metrics) = metrics::new_registry();
         let ctx = Context::new(client, OperatorSettings::default(), cache.clone(), metrics)
-            .with_pod_addresses(Arc::new(ListPods { port: redis_port }));
+            .with_pod_addresses(Arc::new(ListPods {
+                port: redis_port,
+                ..ListPods::default()
+            }));
         Harness {
             double,
             cache,
@@ -61,6 +64,15 @@ impl Harness {
     /// A fresh Context over the same double and cache (an operator restart), dialling pods at
     /// `redis_port`.
     pub fn restarted(&self, redis_port: u16) -> Harness {
+        self.restarted_with(ListPods {
+            port: redis_port,
+            ..ListPods::default()
+        })
+    }
+
+    /// A fresh Context over the same double and cache, dialling pods (and an HA store's
+    /// Sentinels) where `pods` says.
+    pub fn restarted_with(&self, pods: ListPods) -> Harness {
         let (client, server) = mock_client(&self.double);
         let (_registry, metrics): (_, Metrics) = metrics::new_registry();
         let ctx = Context::new(
@@ -69,7 +81,7 @@ impl Harness {
             self.cache.clone(),
             metrics,
         )
-        .with_pod_addresses(Arc::new(ListPods { port: redis_port }));
+        .with_pod_addresses(Arc::new(pods));
         Harness {
             double: self.double.clone(),
             cache: self.cache.clone(),
