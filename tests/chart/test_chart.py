@@ -41,7 +41,7 @@ CONTRACT_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "secrets"): {"get", "create", "patch"},
-    ("", "pods"): {"list", "watch", "patch"},
+    ("", "pods"): {"list", "watch", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},

@@ -80,7 +80,8 @@ app.kubernetes.io/part-of: sessionstore
 Rules for the namespaced resources the operator manages: exactly the verbs the code calls (no
 wildcards; Secrets get/create/patch only, never list/watch, so there is no Secret cache). Children
 are removed by the garbage collector through their ownerReference, so only PodDisruptionBudgets
-(dropped when replicas fall to 1) and ServiceMonitors (dropped when turned off) need delete.
+(dropped when replicas fall to 1), ServiceMonitors (dropped when turned off) and Pods (the ordered
+rolling update of stores with replicas restarts them one at a time) need delete.
 Server-side apply of a new object is authorised as create, so applied kinds have create and patch.
 Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
 */}}
@@ -102,7 +103,7 @@ Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
   verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
