@@ -50,9 +50,28 @@ pub enum HandoverOutcome {
     NotNow { message: String },
 }
 
-/// The handover, injectable.
+/// What the rolling update asks before it restarts a replica: the primary's view of its replicas.
+pub struct ReplicationRequest<'a> {
+    pub store: &'a ValidatedStore,
+    pub settings: &'a OperatorSettings,
+    pub credentials: &'a StoreCredentials,
+    /// The store CA for TLS stores.
+    pub tls_ca: Option<&'a [u8]>,
+    /// The pod a majority of Sentinels names as primary now.
+    pub primary: &'a str,
+}
+
+/// The handover, injectable, and the primary's replication view it is built on.
 pub trait Handover: Send + Sync {
     fn hand_over<'a>(&'a self, request: HandoverRequest<'a>) -> BoxFuture<'a, HandoverOutcome>;
+
+    /// The pods of the store the primary lists as `state=online` replicas (link up, full sync
+    /// finished), by pod name. `Err` (a message without any secret) when the primary cannot be
+    /// asked or is not a primary any more.
+    fn replication<'a>(
+        &'a self,
+        request: ReplicationRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
 }
 
 /// Where the operator dials a pod's Redis (`host:port`) for a store; `None` for a name that is not
@@ -375,6 +394,45 @@ impl SentinelHandover {
         }
     }
 
+    /// One `INFO replication` on the primary; the replicas it lists online, mapped back to pod
+    /// names through the same addresses the handover dials (the pods announce those).
+    async fn online_replicas(
+        &self,
+        request: ReplicationRequest<'_>,
+    ) -> Result<Vec<String>, String> {
+        let store = request.store;
+        let settings = request.settings;
+        let primary_address = (self.redis_address)(store, settings, request.primary)
+            .ok_or_else(|| format!("{} is not a pod of this store", request.primary))?;
+        let dialer = Dialer {
+            password: &request.credentials.operator,
+            tls: request.tls_ca.map(|ca| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            }),
+            timing: &self.timing,
+        };
+        let mut conn = dialer
+            .dial(&primary_address)
+            .await
+            .map_err(|error| format!("cannot reach the primary {}: {error}", request.primary))?;
+        let info = redis::cmd("INFO")
+            .arg("replication")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|error| format!("INFO replication on {} failed: {error}", request.primary))?;
+        let online = online_replica_addresses(&info)
+            .ok_or_else(|| format!("{} is no longer primary", request.primary))?;
+        let ordinals = u32::try_from(store.replicas.max(0)).unwrap_or(0);
+        Ok((0..ordinals)
+            .map(|ordinal| format!("{}-{ordinal}", store.name))
+            .filter(|pod| {
+                (self.redis_address)(store, settings, pod)
+                    .is_some_and(|address| online.iter().any(|o| o.eq_ignore_ascii_case(&address)))
+            })
+            .collect())
+    }
+
     /// Waits (bounded) until the accepting Sentinel names another primary, then `REPLICAOF` it on
     /// the old primary and ends the pause there. Returns the new primary's address.
     async fn demote_when_promoted(
@@ -423,6 +481,13 @@ impl SentinelHandover {
 impl Handover for SentinelHandover {
     fn hand_over<'a>(&'a self, request: HandoverRequest<'a>) -> BoxFuture<'a, HandoverOutcome> {
         Box::pin(self.run(request))
+    }
+
+    fn replication<'a>(
+        &'a self,
+        request: ReplicationRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(self.online_replicas(request))
     }
 }
 
@@ -605,6 +670,37 @@ async fn unpause(conn: &mut MultiplexedConnection) {
     }
 }
 
+/// The replicas (`host:port`, as announced) an `INFO replication` text of a primary lists with
+/// `state=online`; `None` when the text is not a primary's. Pure, so it is unit-tested.
+pub fn online_replica_addresses(info: &str) -> Option<Vec<String>> {
+    let role = info.lines().find_map(|l| l.strip_prefix("role:"))?.trim();
+    if role != "master" {
+        return None;
+    }
+    let mut online = Vec::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        let is_replica_line = name
+            .strip_prefix("slave")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !is_replica_line {
+            continue;
+        }
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
+        };
+        if let (Some(ip), Some(port), Some("online")) = (field("ip"), field("port"), field("state"))
+        {
+            online.push(format!("{ip}:{port}"));
+        }
+    }
+    Some(online)
+}
+
 /// The replicas a Sentinel may promote (not in `avoid`), as announced (`host:port`), by whether
 /// they hold every write of the primary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -708,6 +804,29 @@ mod tests {
             catch_up(&["s-2.h:6379"], &["10.0.0.3:6379"])
         );
         assert_eq!(replica_catch_up("role:master\r\n", &[]), None);
+    }
+
+    #[test]
+    fn only_replicas_the_primary_lists_online_count_as_synced() {
+        let syncing = INFO.replace(
+            "ip=s-2.h,port=6379,state=online",
+            "ip=s-2.h,port=6379,state=wait_bgsave",
+        );
+        assert_eq!(
+            online_replica_addresses(&syncing),
+            Some(vec!["10.0.0.3:6379".to_string()])
+        );
+        assert_eq!(
+            online_replica_addresses(INFO),
+            Some(vec!["10.0.0.3:6379".to_string(), "s-2.h:6379".to_string()])
+        );
+        for state in ["send_bulk", "wait_bgsave"] {
+            let all_syncing = INFO.replace("state=online", &format!("state={state}"));
+            assert_eq!(online_replica_addresses(&all_syncing), Some(vec![]));
+        }
+        let replica = "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\n";
+        assert_eq!(online_replica_addresses(replica), None);
+        assert_eq!(online_replica_addresses("garbage"), None);
     }
 
     fn replica(address: &str, priority: &str, flags: &str) -> Vec<String> {
