@@ -85,14 +85,16 @@ pub struct HandoverTiming {
     /// `CLIENT PAUSE <ms> WRITE` on the primary: covers the Sentinel promotion (under a second on
     /// loopback, measured by tests/handover.rs) and the old primary's demotion, which the operator
     /// does itself right after the promotion and which ends the pause. Bounded so a dead operator
-    /// cannot freeze writes for long.
+    /// cannot freeze writes for long: while the Sentinels have not named the new primary, the
+    /// operator extends it by this much at a time, up to the store's failover timeout.
     pub pause: Duration,
     /// How long a replica may take to reach the primary's offset once writes are paused
     /// (replicas acknowledge their offset every second).
     pub catch_up: Duration,
-    /// How long to wait, after a Sentinel accepted, for the Sentinels to name the new primary.
-    /// Keep it below `pause`: the demotion must happen while writes are still paused.
-    pub promotion: Duration,
+    /// While the Sentinels have not named the new primary, the pause is extended once it ends
+    /// within this margin (more than a Sentinel query's response timeout, so the extension lands
+    /// before the end): paused writes must never run on a primary that is being replaced.
+    pub extend_before: Duration,
     /// How long to wait, before pausing, for a Sentinel to see the lowered priorities: Sentinel
     /// picks the replica from its own copy of their INFO, refreshed every 10 s.
     pub sentinel_view: Duration,
@@ -105,7 +107,7 @@ impl Default for HandoverTiming {
         HandoverTiming {
             pause: Duration::from_secs(10),
             catch_up: Duration::from_millis(2500),
-            promotion: Duration::from_secs(9),
+            extend_before: Duration::from_secs(2),
             sentinel_view: Duration::from_secs(12),
             connect_timeout: Duration::from_millis(1000),
             response_timeout: Duration::from_millis(1000),
@@ -264,7 +266,9 @@ impl SentinelHandover {
             ));
         }
 
-        // 3. Pause writes; reads go on.
+        // 3. Pause writes; reads go on. The instant is taken before the command, so the pause
+        // is known to last at least until `paused_at + pause`.
+        let paused_at = Instant::now();
         let pause_ms = self.timing.pause.as_millis().to_string();
         if let Err(error) = redis::cmd("CLIENT")
             .arg("PAUSE")
@@ -367,6 +371,7 @@ impl SentinelHandover {
         // waits behind the pause like the writes, so without this step it lands only when the
         // pause ends (measured: 30 s with a 30 s pause), after the queued writes ran on the old
         // primary and were lost.
+        let bound = failover_bound(store, &self.timing);
         let demoted = self
             .demote_when_promoted(
                 &dialer,
@@ -374,20 +379,22 @@ impl SentinelHandover {
                 &master,
                 &primary_address,
                 &mut primary,
+                paused_at,
+                bound,
             )
             .await;
         let replica_note = format!("{caught_up} had caught up");
         HandoverOutcome::Started {
             message: match demoted {
-                Some(new_primary) => format!(
+                Ok(new_primary) => format!(
                     "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it",
                     request.primary, request.primary
                 ),
-                None => {
-                    tracing::warn!(primary = %request.primary, "no new primary seen within the pause; the old primary was not demoted");
+                Err(why) => {
+                    tracing::warn!(primary = %request.primary, "the old primary was not demoted: {why}");
                     format!(
-                        "Sentinel failover of {} started ({replica_note}), but no new primary was named within {:?}, so it was not demoted; its writes resume when the pause ends",
-                        request.primary, self.timing.promotion
+                        "Warning: Sentinel failover of {} started ({replica_note}), but {why}; the old primary was not demoted and its paused writes resume on it (they may be lost when the Sentinels demote it)",
+                        request.primary
                     )
                 }
             },
@@ -433,8 +440,11 @@ impl SentinelHandover {
             .collect())
     }
 
-    /// Waits (bounded) until the accepting Sentinel names another primary, then `REPLICAOF` it on
-    /// the old primary and ends the pause there. Returns the new primary's address.
+    /// Waits until the accepting Sentinel names another primary, keeping the old primary's writes
+    /// paused meanwhile (extended as [`pause_action`] says, up to `bound` after `paused_at`), then
+    /// `REPLICAOF` it on the old primary and ends the pause there. Returns the new primary's
+    /// address, or why the old primary was not demoted.
+    #[allow(clippy::too_many_arguments)]
     async fn demote_when_promoted(
         &self,
         dialer: &Dialer<'_>,
@@ -442,8 +452,11 @@ impl SentinelHandover {
         master: &str,
         old_address: &str,
         old_primary: &mut MultiplexedConnection,
-    ) -> Option<String> {
-        let started = Instant::now();
+        paused_at: Instant,
+        bound: Duration,
+    ) -> Result<String, String> {
+        let mut pause_ends = self.timing.pause;
+        let mut extensions = 0u32;
         let mut conn = dialer.dial(sentinel).await.ok();
         let (host, port) = loop {
             if let Some(conn) = conn.as_mut()
@@ -456,8 +469,39 @@ impl SentinelHandover {
             {
                 break (host, port);
             }
-            if started.elapsed() >= self.timing.promotion {
-                return None;
+            match pause_action(paused_at.elapsed(), pause_ends, bound, &self.timing) {
+                PauseAction::Keep => {}
+                PauseAction::Extend(by) => {
+                    // Measured before the command, like the first pause: a conservative end.
+                    let at = paused_at.elapsed();
+                    let extended = redis::cmd("CLIENT")
+                        .arg("PAUSE")
+                        .arg(by.as_millis().to_string())
+                        .arg("WRITE")
+                        .query_async::<()>(old_primary)
+                        .await;
+                    match extended {
+                        Ok(()) => {
+                            pause_ends = at + by;
+                            extensions += 1;
+                            tracing::info!(
+                                extensions,
+                                ?pause_ends,
+                                "no new primary named yet; write pause extended"
+                            );
+                        }
+                        Err(error) => {
+                            return Err(format!(
+                                "no new primary was named yet and the write pause could not be extended: {error}"
+                            ));
+                        }
+                    }
+                }
+                PauseAction::GiveUp => {
+                    return Err(format!(
+                        "no new primary was named within {bound:?} (the failover timeout; the write pause was extended {extensions} times)"
+                    ));
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             if conn.is_none() {
@@ -471,10 +515,12 @@ impl SentinelHandover {
             .await;
         if let Err(error) = demoted {
             tracing::warn!(%error, "could not demote the old primary; Sentinel will");
-            return None;
+            return Err(format!(
+                "REPLICAOF {host} {port} on the old primary failed: {error}"
+            ));
         }
         unpause(old_primary).await;
-        Some(format!("{host}:{port}"))
+        Ok(format!("{host}:{port}"))
     }
 }
 
@@ -670,6 +716,47 @@ async fn unpause(conn: &mut MultiplexedConnection) {
     }
 }
 
+/// How long, from the first pause, the operator keeps the old primary's writes paused while the
+/// Sentinels have not named the new primary: the store's failover timeout (after it the Sentinels
+/// give the failover up), and never less than one pause.
+pub fn failover_bound(store: &ValidatedStore, timing: &HandoverTiming) -> Duration {
+    let timeout = u64::try_from(store.sentinel.failover_timeout_milliseconds.max(0)).unwrap_or(0);
+    Duration::from_millis(timeout).max(timing.pause)
+}
+
+/// What to do about the write pause while the Sentinels have not named the new primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseAction {
+    /// The pause lasts long enough (or cannot be extended past the bound): look again.
+    Keep,
+    /// `CLIENT PAUSE` again for this long from now (Redis only ever moves the end later).
+    Extend(Duration),
+    /// The bound is reached: stop waiting; the pause has ended.
+    GiveUp,
+}
+
+/// The timing decision, pure so it is unit-tested. All durations count from the first pause:
+/// `elapsed` now, `pause_ends` when the current pause ends, `bound` the failover bound.
+pub fn pause_action(
+    elapsed: Duration,
+    pause_ends: Duration,
+    bound: Duration,
+    timing: &HandoverTiming,
+) -> PauseAction {
+    if elapsed >= bound {
+        return PauseAction::GiveUp;
+    }
+    if elapsed + timing.extend_before < pause_ends {
+        return PauseAction::Keep;
+    }
+    let until = (elapsed + timing.pause).min(bound);
+    if until > pause_ends {
+        PauseAction::Extend(until - elapsed)
+    } else {
+        PauseAction::Keep
+    }
+}
+
 /// The replicas (`host:port`, as announced) an `INFO replication` text of a primary lists with
 /// `state=online`; `None` when the text is not a primary's. Pure, so it is unit-tested.
 pub fn online_replica_addresses(info: &str) -> Option<Vec<String>> {
@@ -804,6 +891,57 @@ mod tests {
             catch_up(&["s-2.h:6379"], &["10.0.0.3:6379"])
         );
         assert_eq!(replica_catch_up("role:master\r\n", &[]), None);
+    }
+
+    #[test]
+    fn the_pause_is_extended_before_it_ends_and_never_past_the_failover_timeout() {
+        let timing = HandoverTiming::default(); // pause 10 s, extend 2 s before its end
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let bound = s(30);
+        // Well within the first pause: nothing to do.
+        assert_eq!(pause_action(s(3), s(10), bound, &timing), PauseAction::Keep);
+        assert_eq!(
+            pause_action(ms(7_999), s(10), bound, &timing),
+            PauseAction::Keep
+        );
+        // Within the margin: another full pause from now.
+        assert_eq!(
+            pause_action(s(8), s(10), bound, &timing),
+            PauseAction::Extend(s(10))
+        );
+        assert_eq!(pause_action(s(9), s(18), bound, &timing), PauseAction::Keep);
+        // The last extension is cut at the bound, then nothing more until the bound.
+        assert_eq!(
+            pause_action(s(26), s(28), bound, &timing),
+            PauseAction::Extend(s(4))
+        );
+        assert_eq!(
+            pause_action(ms(29_500), s(30), bound, &timing),
+            PauseAction::Keep
+        );
+        assert_eq!(
+            pause_action(s(30), s(30), bound, &timing),
+            PauseAction::GiveUp
+        );
+        // A pause that already ended (a slow loop) is extended at once while within the bound.
+        assert_eq!(
+            pause_action(s(12), s(10), bound, &timing),
+            PauseAction::Extend(s(10))
+        );
+        // A failover timeout shorter than one pause: the first pause is the whole wait.
+        let store =
+            crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 5000}\n");
+        let short = failover_bound(&store, &timing);
+        assert_eq!(short, s(10));
+        assert_eq!(pause_action(s(9), s(10), short, &timing), PauseAction::Keep);
+        assert_eq!(
+            pause_action(s(10), s(10), short, &timing),
+            PauseAction::GiveUp
+        );
+        let store =
+            crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 45000}\n");
+        assert_eq!(failover_bound(&store, &timing), s(45));
     }
 
     #[test]
