@@ -386,8 +386,12 @@ impl SentinelHandover {
         let replica_note = format!("{caught_up} had caught up");
         HandoverOutcome::Started {
             message: match demoted {
-                Ok(new_primary) => format!(
+                Ok((new_primary, 0)) => format!(
                     "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it",
+                    request.primary, request.primary
+                ),
+                Ok((new_primary, extensions)) => format!(
+                    "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it (write pause extended {extensions} times while the Sentinels promoted)",
                     request.primary, request.primary
                 ),
                 Err(why) => {
@@ -443,7 +447,7 @@ impl SentinelHandover {
     /// Waits until the accepting Sentinel names another primary, keeping the old primary's writes
     /// paused meanwhile (extended as [`pause_action`] says, up to `bound` after `paused_at`), then
     /// `REPLICAOF` it on the old primary and ends the pause there. Returns the new primary's
-    /// address, or why the old primary was not demoted.
+    /// address and how many times the pause was extended, or why the old primary was not demoted.
     #[allow(clippy::too_many_arguments)]
     async fn demote_when_promoted(
         &self,
@@ -454,7 +458,7 @@ impl SentinelHandover {
         old_primary: &mut MultiplexedConnection,
         paused_at: Instant,
         bound: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<(String, u32), String> {
         let mut pause_ends = self.timing.pause;
         let mut extensions = 0u32;
         let mut conn = dialer.dial(sentinel).await.ok();
@@ -520,7 +524,7 @@ impl SentinelHandover {
             ));
         }
         unpause(old_primary).await;
-        Ok(format!("{host}:{port}"))
+        Ok((format!("{host}:{port}"), extensions))
     }
 }
 
