@@ -473,6 +473,20 @@ impl SentinelHandover {
             {
                 break (host, port);
             }
+            // A failover the Sentinel gave up on (no replica it could promote) ends the wait at
+            // once rather than holding the writes until the bound.
+            if let Some(conn) = conn.as_mut()
+                && let Ok(fields) = redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(master)
+                    .query_async::<Vec<String>>(conn)
+                    .await
+                && failover_ended_without_promotion(&fields, old_address)
+            {
+                return Err(format!(
+                    "the Sentinel ended the failover without promoting a replica (the write pause was extended {extensions} times)"
+                ));
+            }
             match pause_action(paused_at.elapsed(), pause_ends, bound, &self.timing) {
                 PauseAction::Keep => {}
                 PauseAction::Extend(by) => {
@@ -728,6 +742,24 @@ pub fn failover_bound(store: &ValidatedStore, timing: &HandoverTiming) -> Durati
     Duration::from_millis(timeout).max(timing.pause)
 }
 
+/// Whether a Sentinel's `SENTINEL MASTER` entry (a flat field/value list, one snapshot) shows no
+/// failover in progress while it still names the old primary: the failover it accepted ended
+/// without a promotion. Pure, so it is unit-tested.
+pub fn failover_ended_without_promotion(fields: &[String], old_address: &str) -> bool {
+    let get = |key: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| kv.first().map(String::as_str) == Some(key))
+            .and_then(|kv| kv.get(1))
+            .map(String::as_str)
+    };
+    let (Some(ip), Some(port), Some(flags)) = (get("ip"), get("port"), get("flags")) else {
+        return false;
+    };
+    !flags.contains("failover_in_progress")
+        && format!("{ip}:{port}").eq_ignore_ascii_case(old_address)
+}
+
 /// What to do about the write pause while the Sentinels have not named the new primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PauseAction {
@@ -946,6 +978,37 @@ mod tests {
         let store =
             crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 45000}\n");
         assert_eq!(failover_bound(&store, &timing), s(45));
+    }
+
+    #[test]
+    fn a_failover_that_ended_on_the_old_primary_is_given_up() {
+        let entry = |ip: &str, flags: &str| -> Vec<String> {
+            [
+                ("name", "checkout"),
+                ("ip", ip),
+                ("port", "6379"),
+                ("flags", flags),
+                ("failover-state", "none"),
+            ]
+            .iter()
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect()
+        };
+        let old = "s-0.h:6379";
+        assert!(!failover_ended_without_promotion(
+            &entry("s-0.h", "master,failover_in_progress"),
+            old
+        ));
+        assert!(failover_ended_without_promotion(
+            &entry("S-0.h", "master"),
+            old
+        ));
+        // Already switched to the new primary: not an abort (the address check catches it).
+        assert!(!failover_ended_without_promotion(
+            &entry("s-1.h", "master"),
+            old
+        ));
+        assert!(!failover_ended_without_promotion(&[], old));
     }
 
     #[test]
