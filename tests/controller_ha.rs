@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use sessionstore_operator::cache::MemoryCache;
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
-use sessionstore_operator::ha::handover::{Handover, HandoverOutcome, HandoverRequest};
+use sessionstore_operator::ha::handover::{
+    Handover, HandoverOutcome, HandoverRequest, ReplicationRequest,
+};
 use sessionstore_operator::ha::step::{ApiPods, HaHooks, PrimaryDiscovery, SentinelDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
@@ -630,6 +632,17 @@ impl Handover for RecordingHandover {
                 message: "Sentinel failover started".into(),
             }
         })
+    }
+
+    /// Every pod of the store is a synced replica (this file tests no rolling update).
+    fn replication<'a>(
+        &'a self,
+        request: ReplicationRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        let pods = (0..request.store.replicas)
+            .map(|ordinal| format!("{}-{ordinal}", request.store.name))
+            .collect();
+        Box::pin(async move { Ok(pods) })
     }
 }
 

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use sessionstore_operator::cache::{MemoryCache, StatefulSetRevision};
 use sessionstore_operator::controller::{Context, reconcile};
 use sessionstore_operator::crd::SessionStore;
-use sessionstore_operator::ha::handover::{Handover, HandoverOutcome, HandoverRequest};
+use sessionstore_operator::ha::handover::{
+    Handover, HandoverOutcome, HandoverRequest, ReplicationRequest,
+};
 use sessionstore_operator::ha::step::{HaHooks, PrimaryDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
@@ -75,12 +77,15 @@ impl PrimaryDiscovery for FixedDiscovery {
     }
 }
 
-/// Records every handover asked for; refuses the first `refuse` of them.
+/// Records every handover asked for; refuses the first `refuse` of them. The primary's
+/// replication view lists every pod of the store online except those in `syncing`.
 #[derive(Default)]
 struct FakeHandover {
     asked: Mutex<Vec<String>>,
     refuse: Mutex<usize>,
     started: Mutex<usize>,
+    syncing: Mutex<Vec<String>>,
+    replication_asked: Mutex<usize>,
 }
 
 impl Handover for FakeHandover {
@@ -102,6 +107,19 @@ impl Handover for FakeHandover {
             }
         };
         Box::pin(async move { outcome })
+    }
+
+    fn replication<'a>(
+        &'a self,
+        request: ReplicationRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        *self.replication_asked.lock().expect("lock") += 1;
+        let syncing = self.syncing.lock().expect("lock").clone();
+        let online = (0..request.store.replicas)
+            .map(|ordinal| format!("{NAME}-{ordinal}"))
+            .filter(|pod| pod != request.primary && !syncing.contains(pod))
+            .collect();
+        Box::pin(async move { Ok(online) })
     }
 }
 
@@ -308,6 +326,11 @@ async fn replicas_first_then_a_handover_then_the_old_primary_never_two_pods_down
     println!("API calls of an up-to-date HA reconcile: {}", calls.len());
     assert!(calls.is_empty(), "{lines:?}");
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    assert_eq!(
+        *h.handover.replication_asked.lock().expect("lock"),
+        0,
+        "an up-to-date store asks the primary nothing"
+    );
     let updating = h.condition("Updating").expect("Updating");
     assert_eq!(updating["status"], "False");
     assert_eq!(updating["reason"], "UpToDate");
@@ -471,5 +494,59 @@ async fn a_started_handover_is_not_asked_again_while_the_sentinels_still_name_th
             .is_some_and(|m| m.contains("2/3 pods at revision")
                 && m.contains("a handover from checkout-0 started")),
         "{updating}"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_replica_that_is_ready_but_still_syncing_holds_the_next_restart() {
+    let h = settled_store().await;
+    h.sync_watches(NEW);
+    h.reconcile().await;
+    let deleted: Vec<String> = deletes(&h.double.take_calls())
+        .iter()
+        .map(|c| c.path().to_string())
+        .collect();
+    assert_eq!(deleted, [format!("{PODS}/checkout-2")]);
+    assert_eq!(*h.handover.replication_asked.lock().expect("lock"), 1);
+
+    // checkout-2 comes back Ready at once (it answers PING) while the primary still sends it
+    // the full sync: the primary does not list it online.
+    h.create_pod(2, NEW, true);
+    h.handover
+        .syncing
+        .lock()
+        .expect("lock")
+        .push("checkout-2".into());
+    for _ in 0..3 {
+        h.sync_watches(NEW);
+        let action = h.reconcile().await;
+        assert!(
+            deletes(&h.double.take_calls()).is_empty(),
+            "no replica restarted while another is syncing"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(3)));
+        let updating = h.condition("Updating").expect("Updating");
+        assert_eq!(updating["reason"], "Waiting");
+        assert!(
+            updating["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("1/3 pods at revision")
+                    && m.contains("checkout-2 has not finished syncing from the primary")),
+            "{updating}"
+        );
+    }
+
+    // The sync finished: the next replica is restarted.
+    h.handover.syncing.lock().expect("lock").clear();
+    h.sync_watches(NEW);
+    h.reconcile().await;
+    let deleted: Vec<String> = deletes(&h.double.take_calls())
+        .iter()
+        .map(|c| c.path().to_string())
+        .collect();
+    assert_eq!(deleted, [format!("{PODS}/checkout-1")]);
+    println!(
+        "replication views asked: {}",
+        h.handover.replication_asked.lock().expect("lock")
     );
 }

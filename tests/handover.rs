@@ -538,3 +538,140 @@ async fn tls_primary_is_dialled_with_the_store_ca_only() {
         assert!(!message.contains(credentials.operator.expose()));
     }
 }
+
+/// Sends `signal` (`-STOP`/`-CONT`) to every Sentinel of the cluster.
+fn signal_sentinels(cluster: &HaCluster, signal: &str) {
+    for i in 0..cluster.redis_ports.len() {
+        let pid = cluster.sentinel_pid(i).expect("Sentinel runs").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+}
+
+/// Slow Sentinels: they are frozen (SIGSTOP) as soon as one shows the failover in progress while
+/// still naming the old primary, for longer than the write pause (but under 2 s: a Sentinel whose
+/// timer stalls longer enters TILT mode and stops acting for 30 s, measured: the failover then
+/// outlived the failover timeout). The handover keeps the old
+/// primary's writes paused (extending the pause) until the Sentinels name the new primary, so no
+/// paused write runs on the old primary and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_sentinels_keep_the_writes_paused_until_the_new_primary_is_named() {
+    let cluster = start_cluster(60_000).await;
+    let pause = Duration::from_millis(800);
+    let frozen_for = Duration::from_millis(1600);
+    let handover = handover_for(&cluster).with_timing(HandoverTiming {
+        pause,
+        extend_before: Duration::from_millis(400),
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        ..HandoverTiming::default()
+    });
+    let settings = OperatorSettings::default();
+    let old_address = cluster.addr(0);
+    let stop = AtomicBool::new(false);
+    let failover_seen = AtomicBool::new(false);
+    let writer = write_through_sentinels(&cluster, "slow", &stop);
+    // Watches the Sentinels: freezes them all once one is failing over and still names pod 0.
+    let freezer = async {
+        let mut conns = Vec::new();
+        for address in cluster.sentinel_addrs() {
+            let port: u16 = address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("a port");
+            conns.push(
+                cluster
+                    .connect(port, OPERATOR_USER)
+                    .await
+                    .expect("Sentinel answers"),
+            );
+        }
+        for _ in 0..2000 {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            for conn in conns.iter_mut() {
+                let fields: Vec<String> = match redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(cluster.master_name())
+                    .query_async(conn)
+                    .await
+                {
+                    Ok(fields) => fields,
+                    Err(_) => continue,
+                };
+                let get = |key: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|c| c[0] == key)
+                        .and_then(|c| c.get(1))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let named = format!("{}:{}", get("ip"), get("port"));
+                if get("flags").contains("failover_in_progress") && named == old_address {
+                    signal_sentinels(&cluster, "-STOP");
+                    let stopped_at = Instant::now();
+                    failover_seen.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(frozen_for).await;
+                    signal_sentinels(&cluster, "-CONT");
+                    return Some((get("failover-state"), stopped_at.elapsed()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    };
+    let driver = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let requested = Instant::now();
+        let outcome = handover
+            .hand_over(HandoverRequest {
+                store: &cluster.store,
+                settings: &settings,
+                credentials: &cluster.credentials,
+                tls_ca: None,
+                primary: &pod_name(0),
+                avoid: &[],
+            })
+            .await;
+        let call = requested.elapsed();
+        let new = wait_for(
+            LIMIT,
+            "a Sentinel majority to name a new primary",
+            || async {
+                let (pod, _) = majority_primary(&cluster).await?;
+                (pod != 0).then_some(pod)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        (outcome, call, new)
+    };
+    let (report, frozen, (outcome, call, new)) = tokio::join!(writer, freezer, driver);
+    let lost = missing_on(&cluster, new, &report.acknowledged).await;
+    println!(
+        "slow Sentinels: frozen {frozen:?} (pause {pause:?}); handover call {call:?}, pod 0 -> pod {new}; acknowledged {}, lost {lost}, write errors {}, longest write gap {:?}; {outcome:?}",
+        report.acknowledged.len(),
+        report.errors,
+        report.longest_gap
+    );
+    assert!(
+        failover_seen.load(Ordering::Relaxed) && frozen.is_some(),
+        "the Sentinels were frozen during the failover, before naming the new primary"
+    );
+    let HandoverOutcome::Started { message } = &outcome else {
+        panic!("the handover started: {outcome:?}");
+    };
+    assert!(
+        message.contains("now replicates from it") && message.contains("write pause extended"),
+        "the old primary was demoted within an extended pause: {message}"
+    );
+    assert!(!report.acknowledged.is_empty(), "the writer wrote");
+    assert_eq!(lost, 0, "no acknowledged write lost");
+}

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use sessionstore_operator::build::acl::APP_USER;
+use sessionstore_operator::build::acl::OPERATOR_USER;
 use sessionstore_operator::ha::handover::{
-    Handover, HandoverOutcome, HandoverRequest, SentinelHandover,
+    Handover, HandoverOutcome, HandoverRequest, ReplicationRequest, SentinelHandover,
 };
 use sessionstore_operator::ha::rollout::{Decision, RolloutInput, RolloutPod, decide};
 use sessionstore_operator::ha::{DiscoveryOptions, discover_primary};
@@ -107,6 +108,58 @@ impl WriterTarget {
             .await
             .ok()
     }
+}
+
+/// The planner as the rollout step drives it: when the decision is a restart, the primary's
+/// replication view (the real `SentinelHandover::replication`) is asked and the decision taken
+/// again with it; an unreadable view waits.
+async fn decide_like_the_step(
+    cluster: &HaCluster,
+    handover: &SentinelHandover,
+    pods: &[RolloutPod],
+    primary: Option<&str>,
+) -> Decision {
+    let input = RolloutInput {
+        desired_replicas: PODS as i32,
+        update_revision: Some(NEW),
+        observed: true,
+        pods,
+        primary,
+        replicas_online: None,
+    };
+    let decision = decide(&input);
+    let (Decision::Restart(_), Some(primary)) = (&decision, primary) else {
+        return decision;
+    };
+    let settings = OperatorSettings::default();
+    let view = handover
+        .replication(ReplicationRequest {
+            store: &cluster.store,
+            settings: &settings,
+            credentials: &cluster.credentials,
+            tls_ca: None,
+            primary,
+        })
+        .await;
+    match view {
+        Ok(online) => decide(&RolloutInput {
+            replicas_online: Some(&online),
+            ..input
+        }),
+        Err(why) => Decision::Wait(format!("replication view unreadable: {why}")),
+    }
+}
+
+/// "Ready" as the pod's readiness probe says: the pod answers PING (an empty replica still
+/// waiting for its full sync does).
+async fn pod_answers_ping(cluster: &HaCluster, i: usize) -> bool {
+    let Ok(mut conn) = cluster.connect(cluster.redis_ports[i], OPERATOR_USER).await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok_and(|pong| pong == "PONG")
 }
 
 /// "Ready" as the pod's readiness probe would say: a primary, or a replica linked and synced.
@@ -209,13 +262,8 @@ async fn real_rollout_restarts_replicas_first_hands_over_then_restarts_the_old_p
                 });
             }
             let primary_name = primary.map(pod_name);
-            let decision = decide(&RolloutInput {
-                desired_replicas: PODS as i32,
-                update_revision: Some(NEW),
-                observed: true,
-                pods: &pods,
-                primary: primary_name.as_deref(),
-            });
+            let decision =
+                decide_like_the_step(&cluster, &handover, &pods, primary_name.as_deref()).await;
             match decision {
                 Decision::UpToDate => {
                     done = true;
@@ -320,4 +368,126 @@ async fn real_rollout_restarts_replicas_first_hands_over_then_restarts_the_old_p
     assert_ne!(final_primary, first_primary);
     assert!(!report.acknowledged.is_empty(), "the writer wrote");
     assert_eq!(lost, 0, "no acknowledged write lost");
+}
+
+/// The sync gate with real processes: a replica restarted onto an empty data dir answers PING (so
+/// it would be Ready) long before the primary has sent it the full sync (the primary waits
+/// `repl-diskless-sync-delay` before streaming). Readiness alone would restart the next replica
+/// right away, leaving only the primary with the data; the gate waits until the primary lists the
+/// restarted replica online, and the replica itself then reports its link up and its sync done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_sync_gate_holds_the_next_restart_until_the_restarted_replica_is_online() {
+    let mut cluster = start_cluster(5000).await;
+    let handover = handover_for(&cluster);
+    let mut primary_conn = cluster
+        .connect(cluster.redis_ports[0], OPERATOR_USER)
+        .await
+        .expect("the primary answers");
+    // Explicit (Redis 7.0's default is 5 s): the primary waits this long before a full sync.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg("3")
+        .query_async::<()>(&mut primary_conn)
+        .await
+        .expect("CONFIG SET on the primary");
+    let primary = Some(pod_name(0));
+    let mut revisions = [OLD; PODS];
+    let pods_of = |revisions: &[&str; PODS], ready: &[bool; PODS]| -> Vec<RolloutPod> {
+        (0..PODS)
+            .map(|i| RolloutPod {
+                name: pod_name(i),
+                ordinal: i as u32,
+                revision: Some(revisions[i].to_string()),
+                ready: ready[i],
+                terminating: false,
+            })
+            .collect()
+    };
+
+    let first = decide_like_the_step(
+        &cluster,
+        &handover,
+        &pods_of(&revisions, &[true; PODS]),
+        primary.as_deref(),
+    )
+    .await;
+    assert_eq!(
+        first,
+        Decision::Restart(pod_name(2)),
+        "every replica synced at the start"
+    );
+    cluster.kill_redis(2);
+    cluster.wipe_data(2);
+    cluster.start_redis(2);
+    revisions[2] = NEW;
+    let restarted_at = Instant::now();
+
+    let mut first_ping: Option<Duration> = None;
+    let mut held_while_ready = 0usize;
+    let mut released = None;
+    for _ in 0..400 {
+        let mut ready = [true; PODS];
+        ready[2] = pod_answers_ping(&cluster, 2).await;
+        if ready[2] && first_ping.is_none() {
+            first_ping = Some(restarted_at.elapsed());
+        }
+        let pods = pods_of(&revisions, &ready);
+        let readiness_only = decide(&RolloutInput {
+            desired_replicas: PODS as i32,
+            update_revision: Some(NEW),
+            observed: true,
+            pods: &pods,
+            primary: primary.as_deref(),
+            replicas_online: None,
+        });
+        let gated = decide_like_the_step(&cluster, &handover, &pods, primary.as_deref()).await;
+        match &gated {
+            Decision::Restart(pod) => {
+                assert_eq!(pod, &pod_name(1));
+                released = Some(restarted_at.elapsed());
+                break;
+            }
+            Decision::Wait(why) if ready[2] => {
+                assert_eq!(
+                    why, "checkout-2 has not finished syncing from the primary",
+                    "a Ready pod waits only for the sync"
+                );
+                assert_eq!(
+                    readiness_only,
+                    Decision::Restart(pod_name(1)),
+                    "readiness alone would restart the next replica now"
+                );
+                held_while_ready += 1;
+            }
+            Decision::Wait(_) => {}
+            other => panic!("unexpected decision {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let released = released.expect("the gate released once the replica was online");
+    // When the gate lets the next restart through, the restarted replica holds the data.
+    let info = cluster
+        .replication_info(2)
+        .await
+        .expect("the restarted replica answers");
+    println!(
+        "sync gate: restarted replica answered PING after {} ms, the gate held {held_while_ready} Ready checks and released after {} ms; replica then: link {:?}, sync in progress {:?}",
+        first_ping.map_or(0, |d| d.as_millis()),
+        released.as_millis(),
+        info_field(&info, "master_link_status"),
+        info_field(&info, "master_sync_in_progress"),
+    );
+    assert!(
+        held_while_ready > 0,
+        "the restarted replica was Ready (PING) before the primary listed it online, and the gate held"
+    );
+    assert_eq!(
+        info_field(&info, "master_link_status").as_deref(),
+        Some("up")
+    );
+    assert_eq!(
+        info_field(&info, "master_sync_in_progress").as_deref(),
+        Some("0")
+    );
 }

@@ -50,9 +50,28 @@ pub enum HandoverOutcome {
     NotNow { message: String },
 }
 
-/// The handover, injectable.
+/// What the rolling update asks before it restarts a replica: the primary's view of its replicas.
+pub struct ReplicationRequest<'a> {
+    pub store: &'a ValidatedStore,
+    pub settings: &'a OperatorSettings,
+    pub credentials: &'a StoreCredentials,
+    /// The store CA for TLS stores.
+    pub tls_ca: Option<&'a [u8]>,
+    /// The pod a majority of Sentinels names as primary now.
+    pub primary: &'a str,
+}
+
+/// The handover, injectable, and the primary's replication view it is built on.
 pub trait Handover: Send + Sync {
     fn hand_over<'a>(&'a self, request: HandoverRequest<'a>) -> BoxFuture<'a, HandoverOutcome>;
+
+    /// The pods of the store the primary lists as `state=online` replicas (link up, full sync
+    /// finished), by pod name. `Err` (a message without any secret) when the primary cannot be
+    /// asked or is not a primary any more.
+    fn replication<'a>(
+        &'a self,
+        request: ReplicationRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
 }
 
 /// Where the operator dials a pod's Redis (`host:port`) for a store; `None` for a name that is not
@@ -66,14 +85,16 @@ pub struct HandoverTiming {
     /// `CLIENT PAUSE <ms> WRITE` on the primary: covers the Sentinel promotion (under a second on
     /// loopback, measured by tests/handover.rs) and the old primary's demotion, which the operator
     /// does itself right after the promotion and which ends the pause. Bounded so a dead operator
-    /// cannot freeze writes for long.
+    /// cannot freeze writes for long: while the Sentinels have not named the new primary, the
+    /// operator extends it by this much at a time, up to the store's failover timeout.
     pub pause: Duration,
     /// How long a replica may take to reach the primary's offset once writes are paused
     /// (replicas acknowledge their offset every second).
     pub catch_up: Duration,
-    /// How long to wait, after a Sentinel accepted, for the Sentinels to name the new primary.
-    /// Keep it below `pause`: the demotion must happen while writes are still paused.
-    pub promotion: Duration,
+    /// While the Sentinels have not named the new primary, the pause is extended once it ends
+    /// within this margin (more than a Sentinel query's response timeout, so the extension lands
+    /// before the end): paused writes must never run on a primary that is being replaced.
+    pub extend_before: Duration,
     /// How long to wait, before pausing, for a Sentinel to see the lowered priorities: Sentinel
     /// picks the replica from its own copy of their INFO, refreshed every 10 s.
     pub sentinel_view: Duration,
@@ -86,7 +107,7 @@ impl Default for HandoverTiming {
         HandoverTiming {
             pause: Duration::from_secs(10),
             catch_up: Duration::from_millis(2500),
-            promotion: Duration::from_secs(9),
+            extend_before: Duration::from_secs(2),
             sentinel_view: Duration::from_secs(12),
             connect_timeout: Duration::from_millis(1000),
             response_timeout: Duration::from_millis(1000),
@@ -245,7 +266,9 @@ impl SentinelHandover {
             ));
         }
 
-        // 3. Pause writes; reads go on.
+        // 3. Pause writes; reads go on. The instant is taken before the command, so the pause
+        // is known to last at least until `paused_at + pause`.
+        let paused_at = Instant::now();
         let pause_ms = self.timing.pause.as_millis().to_string();
         if let Err(error) = redis::cmd("CLIENT")
             .arg("PAUSE")
@@ -348,6 +371,7 @@ impl SentinelHandover {
         // waits behind the pause like the writes, so without this step it lands only when the
         // pause ends (measured: 30 s with a 30 s pause), after the queued writes ran on the old
         // primary and were lost.
+        let bound = failover_bound(store, &self.timing);
         let demoted = self
             .demote_when_promoted(
                 &dialer,
@@ -355,28 +379,76 @@ impl SentinelHandover {
                 &master,
                 &primary_address,
                 &mut primary,
+                paused_at,
+                bound,
             )
             .await;
         let replica_note = format!("{caught_up} had caught up");
         HandoverOutcome::Started {
             message: match demoted {
-                Some(new_primary) => format!(
+                Ok((new_primary, 0)) => format!(
                     "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it",
                     request.primary, request.primary
                 ),
-                None => {
-                    tracing::warn!(primary = %request.primary, "no new primary seen within the pause; the old primary was not demoted");
+                Ok((new_primary, extensions)) => format!(
+                    "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it (write pause extended {extensions} times while the Sentinels promoted)",
+                    request.primary, request.primary
+                ),
+                Err(why) => {
+                    tracing::warn!(primary = %request.primary, "the old primary was not demoted: {why}");
                     format!(
-                        "Sentinel failover of {} started ({replica_note}), but no new primary was named within {:?}, so it was not demoted; its writes resume when the pause ends",
-                        request.primary, self.timing.promotion
+                        "Warning: Sentinel failover of {} started ({replica_note}), but {why}; the old primary was not demoted and its paused writes resume on it (they may be lost when the Sentinels demote it)",
+                        request.primary
                     )
                 }
             },
         }
     }
 
-    /// Waits (bounded) until the accepting Sentinel names another primary, then `REPLICAOF` it on
-    /// the old primary and ends the pause there. Returns the new primary's address.
+    /// One `INFO replication` on the primary; the replicas it lists online, mapped back to pod
+    /// names through the same addresses the handover dials (the pods announce those).
+    async fn online_replicas(
+        &self,
+        request: ReplicationRequest<'_>,
+    ) -> Result<Vec<String>, String> {
+        let store = request.store;
+        let settings = request.settings;
+        let primary_address = (self.redis_address)(store, settings, request.primary)
+            .ok_or_else(|| format!("{} is not a pod of this store", request.primary))?;
+        let dialer = Dialer {
+            password: &request.credentials.operator,
+            tls: request.tls_ca.map(|ca| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            }),
+            timing: &self.timing,
+        };
+        let mut conn = dialer
+            .dial(&primary_address)
+            .await
+            .map_err(|error| format!("cannot reach the primary {}: {error}", request.primary))?;
+        let info = redis::cmd("INFO")
+            .arg("replication")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|error| format!("INFO replication on {} failed: {error}", request.primary))?;
+        let online = online_replica_addresses(&info)
+            .ok_or_else(|| format!("{} is no longer primary", request.primary))?;
+        let ordinals = u32::try_from(store.replicas.max(0)).unwrap_or(0);
+        Ok((0..ordinals)
+            .map(|ordinal| format!("{}-{ordinal}", store.name))
+            .filter(|pod| {
+                (self.redis_address)(store, settings, pod)
+                    .is_some_and(|address| online.iter().any(|o| o.eq_ignore_ascii_case(&address)))
+            })
+            .collect())
+    }
+
+    /// Waits until the accepting Sentinel names another primary, keeping the old primary's writes
+    /// paused meanwhile (extended as [`pause_action`] says, up to `bound` after `paused_at`), then
+    /// `REPLICAOF` it on the old primary and ends the pause there. Returns the new primary's
+    /// address and how many times the pause was extended, or why the old primary was not demoted.
+    #[allow(clippy::too_many_arguments)]
     async fn demote_when_promoted(
         &self,
         dialer: &Dialer<'_>,
@@ -384,8 +456,11 @@ impl SentinelHandover {
         master: &str,
         old_address: &str,
         old_primary: &mut MultiplexedConnection,
-    ) -> Option<String> {
-        let started = Instant::now();
+        paused_at: Instant,
+        bound: Duration,
+    ) -> Result<(String, u32), String> {
+        let mut pause_ends = self.timing.pause;
+        let mut extensions = 0u32;
         let mut conn = dialer.dial(sentinel).await.ok();
         let (host, port) = loop {
             if let Some(conn) = conn.as_mut()
@@ -398,8 +473,53 @@ impl SentinelHandover {
             {
                 break (host, port);
             }
-            if started.elapsed() >= self.timing.promotion {
-                return None;
+            // A failover the Sentinel gave up on (no replica it could promote) ends the wait at
+            // once rather than holding the writes until the bound.
+            if let Some(conn) = conn.as_mut()
+                && let Ok(fields) = redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(master)
+                    .query_async::<Vec<String>>(conn)
+                    .await
+                && failover_ended_without_promotion(&fields, old_address)
+            {
+                return Err(format!(
+                    "the Sentinel ended the failover without promoting a replica (the write pause was extended {extensions} times)"
+                ));
+            }
+            match pause_action(paused_at.elapsed(), pause_ends, bound, &self.timing) {
+                PauseAction::Keep => {}
+                PauseAction::Extend(by) => {
+                    // Measured before the command, like the first pause: a conservative end.
+                    let at = paused_at.elapsed();
+                    let extended = redis::cmd("CLIENT")
+                        .arg("PAUSE")
+                        .arg(by.as_millis().to_string())
+                        .arg("WRITE")
+                        .query_async::<()>(old_primary)
+                        .await;
+                    match extended {
+                        Ok(()) => {
+                            pause_ends = at + by;
+                            extensions += 1;
+                            tracing::info!(
+                                extensions,
+                                ?pause_ends,
+                                "no new primary named yet; write pause extended"
+                            );
+                        }
+                        Err(error) => {
+                            return Err(format!(
+                                "no new primary was named yet and the write pause could not be extended: {error}"
+                            ));
+                        }
+                    }
+                }
+                PauseAction::GiveUp => {
+                    return Err(format!(
+                        "no new primary was named within {bound:?} (the failover timeout; the write pause was extended {extensions} times)"
+                    ));
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             if conn.is_none() {
@@ -413,16 +533,25 @@ impl SentinelHandover {
             .await;
         if let Err(error) = demoted {
             tracing::warn!(%error, "could not demote the old primary; Sentinel will");
-            return None;
+            return Err(format!(
+                "REPLICAOF {host} {port} on the old primary failed: {error}"
+            ));
         }
         unpause(old_primary).await;
-        Some(format!("{host}:{port}"))
+        Ok((format!("{host}:{port}"), extensions))
     }
 }
 
 impl Handover for SentinelHandover {
     fn hand_over<'a>(&'a self, request: HandoverRequest<'a>) -> BoxFuture<'a, HandoverOutcome> {
         Box::pin(self.run(request))
+    }
+
+    fn replication<'a>(
+        &'a self,
+        request: ReplicationRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(self.online_replicas(request))
     }
 }
 
@@ -605,6 +734,96 @@ async fn unpause(conn: &mut MultiplexedConnection) {
     }
 }
 
+/// How long, from the first pause, the operator keeps the old primary's writes paused while the
+/// Sentinels have not named the new primary: the store's failover timeout (after it the Sentinels
+/// give the failover up), and never less than one pause.
+pub fn failover_bound(store: &ValidatedStore, timing: &HandoverTiming) -> Duration {
+    let timeout = u64::try_from(store.sentinel.failover_timeout_milliseconds.max(0)).unwrap_or(0);
+    Duration::from_millis(timeout).max(timing.pause)
+}
+
+/// Whether a Sentinel's `SENTINEL MASTER` entry (a flat field/value list, one snapshot) shows no
+/// failover in progress while it still names the old primary: the failover it accepted ended
+/// without a promotion. Pure, so it is unit-tested.
+pub fn failover_ended_without_promotion(fields: &[String], old_address: &str) -> bool {
+    let get = |key: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| kv.first().map(String::as_str) == Some(key))
+            .and_then(|kv| kv.get(1))
+            .map(String::as_str)
+    };
+    let (Some(ip), Some(port), Some(flags)) = (get("ip"), get("port"), get("flags")) else {
+        return false;
+    };
+    !flags.contains("failover_in_progress")
+        && format!("{ip}:{port}").eq_ignore_ascii_case(old_address)
+}
+
+/// What to do about the write pause while the Sentinels have not named the new primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseAction {
+    /// The pause lasts long enough (or cannot be extended past the bound): look again.
+    Keep,
+    /// `CLIENT PAUSE` again for this long from now (Redis only ever moves the end later).
+    Extend(Duration),
+    /// The bound is reached: stop waiting; the pause has ended.
+    GiveUp,
+}
+
+/// The timing decision, pure so it is unit-tested. All durations count from the first pause:
+/// `elapsed` now, `pause_ends` when the current pause ends, `bound` the failover bound.
+pub fn pause_action(
+    elapsed: Duration,
+    pause_ends: Duration,
+    bound: Duration,
+    timing: &HandoverTiming,
+) -> PauseAction {
+    if elapsed >= bound {
+        return PauseAction::GiveUp;
+    }
+    if elapsed + timing.extend_before < pause_ends {
+        return PauseAction::Keep;
+    }
+    let until = (elapsed + timing.pause).min(bound);
+    if until > pause_ends {
+        PauseAction::Extend(until - elapsed)
+    } else {
+        PauseAction::Keep
+    }
+}
+
+/// The replicas (`host:port`, as announced) an `INFO replication` text of a primary lists with
+/// `state=online`; `None` when the text is not a primary's. Pure, so it is unit-tested.
+pub fn online_replica_addresses(info: &str) -> Option<Vec<String>> {
+    let role = info.lines().find_map(|l| l.strip_prefix("role:"))?.trim();
+    if role != "master" {
+        return None;
+    }
+    let mut online = Vec::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        let is_replica_line = name
+            .strip_prefix("slave")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !is_replica_line {
+            continue;
+        }
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
+        };
+        if let (Some(ip), Some(port), Some("online")) = (field("ip"), field("port"), field("state"))
+        {
+            online.push(format!("{ip}:{port}"));
+        }
+    }
+    Some(online)
+}
+
 /// The replicas a Sentinel may promote (not in `avoid`), as announced (`host:port`), by whether
 /// they hold every write of the primary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -708,6 +927,111 @@ mod tests {
             catch_up(&["s-2.h:6379"], &["10.0.0.3:6379"])
         );
         assert_eq!(replica_catch_up("role:master\r\n", &[]), None);
+    }
+
+    #[test]
+    fn the_pause_is_extended_before_it_ends_and_never_past_the_failover_timeout() {
+        let timing = HandoverTiming::default(); // pause 10 s, extend 2 s before its end
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let bound = s(30);
+        // Well within the first pause: nothing to do.
+        assert_eq!(pause_action(s(3), s(10), bound, &timing), PauseAction::Keep);
+        assert_eq!(
+            pause_action(ms(7_999), s(10), bound, &timing),
+            PauseAction::Keep
+        );
+        // Within the margin: another full pause from now.
+        assert_eq!(
+            pause_action(s(8), s(10), bound, &timing),
+            PauseAction::Extend(s(10))
+        );
+        assert_eq!(pause_action(s(9), s(18), bound, &timing), PauseAction::Keep);
+        // The last extension is cut at the bound, then nothing more until the bound.
+        assert_eq!(
+            pause_action(s(26), s(28), bound, &timing),
+            PauseAction::Extend(s(4))
+        );
+        assert_eq!(
+            pause_action(ms(29_500), s(30), bound, &timing),
+            PauseAction::Keep
+        );
+        assert_eq!(
+            pause_action(s(30), s(30), bound, &timing),
+            PauseAction::GiveUp
+        );
+        // A pause that already ended (a slow loop) is extended at once while within the bound.
+        assert_eq!(
+            pause_action(s(12), s(10), bound, &timing),
+            PauseAction::Extend(s(10))
+        );
+        // A failover timeout shorter than one pause: the first pause is the whole wait.
+        let store =
+            crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 5000}\n");
+        let short = failover_bound(&store, &timing);
+        assert_eq!(short, s(10));
+        assert_eq!(pause_action(s(9), s(10), short, &timing), PauseAction::Keep);
+        assert_eq!(
+            pause_action(s(10), s(10), short, &timing),
+            PauseAction::GiveUp
+        );
+        let store =
+            crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 45000}\n");
+        assert_eq!(failover_bound(&store, &timing), s(45));
+    }
+
+    #[test]
+    fn a_failover_that_ended_on_the_old_primary_is_given_up() {
+        let entry = |ip: &str, flags: &str| -> Vec<String> {
+            [
+                ("name", "checkout"),
+                ("ip", ip),
+                ("port", "6379"),
+                ("flags", flags),
+                ("failover-state", "none"),
+            ]
+            .iter()
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect()
+        };
+        let old = "s-0.h:6379";
+        assert!(!failover_ended_without_promotion(
+            &entry("s-0.h", "master,failover_in_progress"),
+            old
+        ));
+        assert!(failover_ended_without_promotion(
+            &entry("S-0.h", "master"),
+            old
+        ));
+        // Already switched to the new primary: not an abort (the address check catches it).
+        assert!(!failover_ended_without_promotion(
+            &entry("s-1.h", "master"),
+            old
+        ));
+        assert!(!failover_ended_without_promotion(&[], old));
+    }
+
+    #[test]
+    fn only_replicas_the_primary_lists_online_count_as_synced() {
+        let syncing = INFO.replace(
+            "ip=s-2.h,port=6379,state=online",
+            "ip=s-2.h,port=6379,state=wait_bgsave",
+        );
+        assert_eq!(
+            online_replica_addresses(&syncing),
+            Some(vec!["10.0.0.3:6379".to_string()])
+        );
+        assert_eq!(
+            online_replica_addresses(INFO),
+            Some(vec!["10.0.0.3:6379".to_string(), "s-2.h:6379".to_string()])
+        );
+        for state in ["send_bulk", "wait_bgsave"] {
+            let all_syncing = INFO.replace("state=online", &format!("state={state}"));
+            assert_eq!(online_replica_addresses(&all_syncing), Some(vec![]));
+        }
+        let replica = "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\n";
+        assert_eq!(online_replica_addresses(replica), None);
+        assert_eq!(online_replica_addresses("garbage"), None);
     }
 
     fn replica(address: &str, priority: &str, flags: &str) -> Vec<String> {

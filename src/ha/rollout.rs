@@ -39,6 +39,10 @@ pub struct RolloutInput<'a> {
     pub pods: &'a [RolloutPod],
     /// The pod a Sentinel majority names as primary in this reconcile; `None` when unknown.
     pub primary: Option<&'a str>,
+    /// The pods the primary lists as `state=online` replicas (link up, full sync finished);
+    /// `None`: not asked. Ready only means the pod answers PING, which a restarted, still empty
+    /// replica does before its sync finishes, so the step asks the primary before a restart.
+    pub replicas_online: Option<&'a [String]>,
 }
 
 /// What to do now.
@@ -84,11 +88,13 @@ fn is_updated(pod: &RolloutPod, update_revision: Option<&str>) -> bool {
 /// 2. no existing pod outdated -> up to date;
 /// 3. every desired pod exists, is Ready, and no pod is terminating (at most one pod down);
 /// 4. the primary must be known in this reconcile and be one of the pods (never delete blind);
-/// 5. an outdated replica -> restart it, highest ordinal first;
-/// 6. only the primary outdated -> hand over if an updated replica is Ready, else wait.
+/// 5. when the primary's replication view is given, every desired pod other than the primary must
+///    be listed online by it (Ready is not synced: at most one pod not fully serving);
+/// 6. an outdated replica -> restart it, highest ordinal first;
+/// 7. only the primary outdated -> hand over if an updated replica is Ready, else wait.
 ///
 /// After a handover the Sentinels name an updated pod, so the old primary is an outdated replica
-/// and rule 5 restarts it.
+/// and rule 6 restarts it.
 pub fn decide(input: &RolloutInput<'_>) -> Decision {
     if !input.observed {
         return Decision::Wait(
@@ -123,6 +129,15 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
     if !desired_pods(input).any(|pod| pod.name == primary) {
         return Decision::Wait(format!(
             "the Sentinels name {primary} as primary, which is not one of the store's pods"
+        ));
+    }
+    if let Some(online) = input.replicas_online
+        && let Some(pod) = desired_pods(input)
+            .find(|pod| pod.name != primary && !online.iter().any(|o| o == &pod.name))
+    {
+        return Decision::Wait(format!(
+            "{} has not finished syncing from the primary",
+            pod.name
         ));
     }
     outdated.sort_by_key(|pod| std::cmp::Reverse(pod.ordinal));
@@ -166,6 +181,7 @@ mod tests {
             observed: true,
             pods,
             primary,
+            replicas_online: None,
         })
     }
 
@@ -185,6 +201,7 @@ mod tests {
             observed: false,
             pods: &pods,
             primary: Some("checkout-0"),
+            replicas_online: None,
         };
         assert!(matches!(decide(&input), Decision::Wait(m) if m.contains("not observed")));
         input.observed = true;
@@ -281,6 +298,7 @@ mod tests {
             observed: true,
             pods: &pods,
             primary: Some("checkout-0"),
+            replicas_online: None,
         };
         assert_eq!(
             decide(&input),
@@ -299,6 +317,7 @@ mod tests {
             observed: true,
             pods: &alone,
             primary: Some("checkout-0"),
+            replicas_online: None,
         };
         assert!(matches!(decide(&input), Decision::Wait(m) if m.contains("no updated replica")));
     }
@@ -321,6 +340,7 @@ mod tests {
             observed: true,
             pods: &pods,
             primary: None,
+            replicas_online: None,
         };
         assert_eq!(
             progress(&input),
@@ -329,6 +349,68 @@ mod tests {
                 desired: 3
             }
         );
+    }
+
+    #[test]
+    fn a_replica_the_primary_does_not_list_online_blocks_the_next_restart() {
+        // checkout-2 was restarted: Ready (it answers PING) but still syncing from the primary.
+        let pods = [pod(0, OLD), pod(1, OLD), pod(2, NEW)];
+        let online_of = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let decide_online = |online: Option<&[String]>| {
+            decide(&RolloutInput {
+                desired_replicas: 3,
+                update_revision: Some(NEW),
+                observed: true,
+                pods: &pods,
+                primary: Some("checkout-0"),
+                replicas_online: online,
+            })
+        };
+        // Not asked: the readiness rule alone restarts checkout-1.
+        assert_eq!(decide_online(None), Decision::Restart("checkout-1".into()));
+        let syncing = online_of(&["checkout-1"]);
+        assert_eq!(
+            decide_online(Some(&syncing)),
+            Decision::Wait("checkout-2 has not finished syncing from the primary".into())
+        );
+        let nobody: Vec<String> = Vec::new();
+        assert!(matches!(
+            decide_online(Some(&nobody)),
+            Decision::Wait(m) if m.contains("has not finished syncing")
+        ));
+        // The primary is not its own replica; every other pod online: restart.
+        let synced = online_of(&["checkout-1", "checkout-2"]);
+        assert_eq!(
+            decide_online(Some(&synced)),
+            Decision::Restart("checkout-1".into())
+        );
+        // Pods beyond the desired replicas (leaving in a scale-down) are not required.
+        let mut extra = pods.to_vec();
+        extra.push(pod(3, OLD));
+        let input = RolloutInput {
+            desired_replicas: 3,
+            update_revision: Some(NEW),
+            observed: true,
+            pods: &extra,
+            primary: Some("checkout-0"),
+            replicas_online: Some(&synced),
+        };
+        assert_eq!(decide(&input), Decision::Restart("checkout-1".into()));
+    }
+
+    #[test]
+    fn an_up_to_date_store_needs_no_replication_view() {
+        let pods = [pod(0, NEW), pod(1, NEW), pod(2, NEW)];
+        let nobody: Vec<String> = Vec::new();
+        let input = RolloutInput {
+            desired_replicas: 3,
+            update_revision: Some(NEW),
+            observed: true,
+            pods: &pods,
+            primary: Some("checkout-0"),
+            replicas_online: Some(&nobody),
+        };
+        assert_eq!(decide(&input), Decision::UpToDate);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::cache::{Cached, ChildKind, StatefulSetRevision};
 use crate::controller::{Context, publish};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
-use crate::ha::handover::{HandoverOutcome, HandoverRequest};
+use crate::ha::handover::{HandoverOutcome, HandoverRequest, ReplicationRequest};
 use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
 use crate::ha::step::{PodRole, PrimaryObservation};
 use crate::validate::ValidatedStore;
@@ -142,6 +142,7 @@ pub async fn reconcile_rollout(
         observed: true,
         pods: &rollout_pods,
         primary,
+        replicas_online: None,
     };
     let done = progress(&input);
     let summary = format!(
@@ -149,6 +150,31 @@ pub async fn reconcile_rollout(
         done.updated, done.desired
     );
     let mut decision = decide(&input);
+
+    // Ready is not synced: before a restart, the primary must list every other pod as an online
+    // replica (asked only here, so an up-to-date store costs no Redis call).
+    let online;
+    if let (Decision::Restart(_), Some(primary)) = (&decision, primary) {
+        let request = ReplicationRequest {
+            store: validated,
+            settings: &ctx.settings,
+            credentials,
+            tls_ca,
+            primary,
+        };
+        decision = match ctx.ha.handover.replication(request).await {
+            Ok(pods) => {
+                online = pods;
+                decide(&RolloutInput {
+                    replicas_online: Some(&online),
+                    ..input.clone()
+                })
+            }
+            Err(why) => Decision::Wait(format!(
+                "cannot read the replication state of the primary {primary}: {why}"
+            )),
+        };
+    }
 
     // A handover just started from this primary: give the Sentinels time to promote.
     if let Decision::HandOver { primary } = &decision {

@@ -321,6 +321,11 @@ impl HaCluster {
         self.redis.get(i)?.as_ref().map(Proc::pid)
     }
 
+    /// The pid of pod `i`'s Sentinel, while it runs.
+    pub fn sentinel_pid(&self, i: usize) -> Option<u32> {
+        self.sentinels.get(i)?.as_ref().map(Proc::pid)
+    }
+
     /// Stops pod `i`'s Sentinel (SIGKILL).
     pub fn kill_sentinel(&mut self, i: usize) {
         self.sentinels[i] = None;
