@@ -630,6 +630,7 @@ impl Handover for RecordingHandover {
         Box::pin(async {
             HandoverOutcome::Started {
                 message: "Sentinel failover started".into(),
+                demoted: true,
             }
         })
     }

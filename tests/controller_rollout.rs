@@ -104,6 +104,7 @@ impl Handover for FakeHandover {
             *self.started.lock().expect("lock") += 1;
             HandoverOutcome::Started {
                 message: "SENTINEL FAILOVER accepted".into(),
+                demoted: true,
             }
         };
         Box::pin(async move { outcome })

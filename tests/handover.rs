@@ -235,7 +235,7 @@ async fn handover_under_writes_loses_no_acknowledged_write_and_the_old_primary_f
         let (new, agreed, call, report, outcome) =
             handover_under_load(&cluster, primary, &[], &format!("r{run}")).await;
         assert!(
-            matches!(outcome, HandoverOutcome::Started { .. }),
+            matches!(outcome, HandoverOutcome::Started { demoted: true, .. }),
             "{outcome:?}"
         );
         assert_ne!(new, primary, "a different pod is primary");
@@ -267,7 +267,7 @@ async fn avoided_pods_are_never_promoted() {
     // the avoided pods their priority back as a restart would.
     let outcome = hand_over(&cluster, 0, &[0, 1, 2, 3]).await;
     assert!(
-        matches!(outcome, HandoverOutcome::Started { .. }),
+        matches!(outcome, HandoverOutcome::Started { demoted: true, .. }),
         "{outcome:?}"
     );
     settle(&cluster, 4, 4).await;
@@ -276,7 +276,7 @@ async fn avoided_pods_are_never_promoted() {
     let (new, agreed, _, report, outcome) =
         handover_under_load(&cluster, 4, &[3, 4], "avoid").await;
     assert!(
-        matches!(outcome, HandoverOutcome::Started { .. }),
+        matches!(outcome, HandoverOutcome::Started { demoted: true, .. }),
         "{outcome:?}"
     );
     let lost = missing_on(&cluster, new, &report.acknowledged).await;
@@ -424,7 +424,7 @@ async fn scale_three_five_three_keeps_every_session_and_a_primary_that_stays() {
     // Pod 4 becomes primary (every other pod avoided), then the others get their priority back.
     let outcome = hand_over(&cluster, 0, &[0, 1, 2, 3]).await;
     assert!(
-        matches!(outcome, HandoverOutcome::Started { .. }),
+        matches!(outcome, HandoverOutcome::Started { demoted: true, .. }),
         "{outcome:?}"
     );
     settle(&cluster, 4, 4).await;
@@ -443,7 +443,7 @@ async fn scale_three_five_three_keeps_every_session_and_a_primary_that_stays() {
     let (new, agreed, _, report, outcome) =
         handover_under_load(&cluster, 4, &[3, 4], "scale").await;
     assert!(
-        matches!(outcome, HandoverOutcome::Started { .. }),
+        matches!(outcome, HandoverOutcome::Started { demoted: true, .. }),
         "{outcome:?}"
     );
     assert!(new <= 2, "the new primary {new} stays after the scale-down");
@@ -665,9 +665,10 @@ async fn slow_sentinels_keep_the_writes_paused_until_the_new_primary_is_named() 
         failover_seen.load(Ordering::Relaxed) && frozen.is_some(),
         "the Sentinels were frozen during the failover, before naming the new primary"
     );
-    let HandoverOutcome::Started { message } = &outcome else {
+    let HandoverOutcome::Started { message, demoted } = &outcome else {
         panic!("the handover started: {outcome:?}");
     };
+    assert!(*demoted, "the old primary was demoted: {message}");
     assert!(
         message.contains("now replicates from it") && message.contains("write pause extended"),
         "the old primary was demoted within an extended pause: {message}"

@@ -42,8 +42,10 @@ pub struct HandoverRequest<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandoverOutcome {
     /// Writes were paused, a replica had caught up, and a Sentinel accepted `SENTINEL FAILOVER`.
-    /// The new primary shows up in a later discovery.
-    Started { message: String },
+    /// The new primary shows up in a later discovery. `demoted`: the operator made the old primary
+    /// a replica before its writes resumed (false: the Sentinels did not promote in time, so the
+    /// paused writes ran on the old primary and may be lost; the caller warns).
+    Started { message: String, demoted: bool },
     /// Nothing was changed (no caught-up replica, a failover already in progress, a Sentinel or
     /// the primary unreachable): try again on a later reconcile. The message says why, without
     /// any secret.
@@ -385,6 +387,7 @@ impl SentinelHandover {
             .await;
         let replica_note = format!("{caught_up} had caught up");
         HandoverOutcome::Started {
+            demoted: demoted.is_ok(),
             message: match demoted {
                 Ok((new_primary, 0)) => format!(
                     "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it",
@@ -397,7 +400,7 @@ impl SentinelHandover {
                 Err(why) => {
                     tracing::warn!(primary = %request.primary, "the old primary was not demoted: {why}");
                     format!(
-                        "Warning: Sentinel failover of {} started ({replica_note}), but {why}; the old primary was not demoted and its paused writes resume on it (they may be lost when the Sentinels demote it)",
+                        "Sentinel failover of {} started ({replica_note}), but {why}; the old primary was not demoted and its paused writes resume on it (they may be lost when the Sentinels demote it)",
                         request.primary
                     )
                 }
@@ -734,12 +737,19 @@ async fn unpause(conn: &mut MultiplexedConnection) {
     }
 }
 
+/// The longest the operator ever holds an old primary's writes paused while waiting for a
+/// promotion: past this, logins hanging is worse than the few writes the give-up may lose (a
+/// healthy Sentinel promotes in about a second; a stalled one, e.g. in TILT, takes 30 s or more).
+pub const MAX_WRITE_PAUSE: Duration = Duration::from_secs(30);
+
 /// How long, from the first pause, the operator keeps the old primary's writes paused while the
 /// Sentinels have not named the new primary: the store's failover timeout (after it the Sentinels
-/// give the failover up), and never less than one pause.
+/// give the failover up), capped at [`MAX_WRITE_PAUSE`], and never less than one pause.
 pub fn failover_bound(store: &ValidatedStore, timing: &HandoverTiming) -> Duration {
     let timeout = u64::try_from(store.sentinel.failover_timeout_milliseconds.max(0)).unwrap_or(0);
-    Duration::from_millis(timeout).max(timing.pause)
+    Duration::from_millis(timeout)
+        .min(MAX_WRITE_PAUSE)
+        .max(timing.pause)
 }
 
 /// Whether a Sentinel's `SENTINEL MASTER` entry (a flat field/value list, one snapshot) shows no
@@ -977,7 +987,10 @@ mod tests {
         );
         let store =
             crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 45000}\n");
-        assert_eq!(failover_bound(&store, &timing), s(45));
+        assert_eq!(failover_bound(&store, &timing), s(30));
+        let store =
+            crate::build::fixtures::store("  sentinel: {failoverTimeoutMilliseconds: 20000}\n");
+        assert_eq!(failover_bound(&store, &timing), s(20));
     }
 
     #[test]

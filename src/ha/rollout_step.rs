@@ -243,16 +243,22 @@ pub async fn reconcile_rollout(
             };
             let outcome = ctx.ha.handover.hand_over(request).await;
             let message = match &outcome {
-                HandoverOutcome::Started { message } => {
+                HandoverOutcome::Started { message, demoted } => {
                     ctx.ha.rollout.with(&key, |memory| {
                         memory.started = Some((primary.clone(), Instant::now()));
                         memory.refusals = 0;
                     });
                     tracing::info!(%primary, "rolling update: handover started");
+                    // Not demoted: the paused writes ran on the old primary; say so loudly.
+                    let event_type = if *demoted {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    };
                     publish(
                         ctx,
                         store,
-                        EventType::Normal,
+                        event_type,
                         "HandingOverPrimary",
                         "RollingUpdate",
                         format!(

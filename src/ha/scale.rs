@@ -139,6 +139,8 @@ pub async fn guard_scale_down(
         validated.replicas,
         primary.as_deref(),
     );
+    // A handover whose old primary was not demoted in time is a Warning (writes may be lost).
+    let mut event_type = EventType::Normal;
     let note = match &decision {
         ScaleDecision::Proceed => {
             ctx.ha.scale_memo.forget(&key);
@@ -171,7 +173,12 @@ pub async fn guard_scale_down(
                 })
                 .await;
             let (what, message) = match &outcome {
-                HandoverOutcome::Started { message } => ("handover started", message),
+                HandoverOutcome::Started { message, demoted } => {
+                    if !demoted {
+                        event_type = EventType::Warning;
+                    }
+                    ("handover started", message)
+                }
                 HandoverOutcome::NotNow { message } => ("handover not possible yet", message),
             };
             format!(
@@ -185,7 +192,7 @@ pub async fn guard_scale_down(
         crate::controller::publish(
             ctx,
             store,
-            EventType::Normal,
+            event_type,
             SCALE_DOWN_HANDOVER,
             "ScaleDown",
             note,
