@@ -199,6 +199,16 @@ pub fn strip_pod(pod: &mut Pod) {
     }
 }
 
+/// The store a Redis pod belongs to (its instance label, in its namespace): a pod change wakes
+/// that store's reconcile.
+pub fn store_of_pod(
+    pod: Pod,
+) -> Option<kube::runtime::reflector::ObjectRef<crate::crd::SessionStore>> {
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let store = pod.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
+    Some(kube::runtime::reflector::ObjectRef::new(store).within(namespace))
+}
+
 /// No cache at all: every lookup asks the API server.
 pub struct NoCache;
 
@@ -471,6 +481,23 @@ pub fn describe<K: Resource<DynamicType = ()>>(object: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_wakes_the_store_named_by_its_instance_label() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "checkout-1", "namespace": "shop",
+                         "labels": {INSTANCE_LABEL: "checkout", "app.kubernetes.io/name": "sessionstore"}}
+        }))
+        .expect("pod");
+        let store = store_of_pod(pod).expect("a store");
+        assert_eq!(store.name, "checkout");
+        assert_eq!(store.namespace.as_deref(), Some("shop"));
+        let unlabelled: Pod = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "x-0", "namespace": "shop"}}),
+        )
+        .expect("pod");
+        assert!(store_of_pod(unlabelled).is_none());
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     #[test]

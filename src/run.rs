@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::build::meta::{Component, managed_by_selector};
-use crate::cache::{Cached, ChildCache, ChildKind, WatchCache, strip_pod};
+use crate::cache::{Cached, ChildCache, ChildKind, WatchCache, store_of_pod, strip_pod};
 use crate::controller::{Context, error_policy, reconcile};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
@@ -344,14 +344,7 @@ async fn run_controllers(
         .default_backoff()
         .modify(strip_pod)
         .reflect(pod_writer)
-        .for_each(|_| futures::future::ready(()));
-        let pod_stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = pod_stream => {}
-                () = stopped(pod_stop) => {}
-            }
-        });
+        .touched_objects();
         let cache = WatchCache {
             config_maps,
             services,
@@ -372,6 +365,10 @@ async fn run_controllers(
         .owns_stream(np_stream)
         .owns_stream(pdb_stream)
         .owns_stream(sts_stream)
+        // A pod change (a crashed or deleted primary goes unready within a second) reconciles its
+        // store at once, so the HA step starts following the failover without waiting for the
+        // periodic primary check (see `ha::step::PRIMARY_FOLLOW`).
+        .watches_stream(pod_stream, store_of_pod)
         .with_config(
             ControllerConfig::default()
                 .concurrency(options.max_concurrent_reconciles)

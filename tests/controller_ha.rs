@@ -236,7 +236,11 @@ impl Harness {
             }
             self.double.put(
                 &format!("{PODS}/{name}-{i}"),
-                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-{i}"), "namespace": NS, "labels": labels}, "status": {"podIP": format!("10.0.0.{i}")}}),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-{i}"), "namespace": NS, "labels": labels}, "status": {
+                    "podIP": format!("10.0.0.{i}"),
+                    // The first `ready` pods are Ready.
+                    "conditions": [{"type": "Ready", "status": if (i as i32) < ready { "True" } else { "False" }}],
+                }}),
             );
         }
         // A pod of another store in the namespace: never listed, never labelled.
@@ -411,7 +415,7 @@ async fn without_a_majority_no_label_moves_and_a_condition_says_why() {
 
     discovery.fail(no_majority());
     let action = h.reconcile().await;
-    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
     let calls = h.double.take_calls();
     assert_eq!(
         lines(&calls),
@@ -460,7 +464,7 @@ async fn a_new_store_waits_for_its_sentinels_calmly_and_is_not_ready_without_a_p
     h.double.take_calls();
     discovery.fail(no_majority());
     let action = h.reconcile().await;
-    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
     let calls = h.double.take_calls();
     assert!(
         events(&calls).is_empty(),
@@ -736,4 +740,35 @@ async fn scale_down_is_held_while_the_primary_would_be_removed_then_released() {
     assert_eq!(sts_replicas(), Some(3), "released once the primary stays");
     assert_eq!(handover.requests.lock().expect("lock").len(), 2);
     assert_eq!(h.status()["primary"], "web-1");
+}
+
+#[tokio::test]
+async fn while_the_named_primary_is_not_ready_the_step_checks_every_second() {
+    let discovery = Arc::new(FixedDiscovery::default());
+    let h = Harness::new("web", discovery.clone());
+    h.reconcile().await;
+    // web-2 is primary and Ready: the calm 10 s recheck.
+    h.pods_running(
+        "web",
+        3,
+        &[Some("replica"), Some("replica"), Some("primary")],
+    );
+    discovery.primary("web-2");
+    let action = h.reconcile().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    // web-2 crashed (only the first two pods are Ready) while the Sentinels still name it:
+    // follow the failover closely.
+    h.pods_running(
+        "web",
+        2,
+        &[Some("replica"), Some("replica"), Some("primary")],
+    );
+    let action = h.reconcile().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    // The Sentinels promote web-0: labels move at once, and the calm recheck returns.
+    discovery.primary("web-0");
+    let action = h.reconcile().await;
+    assert_eq!(h.role("web-0").as_deref(), Some("primary"));
+    assert_eq!(h.role("web-2").as_deref(), Some("replica"));
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
 }

@@ -52,8 +52,14 @@ pub const ROLE_FIELD_MANAGER: &str = "sessionstore-operator-role";
 /// How soon a healthy HA store is checked again: a failover must move the Service within seconds,
 /// and nothing else wakes the reconcile when Sentinels promote a replica.
 pub const PRIMARY_RECHECK: Duration = Duration::from_secs(10);
-/// How soon to ask again while no primary is known (Sentinels starting, or no majority).
-pub const PRIMARY_RETRY: Duration = Duration::from_secs(5);
+/// How soon to ask again while no primary is known (Sentinels starting, or no majority, as in the
+/// middle of a failover).
+pub const PRIMARY_RETRY: Duration = Duration::from_secs(2);
+/// How soon to ask again while the pod the Sentinels name is not Ready or is terminating: a
+/// failover is probably under way, and the Service must follow it as soon as the Sentinels agree.
+/// A pod change wakes the reconcile at once (the pod watch), so this polling starts within about a
+/// second of a primary crashing and lasts only until the new primary is named.
+pub const PRIMARY_FOLLOW: Duration = Duration::from_secs(1);
 
 /// What the HA step and the rolling update need of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -413,6 +419,14 @@ pub async fn reconcile_primary(
         tracing::info!(from = %f.from, to = %f.to, "primary changed");
         publish_failover(ctx, store, f).await;
     }
+    let primary_serving = pods
+        .iter()
+        .any(|p| p.name == primary && p.ready && !p.terminating);
+    let requeue = if primary_serving {
+        PRIMARY_RECHECK
+    } else {
+        PRIMARY_FOLLOW
+    };
     Ok(Some(PrimaryObservation {
         message: format!("a majority of the Sentinels names {primary} as primary"),
         primary: Some(primary),
@@ -420,7 +434,7 @@ pub async fn reconcile_primary(
         reason: "SentinelMajority",
         failover,
         label_writes: changes.len(),
-        requeue: Some(PRIMARY_RECHECK),
+        requeue: Some(requeue),
         pods: Some(pods),
     }))
 }
