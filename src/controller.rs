@@ -376,16 +376,44 @@ async fn pipeline(
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.
 async fn statefulset_ready_replicas(ctx: &Context, store: &ValidatedStore) -> Result<i32> {
+    let ready = read_statefulset(
+        ctx,
+        store,
+        |cache, namespace, name| {
+            cache
+                .statefulset_status(namespace, name)
+                .map(|s| s.ready_replicas.unwrap_or(0))
+        },
+        |sts| {
+            sts.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+        },
+    )
+    .await?;
+    Ok(ready.unwrap_or(0))
+}
+
+/// One fact about the store's StatefulSet: from the watch cache when it knows it (`from_cache`),
+/// `None` when the synced cache holds no StatefulSet, else one GET read with `from_object`
+/// (`None` when it does not exist). Shared by the status, HA, rollout and scale steps.
+pub(crate) async fn read_statefulset<T>(
+    ctx: &Context,
+    store: &ValidatedStore,
+    from_cache: impl Fn(&dyn ChildCache, &str, &str) -> Option<T>,
+    from_object: impl Fn(&StatefulSet) -> T,
+) -> Result<Option<T>> {
     let name = ChildNames::statefulset(&store.name);
-    if let Some(status) = ctx.cache.statefulset_status(&store.namespace, &name) {
-        return Ok(status.ready_replicas.unwrap_or(0));
+    if let Some(fact) = from_cache(ctx.cache.as_ref(), &store.namespace, &name) {
+        return Ok(Some(fact));
     }
     if ctx
         .cache
         .lookup(ChildKind::StatefulSet, &store.namespace, &name)
         != Cached::Unknown
     {
-        return Ok(0);
+        return Ok(None);
     }
     ctx.metrics.api_request("get");
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &store.namespace);
@@ -393,10 +421,7 @@ async fn statefulset_ready_replicas(ctx: &Context, store: &ValidatedStore) -> Re
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e))?;
-    Ok(sts
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0))
+    Ok(sts.as_ref().map(from_object))
 }
 
 /// Computes the status and writes it when it changed. Returns whether it wrote.

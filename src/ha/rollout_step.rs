@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Preconditions};
@@ -16,8 +15,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource};
 
 use crate::build::StoreCredentials;
-use crate::build::meta::ChildNames;
-use crate::cache::{Cached, ChildKind, StatefulSetRevision};
+use crate::cache::StatefulSetRevision;
 use crate::controller::{Context, publish};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
@@ -338,24 +336,13 @@ async fn statefulset_revision(
     ctx: &Context,
     store: &ValidatedStore,
 ) -> Result<Option<StatefulSetRevision>> {
-    let name = ChildNames::statefulset(&store.name);
-    if let Some(revision) = ctx.cache.statefulset_revision(&store.namespace, &name) {
-        return Ok(Some(revision));
-    }
-    if ctx
-        .cache
-        .lookup(ChildKind::StatefulSet, &store.namespace, &name)
-        != Cached::Unknown
-    {
-        return Ok(None);
-    }
-    ctx.metrics.api_request("get");
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &store.namespace);
-    let sts = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e))?;
-    Ok(sts.as_ref().map(StatefulSetRevision::of))
+    crate::controller::read_statefulset(
+        ctx,
+        store,
+        |cache, namespace, name| cache.statefulset_revision(namespace, name),
+        StatefulSetRevision::of,
+    )
+    .await
 }
 
 /// Deletes one pod so the StatefulSet controller recreates it at the update revision. The uid

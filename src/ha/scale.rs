@@ -9,16 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::Api;
 use kube::runtime::events::EventType;
 
 use crate::build::StoreCredentials;
 use crate::build::meta::ChildNames;
-use crate::cache::{Cached, ChildKind};
 use crate::controller::Context;
 use crate::crd::SessionStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
 use crate::validate::ValidatedStore;
 
@@ -208,24 +205,18 @@ pub async fn guard_scale_down(
 /// Pods the StatefulSet runs now (`status.replicas`), from the watch cache or the API server;
 /// 0 before it exists.
 async fn running_pods(ctx: &Context, store: &ValidatedStore) -> Result<i32> {
-    let name = ChildNames::statefulset(&store.name);
-    if let Some(status) = ctx.cache.statefulset_status(&store.namespace, &name) {
-        return Ok(status.replicas);
-    }
-    if ctx
-        .cache
-        .lookup(ChildKind::StatefulSet, &store.namespace, &name)
-        != Cached::Unknown
-    {
-        return Ok(0);
-    }
-    ctx.metrics.api_request("get");
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &store.namespace);
-    let sts = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e))?;
-    Ok(sts.and_then(|s| s.status).map(|s| s.replicas).unwrap_or(0))
+    let running = crate::controller::read_statefulset(
+        ctx,
+        store,
+        |cache, namespace, name| {
+            cache
+                .statefulset_status(namespace, name)
+                .map(|s| s.replicas)
+        },
+        |sts| sts.status.as_ref().map_or(0, |s| s.replicas),
+    )
+    .await?;
+    Ok(running.unwrap_or(0))
 }
 
 #[cfg(test)]
