@@ -225,6 +225,11 @@ async fn pipeline(
         }
         Err(e) => return Err(e),
     };
+    // The store CA (TLS stores): the only CA trusted when the operator dials Redis and Sentinel.
+    let tls_ca = tls
+        .as_ref()
+        .and_then(|t| t.ca_crt.as_ref())
+        .map(|ca| ca.0.as_slice());
     // Scale-down guard (HA): while the primary is a pod the shrink would remove, the children are
     // built for the pods that run now and the primary is handed over first (see `ha::scale`).
     let scale_hold = crate::ha::scale::guard_scale_down(
@@ -232,9 +237,7 @@ async fn pipeline(
         store,
         validated,
         &secrets_read.credentials,
-        tls.as_ref()
-            .and_then(|t| t.ca_crt.as_ref())
-            .map(|ca| ca.0.as_slice()),
+        tls_ca,
     )
     .await?;
     let validated = scale_hold.as_ref().map_or(validated, |hold| &hold.store);
@@ -289,9 +292,7 @@ async fn pipeline(
         validated,
         &secrets_read.credentials,
         ready_replicas,
-        tls.as_ref()
-            .and_then(|t| t.ca_crt.as_ref())
-            .map(|ca| ca.0.as_slice()),
+        tls_ca,
     )
     .await?;
     // HA stores only: the rolling update (replicas first, a handover, then the old primary).
@@ -300,9 +301,7 @@ async fn pipeline(
         store,
         validated,
         &secrets_read.credentials,
-        tls.as_ref()
-            .and_then(|t| t.ca_crt.as_ref())
-            .map(|ca| ca.0.as_slice()),
+        tls_ca,
         ha.as_ref(),
         statefulset_written,
     )
@@ -319,15 +318,7 @@ async fn pipeline(
     // Observe: at most one Redis probe per store per health interval (see `observe::step`).
     let observed = ctx
         .health
-        .observe(
-            ctx,
-            store,
-            validated,
-            &secrets_read.credentials,
-            tls.as_ref()
-                .and_then(|t| t.ca_crt.as_ref())
-                .map(|ca| ca.0.as_slice()),
-        )
+        .observe(ctx, store, validated, &secrets_read.credentials, tls_ca)
         .await;
     let with_health = observed.status_view(store.status.as_ref());
     let written = write_status_over(

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use crate::build::StoreCredentials;
 use crate::build::acl::OPERATOR_USER;
 use crate::build::sentinel::{master_name, pod_fqdn, sentinel_addresses};
-use crate::ha::primary::split_host_port;
+use crate::ha::primary::{client_for, split_host_port};
 use crate::ha::step::AddressFn;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
@@ -590,29 +590,7 @@ impl Dialer<'_> {
                 "not a host:port address",
             ))
         })?;
-        let settings = RedisConnectionInfo::default()
-            .set_username(OPERATOR_USER)
-            .set_password(self.password.expose())
-            // Sentinel 7.0 has no CLIENT SETINFO, and the operator user may not run it.
-            .set_skip_set_lib_name();
-        let client = match &self.tls {
-            None => redis::Client::open(
-                ConnectionAddr::Tcp(host, port)
-                    .into_connection_info()?
-                    .set_redis_settings(settings),
-            )?,
-            Some(certs) => redis::Client::build_with_tls(
-                ConnectionAddr::TcpTls {
-                    host,
-                    port,
-                    insecure: false,
-                    tls_params: None,
-                }
-                .into_connection_info()?
-                .set_redis_settings(settings),
-                certs.clone(),
-            )?,
-        };
+        let client = client_for(host, port, OPERATOR_USER, self.password, self.tls.as_ref())?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timing.connect_timeout))
             .set_response_timeout(Some(self.timing.response_timeout));
@@ -803,6 +781,35 @@ pub fn pause_action(
     }
 }
 
+/// One `slaveN:ip=..,port=..,state=..,offset=..` line of a primary's `INFO replication`.
+struct ReplicaLine<'a> {
+    /// `host:port` as the replica announced it.
+    address: String,
+    state: Option<&'a str>,
+    offset: Option<i64>,
+}
+
+/// The replica lines of an `INFO replication` text (lines without ip or port are skipped).
+fn replica_lines(info: &str) -> impl Iterator<Item = ReplicaLine<'_>> {
+    info.lines().filter_map(|line| {
+        let (name, fields) = line.split_once(':')?;
+        let index = name.strip_prefix("slave")?;
+        if index.is_empty() || !index.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
+        };
+        Some(ReplicaLine {
+            address: format!("{}:{}", field("ip")?, field("port")?),
+            state: field("state"),
+            offset: field("offset").and_then(|o| o.trim().parse().ok()),
+        })
+    })
+}
+
 /// The replicas (`host:port`, as announced) an `INFO replication` text of a primary lists with
 /// `state=online`; `None` when the text is not a primary's. Pure, so it is unit-tested.
 pub fn online_replica_addresses(info: &str) -> Option<Vec<String>> {
@@ -810,28 +817,12 @@ pub fn online_replica_addresses(info: &str) -> Option<Vec<String>> {
     if role != "master" {
         return None;
     }
-    let mut online = Vec::new();
-    for line in info.lines() {
-        let Some((name, fields)) = line.split_once(':') else {
-            continue;
-        };
-        let is_replica_line = name
-            .strip_prefix("slave")
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-        if !is_replica_line {
-            continue;
-        }
-        let field = |key: &str| {
-            fields
-                .split(',')
-                .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
-        };
-        if let (Some(ip), Some(port), Some("online")) = (field("ip"), field("port"), field("state"))
-        {
-            online.push(format!("{ip}:{port}"));
-        }
-    }
-    Some(online)
+    Some(
+        replica_lines(info)
+            .filter(|replica| replica.state == Some("online"))
+            .map(|replica| replica.address)
+            .collect(),
+    )
 }
 
 /// The replicas a Sentinel may promote (not in `avoid`), as announced (`host:port`), by whether
@@ -861,34 +852,17 @@ pub fn replica_catch_up(info: &str, avoid: &[String]) -> Option<ReplicaCatchUp> 
         .parse()
         .ok()?;
     let mut catch_up = ReplicaCatchUp::default();
-    for line in info.lines() {
-        let Some((name, fields)) = line.split_once(':') else {
-            continue;
-        };
-        let is_replica_line = name
-            .strip_prefix("slave")
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-        if !is_replica_line {
+    for replica in replica_lines(info) {
+        if avoid
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&replica.address))
+        {
             continue;
         }
-        let field = |key: &str| {
-            fields
-                .split(',')
-                .find_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
-        };
-        let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
-            continue;
-        };
-        let address = format!("{ip}:{port}");
-        if avoid.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
-            continue;
-        }
-        let at_offset =
-            field("offset").and_then(|o| o.trim().parse::<i64>().ok()) == Some(master_offset);
-        if field("state") == Some("online") && at_offset {
-            catch_up.caught_up.push(address);
+        if replica.state == Some("online") && replica.offset == Some(master_offset) {
+            catch_up.caught_up.push(replica.address);
         } else {
-            catch_up.behind.push(address);
+            catch_up.behind.push(replica.address);
         }
     }
     Some(catch_up)

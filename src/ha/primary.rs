@@ -131,6 +131,40 @@ fn tally(
     }
 }
 
+/// A client for one Redis or Sentinel as `username`, over TLS with `tls` when given (the store CA
+/// only, names checked). Shared by primary discovery and the handover.
+pub(crate) fn client_for(
+    host: String,
+    port: u16,
+    username: &str,
+    password: &Password,
+    tls: Option<&redis::TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
+    let settings = RedisConnectionInfo::default()
+        .set_username(username)
+        .set_password(password.expose())
+        // Sentinel 7.0 has no CLIENT SETINFO, and the operator user may not run it.
+        .set_skip_set_lib_name();
+    match tls {
+        None => redis::Client::open(
+            ConnectionAddr::Tcp(host, port)
+                .into_connection_info()?
+                .set_redis_settings(settings),
+        ),
+        Some(certs) => redis::Client::build_with_tls(
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+            .into_connection_info()?
+            .set_redis_settings(settings),
+            certs.clone(),
+        ),
+    }
+}
+
 /// One Sentinel's answer, or `None` when it is unreachable, slow, refuses us or does not know
 /// the master. Errors are only logged at debug level: they carry no secret but are expected noise.
 async fn ask_sentinel(
@@ -139,26 +173,13 @@ async fn ask_sentinel(
     master_name: &str,
     options: &DiscoveryOptions,
 ) -> Option<(String, u16)> {
-    let redis_settings = RedisConnectionInfo::default()
-        .set_username(&options.username)
-        .set_password(options.password.expose())
-        // Sentinel 7.0 has no CLIENT SETINFO, and the operator user may not run it.
-        .set_skip_set_lib_name();
-    let client = match &options.tls {
-        None => ConnectionAddr::Tcp(host.clone(), port)
-            .into_connection_info()
-            .map(|info| info.set_redis_settings(redis_settings))
-            .and_then(redis::Client::open),
-        Some(certs) => ConnectionAddr::TcpTls {
-            host: host.clone(),
-            port,
-            insecure: false,
-            tls_params: None,
-        }
-        .into_connection_info()
-        .map(|info| info.set_redis_settings(redis_settings))
-        .and_then(|info| redis::Client::build_with_tls(info, certs.clone())),
-    };
+    let client = client_for(
+        host.clone(),
+        port,
+        &options.username,
+        &options.password,
+        options.tls.as_ref(),
+    );
     let client = client.ok()?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
