@@ -112,20 +112,24 @@ pub async fn apply_children(
             .is_some(),
     );
 
-    let internal = secrets::apply_secret(
-        ctx,
-        SecretRole::Internal,
-        internal_secret,
-        &secrets_read.internal,
-        &secrets_read.credentials,
-        uses_existing,
-    )
-    .await?;
+    // The connection Secret first: it holds the only copy of the application password, and the
+    // internal Secret's ACL file is derived from it. Created in the other order, a crash between
+    // the two creates left an ACL for a password stored nowhere, and the next reconcile generated
+    // another (found by the e2e crash-anywhere case).
     let connection = secrets::apply_secret(
         ctx,
         SecretRole::Connection,
         connection_secret,
         &secrets_read.connection,
+        &secrets_read.credentials,
+        uses_existing,
+    )
+    .await?;
+    let internal = secrets::apply_secret(
+        ctx,
+        SecretRole::Internal,
+        internal_secret,
+        &secrets_read.internal,
         &secrets_read.credentials,
         uses_existing,
     )

@@ -22,6 +22,7 @@ pub mod validate;
 pub mod apply;
 pub mod cache;
 pub mod controller;
+pub mod fault;
 pub mod http;
 pub mod leader;
 pub mod metrics;

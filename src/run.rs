@@ -28,6 +28,7 @@ use crate::cache::{Cached, ChildCache, ChildKind, WatchCache, store_of_pod, stri
 use crate::controller::{Context, error_policy, reconcile};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::http::{self, HttpState};
 use crate::leader::Leader;
 use crate::metrics;
@@ -50,13 +51,34 @@ pub struct RunOptions {
     pub health: HealthSettings,
 }
 
-/// Runs the operator until a shutdown signal. Errors are start-up problems or a lost lease.
-pub async fn run(options: RunOptions) -> Result<()> {
-    let client = Client::try_default().await.map_err(|e| {
+/// The API client: kubeconfig or in-cluster, wrapped in the crash-injection layer only when the
+/// end-to-end suite sets [`fault::ABORT_AFTER_WRITES_ENV`].
+async fn api_client() -> Result<Client> {
+    let no_cluster = |e: &dyn std::fmt::Display| {
         Error::Startup(format!(
             "no Kubernetes cluster configured (kubeconfig or in-cluster service account): {e}"
         ))
-    })?;
+    };
+    let config = kube::Config::infer().await.map_err(|e| no_cluster(&e))?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| no_cluster(&e))?;
+    Ok(match fault::abort_after_writes_from_env()? {
+        None => builder.build(),
+        Some(limit) => {
+            tracing::warn!(
+                env = fault::ABORT_AFTER_WRITES_ENV,
+                limit,
+                "crash injection on: the process aborts after this many API writes"
+            );
+            builder
+                .with_layer(&fault::AbortAfterWrites::new(limit))
+                .build()
+        }
+    })
+}
+
+/// Runs the operator until a shutdown signal. Errors are start-up problems or a lost lease.
+pub async fn run(options: RunOptions) -> Result<()> {
+    let client = api_client().await?;
     check_crd(&client, &options.namespaces).await?;
 
     let (registry, metrics, health_metrics) = step::new_registry();

@@ -185,18 +185,20 @@ async fn first_reconcile_creates_every_child_in_order_and_patches_status() {
         );
     }
 
-    // The Secrets are created with POST (never applied), internal first, with the field manager.
+    // The Secrets are created with POST (never applied), with the field manager; the connection
+    // Secret first, as it holds the only copy of the application password the internal Secret's
+    // ACL file is derived from.
     let posts: Vec<_> = calls
         .iter()
         .filter(|c| c.method == Method::POST && c.path() == SECRETS)
         .collect();
     assert_eq!(
         posts[0].body.as_ref().expect("body")["metadata"]["name"],
-        "web-internal"
+        "web-connection"
     );
     assert_eq!(
         posts[1].body.as_ref().expect("body")["metadata"]["name"],
-        "web-connection"
+        "web-internal"
     );
     assert!(
         posts

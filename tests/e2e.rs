@@ -9,6 +9,7 @@
 //! children garbage-collected (needs the cluster's kube-controller-manager). The highly available
 //! cases (failover, rolling update, scaling) are in `e2e_ha` and need `SESSIONSTORE_E2E_HA` too.
 
+mod e2e_api;
 mod e2e_ha;
 
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -60,20 +62,34 @@ where
         .flatten()
 }
 
-struct Operator(Child);
+/// The operator binary under test, started as a user would run it against a cluster.
+pub struct Operator(Child);
 
 impl Operator {
-    fn start(kubeconfig: &str, namespace: &str) -> Fallible<Self> {
+    /// Starts the operator for `namespace` as the RBAC identity of the operator (see
+    /// [`operator_kubeconfig`]), with leader election on and its Lease in `namespace`, after
+    /// binding the chart's ClusterRole and Role to that identity.
+    pub fn start(kubeconfig: &str, namespace: &str) -> Fallible<Self> {
+        Self::start_with(kubeconfig, namespace, &[])
+    }
+
+    /// As [`Operator::start`], with extra `run` flags.
+    pub fn start_with(kubeconfig: &str, namespace: &str, extra_args: &[&str]) -> Fallible<Self> {
+        let identity = operator_kubeconfig(kubeconfig);
         let child = Command::new(env!("CARGO_BIN_EXE_sessionstore-operator"))
             .args([
                 "run",
-                "--no-leader-election",
                 "--http-addr",
                 "127.0.0.1:0",
                 "--namespace",
                 namespace,
+                "--operator-namespace",
+                namespace,
+                "--pod-name",
+                &format!("e2e-{}", std::process::id()),
             ])
-            .env("KUBECONFIG", kubeconfig)
+            .args(extra_args)
+            .env("KUBECONFIG", identity)
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -81,7 +97,13 @@ impl Operator {
         Ok(Operator(child))
     }
 
-    fn stop(mut self) {
+    /// The operator's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it.
+    pub fn stop(mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -90,7 +112,152 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+/// The RBAC user the local control plane kit creates for the operator (no permissions of its own).
+pub const OPERATOR_USER: &str = "sessionstore-operator";
+const OPERATOR_ENV: &str = "SESSIONSTORE_E2E_OPERATOR_KUBECONFIG";
+
+/// The kubeconfig the operator under test runs with: `SESSIONSTORE_E2E_OPERATOR_KUBECONFIG`, else
+/// the kit's `operator.kubeconfig` beside the admin kubeconfig. Without either (a cluster of your
+/// own) the admin kubeconfig, and RBAC is not what is tested: said once on stdout.
+pub fn operator_kubeconfig(admin: &str) -> String {
+    if let Ok(path) = std::env::var(OPERATOR_ENV) {
+        return path;
+    }
+    let beside = std::path::Path::new(admin).with_file_name("operator.kubeconfig");
+    if beside.exists() {
+        return beside.to_string_lossy().into_owned();
+    }
+    println!(
+        "NOTE: no {OPERATOR_ENV} and no operator.kubeconfig beside {admin}: the operator runs with \
+         the admin kubeconfig, so its RBAC rules are not exercised"
+    );
+    admin.to_string()
+}
+
+/// The chart's RBAC objects as rendered in `deploy/operator.yaml`, by kind.
+fn rendered_rbac(kind: &str) -> Fallible<serde_json::Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/operator.yaml");
+    let text = std::fs::read_to_string(path)?;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(document)?;
+        if value["kind"] == kind {
+            return Ok(value);
+        }
+    }
+    Err(format!("{path} has no {kind}").into())
+}
+
+/// Binds the chart's ClusterRole (cluster-wide, as the chart does) and its leader-election Role (in
+/// `namespace`, where the operator under test keeps its Lease) to the operator's RBAC user, so a
+/// rule missing from the chart fails a test here instead of a user's install.
+pub async fn grant_operator_rbac(client: &Client, namespace: &str) -> Fallible {
+    let ssa = PatchParams::apply(MANAGER).force();
+    let cluster_role = rendered_rbac("ClusterRole")?;
+    let role_name = cluster_role["metadata"]["name"]
+        .as_str()
+        .ok_or("ClusterRole without a name")?
+        .to_string();
+    let subjects =
+        json!([{"kind": "User", "name": OPERATOR_USER, "apiGroup": "rbac.authorization.k8s.io"}]);
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&role_name, &ssa, &Patch::Apply(&cluster_role))
+        .await?;
+    let binding = format!("{role_name}-e2e");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            &binding,
+            &ssa,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": binding},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+                "subjects": subjects,
+            })),
+        )
+        .await?;
+    let mut role = rendered_rbac("Role")?;
+    role["metadata"]["namespace"] = json!(namespace);
+    let role_name = role["metadata"]["name"]
+        .as_str()
+        .ok_or("Role without a name")?
+        .to_string();
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .patch(&role_name, &ssa, &Patch::Apply(&role))
+        .await?;
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .patch(
+            &role_name,
+            &ssa,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": role_name, "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+                "subjects": subjects,
+            })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Admin access to the cluster named by `SESSIONSTORE_E2E_KUBECONFIG`, with its path; `None` when
+/// the variable is unset (the suite then prints SKIPPED).
+pub async fn admin_client() -> Fallible<Option<(Client, String)>> {
+    let Ok(kubeconfig) = std::env::var(ENV) else {
+        return Ok(None);
+    };
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&kubeconfig)?,
+        &KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(Some((Client::try_from(config)?, kubeconfig)))
+}
+
+/// Creates namespace `ns` and lets the operator's RBAC user work there.
+pub async fn create_namespace(client: &Client, ns: &str) -> Fallible {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await?;
+    grant_operator_rbac(client, ns).await
+}
+
+/// A finished pod's output: the API's log endpoint (served by a real kubelet), else the container
+/// log file of the local control plane kit (`<state>/kubelet/pods/<uid>/<container>.log`, beside the
+/// kubeconfig), whose stand-in kubelet serves no log endpoint.
+pub async fn pod_output(client: &Client, ns: &str, pod: &str, container: &str) -> Fallible<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let api_error = match pods.logs(pod, &kube::api::LogParams::default()).await {
+        Ok(logs) => return Ok(logs),
+        Err(e) => e,
+    };
+    let uid = pods.get(pod).await?.uid().ok_or("pod without uid")?;
+    let kubeconfig = std::env::var(ENV)?;
+    let file = std::path::Path::new(&kubeconfig)
+        .with_file_name("kubelet")
+        .join("pods")
+        .join(uid)
+        .join(format!("{container}.log"));
+    std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "no output of pod {pod}: the log API said {api_error}, and {} is unreadable: {e}",
+            file.display()
+        )
+        .into()
+    })
+}
+
+/// Deletes namespace `ns` (the end of every case, whatever its result).
+pub async fn delete_namespace(client: &Client, ns: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await;
 }
 
 fn store(name: &str, profile: &str) -> serde_json::Value {
@@ -106,13 +273,34 @@ async fn connection_password(client: &Client, ns: &str, store: &str) -> Option<V
     secret.data?.get("password").map(|b| b.0.clone())
 }
 
-/// Installs (server-side apply) the CRD and waits until it is established.
-async fn install_crd(client: &Client) -> Fallible {
+/// Installs (server-side apply) the CRD and waits until it is established. An API server older
+/// than 1.29 cannot compile some of its CEL rules (transition rules with `oldSelf`, the
+/// `quantity()` library): when a dry run is refused as invalid, those are dropped, as the local
+/// kit's `crd-compat.py` does, and stay tested by the client-side CEL evaluator in `tests/crd.rs`.
+pub async fn install_crd(client: &Client) -> Fallible {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crd = serde_json::to_value(SessionStore::crd())?;
+    let dry_run = PatchParams::apply(MANAGER).force().dry_run();
+    if let Err(kube::Error::Api(refused)) = crds
+        .patch(
+            "sessionstores.sessionstore.dev",
+            &dry_run,
+            &Patch::Apply(&crd),
+        )
+        .await
+        && refused.code == 422
+    {
+        let dropped = drop_rules_newer_than_the_server(&mut crd);
+        println!(
+            "the API server refused the CRD ({}); installing it without the {dropped} CEL rule(s) \
+             that need Kubernetes 1.29+",
+            refused.message.chars().take(160).collect::<String>()
+        );
+    }
     crds.patch(
         "sessionstores.sessionstore.dev",
         &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(SessionStore::crd()),
+        &Patch::Apply(crd),
     )
     .await?;
     eventually("the CRD to be established", 60, || async {
@@ -127,33 +315,53 @@ async fn install_crd(client: &Client) -> Fallible {
     Ok(())
 }
 
+/// Removes CEL rules with `oldSelf` or `quantity(` and `null` enum members; returns how many rules.
+fn drop_rules_newer_than_the_server(node: &mut serde_json::Value) -> usize {
+    let mut dropped = 0;
+    match node {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(members)) = map.get_mut("enum") {
+                members.retain(|m| !m.is_null());
+            }
+            if let Some(serde_json::Value::Array(rules)) = map.get_mut("x-kubernetes-validations") {
+                let before = rules.len();
+                rules.retain(|r| {
+                    let rule = r["rule"].as_str().unwrap_or_default();
+                    !rule.contains("oldSelf") && !rule.contains("quantity(")
+                });
+                dropped += before - rules.len();
+                if rules.is_empty() {
+                    map.remove("x-kubernetes-validations");
+                }
+            }
+            for value in map.values_mut() {
+                dropped += drop_rules_newer_than_the_server(value);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for value in items {
+                dropped += drop_rules_newer_than_the_server(value);
+            }
+        }
+        _ => {}
+    }
+    dropped
+}
+
 #[tokio::test]
 async fn operator_end_to_end_on_a_real_cluster() -> Fallible {
-    let Ok(kubeconfig) = std::env::var(ENV) else {
+    let Some((client, kubeconfig)) = admin_client().await? else {
         println!(
             "SKIPPED: end-to-end suite needs a cluster; set {ENV} to a kubeconfig path to run it"
         );
         return Ok(());
     };
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&kubeconfig)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
-    let client = Client::try_from(config)?;
     let ssa = PatchParams::apply(MANAGER).force();
     install_crd(&client).await?;
-
     let ns = format!("sessionstore-e2e-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-        )
-        .await?;
+    create_namespace(&client, &ns).await?;
     let result = scenario(&client, &kubeconfig, &ns, &ssa).await;
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    delete_namespace(&client, &ns).await;
     result
 }
 
@@ -287,15 +495,7 @@ async fn write_a_session(client: &Client, ns: &str) -> Fallible {
         if ready { status.pod_ip } else { None }
     })
     .await;
-    let pod_ip = match ready {
-        Ok(ip) => ip,
-        Err(e) => {
-            println!(
-                "NOTE: {e}; the Redis pod never ran (builders incomplete or no image pull), session write skipped"
-            );
-            return Ok(());
-        }
-    };
+    let pod_ip = ready?;
     let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "dev-connection", "key": key}}});
     let client_pod = json!({
         "apiVersion": "v1", "kind": "Pod",

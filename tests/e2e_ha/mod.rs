@@ -16,17 +16,19 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use sessionstore_operator::build::meta::ROLE_LABEL;
 use sessionstore_operator::crd::{Phase, SessionStore};
 
-use super::{ENV, Fallible, MANAGER, Operator, eventually, install_crd};
+use super::{
+    ENV, Fallible, MANAGER, Operator, admin_client, create_namespace, delete_namespace, eventually,
+    install_crd, pod_output,
+};
 
 const HA_ENV: &str = "SESSIONSTORE_E2E_HA";
 /// Sessions written before each disruption.
@@ -45,10 +47,10 @@ struct HaCase {
 impl HaCase {
     /// `None` (after printing why) when the suite or the HA cases are not enabled.
     async fn start(case: &str) -> Fallible<Option<Self>> {
-        let Ok(kubeconfig) = std::env::var(ENV) else {
+        if std::env::var(ENV).is_err() {
             println!("SKIPPED: HA case {case} needs a cluster; set {ENV} to a kubeconfig path");
             return Ok(None);
-        };
+        }
         let local = match std::env::var(HA_ENV).as_deref() {
             Ok("in-cluster") => false,
             Ok("local") => true,
@@ -61,27 +63,17 @@ impl HaCase {
                 return Ok(None);
             }
         };
-        let config = kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig)?,
-            &KubeConfigOptions::default(),
-        )
-        .await?;
-        let client = Client::try_from(config)?;
+        let Some((client, kubeconfig)) = admin_client().await? else {
+            return Ok(None);
+        };
         install_crd(&client).await?;
         let ns = format!("sessionstore-e2e-{case}-{}", std::process::id());
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-            )
-            .await?;
+        create_namespace(&client, &ns).await?;
         let operator = if local {
             match Operator::start(&kubeconfig, &ns) {
                 Ok(operator) => Some(operator),
                 Err(e) => {
-                    let _ = Api::<Namespace>::all(client.clone())
-                        .delete(&ns, &DeleteParams::default())
-                        .await;
+                    delete_namespace(&client, &ns).await;
                     return Err(e);
                 }
             }
@@ -101,9 +93,7 @@ impl HaCase {
         if let Some(operator) = self.operator {
             operator.stop();
         }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.ns, &DeleteParams::default())
-            .await;
+        delete_namespace(&self.client, &self.ns).await;
         result
     }
 
@@ -185,7 +175,7 @@ impl HaCase {
             matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
         })
         .await?;
-        let logs = pods.logs(pod, &LogParams::default()).await?;
+        let logs = pod_output(&self.client, &self.ns, pod, "redis-cli").await?;
         let _ = pods.delete(pod, &DeleteParams::default()).await;
         if phase != "Succeeded" {
             return Err(format!("client pod {pod} failed; output: {logs}").into());
