@@ -24,7 +24,7 @@ use crate::rotation::step::{ListPods, PodAddresses};
 use crate::secrets::{CredentialMemo, read_credentials};
 use crate::settings::OperatorSettings;
 use crate::status::{self, OwnedStatus, Progress, READY};
-use crate::validate::{ValidatedStore, validate};
+use crate::validate::{ValidatedStore, validate_with};
 
 /// A healthy store is reconciled again after this long even without events: the Secrets are not
 /// watched, so this is when a deleted Secret is noticed.
@@ -144,7 +144,7 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
             .forget(&store.namespace().unwrap_or_default(), &store.name_any());
         return Ok(Action::await_change());
     }
-    let validated = match validate(store) {
+    let validated = match validate_with(store, &ctx.settings.images) {
         Ok(validated) => validated,
         Err(error) => {
             tracing::warn!(field = %error.field, "invalid spec: {}", error.message);

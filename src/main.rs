@@ -12,8 +12,11 @@ use sessionstore_operator::observe::ProbeSettings;
 use sessionstore_operator::observe::step::HealthSettings;
 use sessionstore_operator::render;
 use sessionstore_operator::run::RunOptions;
-use sessionstore_operator::settings::OperatorSettings;
+use sessionstore_operator::settings::{
+    DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE, DefaultImages, OperatorSettings,
+};
 use sessionstore_operator::telemetry::{self, LogFormat};
+use sessionstore_operator::validate::check_image;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,6 +91,12 @@ struct RunArgs {
         default_value = "kubernetes.io/metadata.name=monitoring"
     )]
     monitoring_namespace_labels: String,
+    /// Redis image of stores whose spec names none (e.g. a registry mirror).
+    #[arg(long, env = "REDIS_IMAGE", default_value = DEFAULT_REDIS_IMAGE)]
+    redis_image: String,
+    /// redis_exporter image of stores with the exporter on whose spec names none.
+    #[arg(long, env = "EXPORTER_IMAGE", default_value = DEFAULT_EXPORTER_IMAGE)]
+    exporter_image: String,
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 8)]
@@ -114,6 +123,16 @@ fn parse_labels(
                 })
         })
         .collect()
+}
+
+/// `--redis-image` and `--exporter-image`, checked as a spec's images are.
+fn default_images(redis: String, exporter: String) -> sessionstore_operator::Result<DefaultImages> {
+    for (flag, image) in [("--redis-image", &redis), ("--exporter-image", &exporter)] {
+        check_image(flag, image).map_err(|e| {
+            sessionstore_operator::Error::Startup(format!("{}: {}", e.field, e.message))
+        })?;
+    }
+    Ok(DefaultImages { redis, exporter })
 }
 
 fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
@@ -145,6 +164,7 @@ fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
                 &args.monitoring_namespace_labels,
             )?,
             cluster_domain: args.cluster_domain,
+            images: default_images(args.redis_image, args.exporter_image)?,
         },
         health: HealthSettings {
             interval: Duration::from_secs(args.health_interval_seconds.max(1)),

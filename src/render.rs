@@ -8,7 +8,7 @@ use crate::build::{DesiredChildren, StoreCredentials, desired_children};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::settings::OperatorSettings;
-use crate::validate::validate;
+use crate::validate::validate_with;
 
 /// What replaces every Secret value in a render without `--show-secrets`.
 pub const REDACTED: &str = "<redacted>";
@@ -63,7 +63,7 @@ pub fn render(
         if store.metadata.namespace.is_none() {
             store.metadata.namespace = Some("default".into());
         }
-        let validated = validate(&store)?;
+        let validated = validate_with(&store, &settings.images)?;
         let children = desired_children(&validated, &StoreCredentials::generate(), settings);
         for document in child_documents(&children, show_secrets)? {
             out.push_str("---\n");

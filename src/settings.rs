@@ -8,6 +8,24 @@ pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2.5";
 /// Default Prometheus exporter sidecar image.
 pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.62.0";
 
+/// The images a store gets when its spec names none (`--redis-image`, `--exporter-image`): a
+/// registry mirror for air-gapped clusters, or a new exporter with an operator upgrade. Changing
+/// them rolls every store that does not pin its own image (an ordered rolling update for HA stores).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DefaultImages {
+    pub redis: String,
+    pub exporter: String,
+}
+
+impl Default for DefaultImages {
+    fn default() -> Self {
+        DefaultImages {
+            redis: DEFAULT_REDIS_IMAGE.into(),
+            exporter: DEFAULT_EXPORTER_IMAGE.into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct OperatorSettings {
     /// Namespace the operator's pods run in (NetworkPolicy ingress for health and rotation).
@@ -18,6 +36,8 @@ pub struct OperatorSettings {
     pub monitoring_namespace_labels: BTreeMap<String, String>,
     /// Cluster DNS domain used in endpoints (`<svc>.<ns>.svc.<domain>`).
     pub cluster_domain: String,
+    /// Images of stores whose spec names none.
+    pub images: DefaultImages,
 }
 
 impl Default for OperatorSettings {
@@ -33,6 +53,7 @@ impl Default for OperatorSettings {
                 "monitoring".to_string(),
             )]),
             cluster_domain: "cluster.local".into(),
+            images: DefaultImages::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{EvictionPolicy, PersistenceMode, Profile, SessionStore};
 use crate::quantity::parse_bytes;
 use crate::redis_commands;
-use crate::settings::{DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE};
+use crate::settings::DefaultImages;
 
 /// Default application key prefix.
 pub const DEFAULT_KEY_PREFIX: &str = "session:";
@@ -227,8 +227,17 @@ pub struct Sentinel {
     pub failover_timeout_milliseconds: i64,
 }
 
-/// Validates a SessionStore and applies its profile's defaults.
+/// Validates a SessionStore and applies its profile's defaults, with the built-in default images.
 pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError> {
+    validate_with(store, &DefaultImages::default())
+}
+
+/// As [`validate`], with the operator's default images (`--redis-image`, `--exporter-image`) for a
+/// spec that names none.
+pub fn validate_with(
+    store: &SessionStore,
+    images: &DefaultImages,
+) -> Result<ValidatedStore, ValidationError> {
     let name = store.name_any();
     let namespace = store.namespace().ok_or_else(|| {
         invalid(
@@ -263,10 +272,7 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
         ));
     }
 
-    let image = spec
-        .image
-        .clone()
-        .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into());
+    let image = spec.image.clone().unwrap_or_else(|| images.redis.clone());
     check_image("spec.image", &image)?;
 
     let memory = validate_memory(spec.memory.as_ref(), production, spec.persistence.as_ref())?;
@@ -318,7 +324,7 @@ pub fn validate(store: &SessionStore) -> Result<ValidatedStore, ValidationError>
     let exporter_image = monitoring_spec
         .exporter_image
         .clone()
-        .unwrap_or_else(|| DEFAULT_EXPORTER_IMAGE.into());
+        .unwrap_or_else(|| images.exporter.clone());
     check_image("spec.monitoring.exporterImage", &exporter_image)?;
     let monitoring = Monitoring {
         exporter: monitoring_spec.exporter,
@@ -750,7 +756,8 @@ fn check_free_text(field: &str, value: &str, max: usize) -> Result<(), Validatio
     Ok(())
 }
 
-fn check_image(field: &str, image: &str) -> Result<(), ValidationError> {
+/// An image reference as Kubernetes takes it (also the check of `--redis-image`/`--exporter-image`).
+pub fn check_image(field: &str, image: &str) -> Result<(), ValidationError> {
     let ok = !image.is_empty()
         && image.len() <= 512
         && image
@@ -829,6 +836,21 @@ mod tests {
 
     use super::*;
     use crate::build::fixtures::manifest;
+    use crate::settings::{DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE};
+
+    #[test]
+    fn the_operator_default_images_fill_a_spec_without_images_and_a_pinned_image_wins() {
+        let images = DefaultImages {
+            redis: "mirror.example/redis:7.2.5".into(),
+            exporter: "mirror.example/redis_exporter:v1.63.0".into(),
+        };
+        let parse = |spec: &str| -> SessionStore { serde_yaml::from_str(&manifest(spec)).unwrap() };
+        let validated = validate_with(&parse("  monitoring: {exporter: true}\n"), &images).unwrap();
+        assert_eq!(validated.image, images.redis);
+        assert_eq!(validated.monitoring.exporter_image, images.exporter);
+        let pinned = validate_with(&parse("  image: redis:7.0.15\n"), &images).unwrap();
+        assert_eq!(pinned.image, "redis:7.0.15");
+    }
 
     fn check(spec: &str) -> Result<ValidatedStore, ValidationError> {
         let store: SessionStore = serde_yaml::from_str(&manifest(spec)).unwrap();

@@ -496,6 +496,16 @@ def ports_of(rule: dict) -> set[tuple[str, int]]:
     return {(p["protocol"], p["port"]) for p in rule["ports"]}
 
 
+def test_store_images_are_passed_only_when_set() -> None:
+    env = container_env(one(render(), "Deployment"))
+    assert "REDIS_IMAGE" not in env and "EXPORTER_IMAGE" not in env
+    env = container_env(one(render({"storeImages": {
+        "redis": "mirror.example/redis:7.2.5",
+        "exporter": "mirror.example/redis_exporter:v1.63.0"}}), "Deployment"))
+    assert env["REDIS_IMAGE"] == "mirror.example/redis:7.2.5"
+    assert env["EXPORTER_IMAGE"] == "mirror.example/redis_exporter:v1.63.0"
+
+
 def test_network_policy_is_off_by_default() -> None:
     assert of_kind(render(), "NetworkPolicy") == []
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -24,6 +24,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use sessionstore_operator::build::meta::ROLE_LABEL;
 use sessionstore_operator::crd::{Phase, SessionStore};
+
+mod writer;
 
 use super::{
     ENV, Fallible, MANAGER, Operator, admin_client, create_namespace, delete_namespace, eventually,
@@ -39,6 +41,7 @@ const READY_SECONDS: u64 = 600;
 /// One case's cluster access and namespace; `finish` stops the operator and deletes the namespace.
 struct HaCase {
     client: Client,
+    kubeconfig: String,
     ns: String,
     ssa: PatchParams,
     operator: Option<Operator>,
@@ -82,6 +85,7 @@ impl HaCase {
         };
         Ok(Some(HaCase {
             client,
+            kubeconfig,
             ns,
             ssa: PatchParams::apply(MANAGER).force(),
             operator,
@@ -262,6 +266,80 @@ impl HaCase {
     }
 }
 
+/// What [`HaCase::watch_roll`] saw of a rolling update.
+struct RollSeen {
+    /// Poll index at which each pod was first seen replaced (a new uid).
+    replaced_at: BTreeMap<String, usize>,
+    /// The most pods seen not serving at once.
+    most_down: usize,
+    took: Duration,
+}
+
+impl HaCase {
+    /// Polls the store's pods every second until each of `before` was replaced, every pod serves and
+    /// the store is Ready for its generation (at most 900 s).
+    async fn watch_roll(
+        &self,
+        store: &str,
+        before: &BTreeMap<String, PodState>,
+    ) -> Fallible<RollSeen> {
+        let started = Instant::now();
+        // Poll index at which each pod was seen replaced (new uid), and the most pods seen not serving.
+        let mut replaced_at: BTreeMap<String, usize> = BTreeMap::new();
+        let mut most_down = 0;
+        let mut poll = 0;
+        loop {
+            if started.elapsed() > Duration::from_secs(900) {
+                return Err(format!(
+                    "timed out after 900s waiting for the rolling update; replaced so far: {replaced_at:?}"
+                )
+                .into());
+            }
+            poll += 1;
+            let now = self.pod_states(store).await?;
+            let mut down = 0;
+            for (name, was) in before {
+                match now.get(name) {
+                    Some(pod) => {
+                        if pod.uid != was.uid {
+                            replaced_at.entry(name.clone()).or_insert(poll);
+                        }
+                        if !pod.serving {
+                            down += 1;
+                        }
+                    }
+                    None => down += 1,
+                }
+            }
+            most_down = most_down.max(down);
+            let settled = replaced_at.len() == before.len()
+                && down == 0
+                && self
+                    .stores()
+                    .get(store)
+                    .await
+                    .ok()
+                    .and_then(|s| {
+                        let status = s.status?;
+                        Some(
+                            status.phase == Some(Phase::Ready)
+                                && status.observed_generation == s.metadata.generation,
+                        )
+                    })
+                    .unwrap_or(false);
+            if settled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(RollSeen {
+            replaced_at,
+            most_down,
+            took: started.elapsed(),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct PodState {
     uid: String,
@@ -383,56 +461,11 @@ async fn rolling_update(case: &HaCase) -> Fallible {
 
     // A new redis.conf value changes the config hash in the pod template: every pod must roll.
     case.apply_store(store, 3, json!({"hz": "20"})).await?;
-    let started = Instant::now();
-    // Poll index at which each pod was seen replaced (new uid), and the most pods seen not serving.
-    let mut replaced_at: BTreeMap<String, usize> = BTreeMap::new();
-    let mut most_down = 0;
-    let mut poll = 0;
-    loop {
-        if started.elapsed() > Duration::from_secs(900) {
-            return Err(format!(
-                "timed out after 900s waiting for the rolling update; replaced so far: {replaced_at:?}"
-            )
-            .into());
-        }
-        poll += 1;
-        let now = case.pod_states(store).await?;
-        let mut down = 0;
-        for (name, was) in &before {
-            match now.get(name) {
-                Some(pod) => {
-                    if pod.uid != was.uid {
-                        replaced_at.entry(name.clone()).or_insert(poll);
-                    }
-                    if !pod.serving {
-                        down += 1;
-                    }
-                }
-                None => down += 1,
-            }
-        }
-        most_down = most_down.max(down);
-        let settled = replaced_at.len() == before.len()
-            && down == 0
-            && case
-                .stores()
-                .get(store)
-                .await
-                .ok()
-                .and_then(|s| {
-                    let status = s.status?;
-                    Some(
-                        status.phase == Some(Phase::Ready)
-                            && status.observed_generation == s.metadata.generation,
-                    )
-                })
-                .unwrap_or(false);
-        if settled {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let took = started.elapsed();
+    let RollSeen {
+        replaced_at,
+        most_down,
+        took,
+    } = case.watch_roll(store, &before).await?;
     let new_primary = case
         .status_primary(store)
         .await
@@ -543,3 +576,131 @@ async fn scale(case: &HaCase) -> Fallible {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn ha_operator_upgrade_with_a_new_exporter_image_rolls_without_losing_a_write() -> Fallible {
+    let Some(mut case) = HaCase::start("upgrade").await? else {
+        return Ok(());
+    };
+    let result = upgrade(&mut case).await;
+    case.finish(result).await
+}
+
+/// The operator restarted with a changed pod template (`--exporter-image`, as an upgrade that
+/// ships a new exporter does) rolls an HA store in order while an application writes sessions
+/// through the Service name: at most one pod down, every acknowledged write kept.
+async fn upgrade(case: &mut HaCase) -> Fallible {
+    let Some(operator) = case.operator.take() else {
+        println!("SKIPPED: the upgrade case restarts the local operator ({HA_ENV}=local)");
+        return Ok(());
+    };
+    let store = "upgrade";
+    let manifest = json!({
+        "apiVersion": "sessionstore.dev/v1alpha1", "kind": "SessionStore",
+        "metadata": {"name": store},
+        "spec": {
+            "profile": "production", "replicas": 3,
+            "clients": {"podSelector": {"matchLabels": {"app": "e2e-client"}}},
+            "persistence": {"mode": "none"},
+            "memory": {"limit": "256Mi"},
+            "sentinel": {"downAfterMilliseconds": 5000},
+            "monitoring": {"exporter": true},
+        },
+    });
+    case.stores()
+        .patch(store, &case.ssa, &Patch::Apply(manifest))
+        .await?;
+    let old_primary = case.wait_ready(store, 3, READY_SECONDS).await?;
+    let before = case.pod_states(store).await?;
+    let events_before = case.primary_changed_events(store).await?;
+
+    let secret: Secret = Api::namespaced(case.client.clone(), &case.ns)
+        .get(&format!("{store}-connection"))
+        .await?;
+    let value = |key: &str| -> Fallible<String> {
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .ok_or("connection Secret key missing")?;
+        Ok(String::from_utf8(data.0.clone())?)
+    };
+    let host = value("host")?;
+    let client = writer::client(&host, &value("username")?, &value("password")?)?;
+    let prefix = "session:upgrade:";
+    let writing = writer::ServiceWriter::start(client.clone(), prefix, Duration::from_secs(900));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The upgrade: the same operator, restarted with a new exporter image.
+    operator.stop();
+    case.operator = Some(Operator::start_with(
+        &case.kubeconfig,
+        &case.ns,
+        &["--exporter-image", UPGRADED_EXPORTER],
+    )?);
+    let seen = case.watch_roll(store, &before).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = writing.stop()?;
+    let seen = seen?;
+    let lost = tokio::task::spawn_blocking({
+        let acknowledged = report.acknowledged.clone();
+        move || writer::lost_writes(&client, prefix, &acknowledged)
+    })
+    .await??;
+    let new_primary = case
+        .status_primary(store)
+        .await
+        .ok_or("no primary after the upgrade")?;
+    let changes = case.primary_changed_events(store).await? - events_before;
+    let template = Api::<StatefulSet>::namespaced(case.client.clone(), &case.ns)
+        .get(store)
+        .await?
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| {
+            p.containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    println!(
+        "upgrade: {:.1}s; restart order (poll, pod): {:?}; most pods down at once: {}; primary \
+         {old_primary} -> {new_primary}; PrimaryChanged Events: {changes}; writes acknowledged {}, \
+         lost {lost}, write errors {}, longest write gap {:.2}s; images now {template:?}",
+        seen.took.as_secs_f64(),
+        {
+            let mut order: Vec<(&usize, &String)> =
+                seen.replaced_at.iter().map(|(n, p)| (p, n)).collect();
+            order.sort();
+            order
+        },
+        seen.most_down,
+        report.acknowledged.len(),
+        report.errors,
+        report.longest_gap.as_secs_f64(),
+    );
+    if !template.iter().any(|i| i == UPGRADED_EXPORTER) {
+        return Err(
+            format!("the StatefulSet does not run {UPGRADED_EXPORTER}: {template:?}").into(),
+        );
+    }
+    if seen.most_down > 1 {
+        return Err(format!("{} pods were down at once", seen.most_down).into());
+    }
+    if report.acknowledged.is_empty() {
+        return Err("the writer never got a write acknowledged".into());
+    }
+    if lost != 0 {
+        return Err(format!("{lost} acknowledged writes lost in the upgrade").into());
+    }
+    if changes != 1 {
+        return Err(
+            format!("expected one handover in the upgrade, saw {changes} PrimaryChanged").into(),
+        );
+    }
+    Ok(())
+}
+
+/// The exporter image the upgraded operator defaults to (any other tag changes the pod template).
+const UPGRADED_EXPORTER: &str = "oliver006/redis_exporter:v1.63.0";
