@@ -451,6 +451,12 @@ async fn run_controllers(
                 match result {
                     Ok((object, _)) => tracing::trace!(store = %object, "reconciled"),
                     Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                    // A store deleted while a reconcile of it was queued: nothing to do, and no
+                    // warning for the SRE reading the logs (seen after every deletion on a real
+                    // API server).
+                    Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                        tracing::debug!(store = %object, "queued store is gone")
+                    }
                     Err(error) => tracing::warn!(%error, "controller"),
                 }
             })

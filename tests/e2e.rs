@@ -418,10 +418,14 @@ async fn scenario(client: &Client, kubeconfig: &str, ns: &str, ssa: &PatchParams
         } else if pdb.is_some() {
             return Err("a development store has no PodDisruptionBudget".into());
         }
-        eventually("status", 60, || async {
-            let status = stores.get(name).await.ok()?.status?;
-            (status.observed_generation.is_some()
-                && status.connection_secret.is_some()
+        let replicas = if name == "prod" { 3 } else { 1 };
+        eventually(&format!("{name} to be Ready in status"), 300, || async {
+            let store = stores.get(name).await.ok()?;
+            let status = store.status?;
+            (status.observed_generation == store.metadata.generation
+                && status.phase == Some(sessionstore_operator::crd::Phase::Ready)
+                && status.ready_replicas == Some(replicas)
+                && status.connection_secret.as_deref() == Some(&format!("{name}-connection"))
                 && status.endpoint.is_some())
             .then_some(())
         })
@@ -445,7 +449,8 @@ async fn scenario(client: &Client, kubeconfig: &str, ns: &str, ssa: &PatchParams
         .await
         .ok_or("no password")?;
     operator.stop();
-    let operator = Operator::start(kubeconfig, ns)?;
+    // A short health interval, so the session count below shows within seconds.
+    let operator = Operator::start_with(kubeconfig, ns, &["--health-interval-seconds", "5"])?;
     // A spec change forces a reconcile after the restart.
     stores
         .patch("dev", ssa, &Patch::Apply(json!({"apiVersion": "sessionstore.dev/v1alpha1", "kind": "SessionStore",
@@ -466,6 +471,13 @@ async fn scenario(client: &Client, kubeconfig: &str, ns: &str, ssa: &PatchParams
     println!("password unchanged across a restart: ok");
 
     write_a_session(client, ns).await?;
+    // status.health counts it: one key under the prefix, with a TTL.
+    eventually("status.health to count the session", 120, || async {
+        let health = stores.get("dev").await.ok()?.status?.health?;
+        (health.session_keys == Some(1) && health.keys_without_ttl == Some(0)).then_some(())
+    })
+    .await?;
+    println!("status.health counts the session: ok");
 
     // Deleting the store garbage-collects its children.
     stores.delete("prod", &DeleteParams::foreground()).await?;
