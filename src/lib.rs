@@ -14,6 +14,7 @@ pub mod observe;
 pub mod password;
 pub mod quantity;
 pub mod redis_commands;
+pub mod redis_config;
 pub mod render;
 pub mod rotation;
 pub mod settings;
