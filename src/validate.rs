@@ -36,6 +36,7 @@ const STEERS_REPLICATION: &str = "this directive is managed by the operator: the
 const ONE_DATABASE: &str = "sessions live in database 0, the only one the application user and the operator's health figures use; more databases only cost memory (a large value makes Redis allocate them all at start-up)";
 const SHUTDOWN_SAVES: &str = "the operator relies on Redis's default shutdown, which saves the data before the pod stops (with persistence) and waits for replicas to catch up";
 const NEEDS_PRIVILEGES: &str = "needs privileges the hardened container does not have";
+const NEEDS_BUNDLED_JEMALLOC: &str = "Redis builds without Redis's own jemalloc (Debian's redis-server, for one) refuse to start with active defragmentation enabled";
 const NOT_IN_VALKEY: &str =
     "Valkey 8.0 (a supported image) does not know this directive and would not start";
 
@@ -97,6 +98,7 @@ const FORBIDDEN_EXTRA_CONFIG: &[(&str, &str)] = &[
     ("shutdown-on-sigint", SHUTDOWN_SAVES),
     ("socket-mark-id", NEEDS_PRIVILEGES),
     ("aof-disable-auto-gc", NOT_IN_VALKEY),
+    ("activedefrag", NEEDS_BUNDLED_JEMALLOC),
 ];
 
 /// `extraConfig` directives that have their own spec field.
@@ -1229,7 +1231,7 @@ mod tests {
             ("hz", "ten"),
             ("hz", "-1"),
             ("io-threads", "129"),
-            ("activedefrag", "true"),
+            ("lazyfree-lazy-user-del", "true"),
             ("appendfsync", "sometimes"),
             ("repl-backlog-size", "1Mi"),
             ("notify-keyspace-events", "Exq"),
@@ -1246,7 +1248,7 @@ mod tests {
             );
         }
         let store = check(
-            "  extraConfig: {hz: '100', io-threads: '4', activedefrag: 'yes', notify-keyspace-events: Ex, maxmemory-clients: 5%, repl-backlog-size: 16mb}\n",
+            "  extraConfig: {hz: '100', io-threads: '4', lazyfree-lazy-user-del: 'yes', notify-keyspace-events: Ex, maxmemory-clients: 5%, repl-backlog-size: 16mb}\n",
         )
         .unwrap();
         assert_eq!(store.extra_config.len(), 6);
