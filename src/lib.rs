@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod crd;
+pub mod diagnosis;
 pub mod error;
 pub mod ha;
 pub mod observe;
