@@ -45,6 +45,8 @@ pub const STARTUP_ALLOWANCE: Duration = Duration::from_secs(600);
 const QUOTED_LINES: usize = 4;
 /// Longest quote from a termination message or Event.
 const MAX_QUOTE: usize = 600;
+/// Longest line quoted from a termination message (Redis's start-up warnings run long).
+const MAX_LINE: usize = 160;
 
 /// One cause and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,22 +297,34 @@ pub fn last_lines(message: &str) -> String {
             {
                 "[line withheld: it may hold a secret]".to_string()
             } else {
-                (*line).to_string()
+                quote_capped(line, MAX_LINE)
             }
         })
         .collect();
-    quote(&kept.join(" | "))
+    // The fatal line is the last: when too long, the beginning goes.
+    let joined = kept.join(" | ");
+    let count = joined.chars().count();
+    if count > MAX_QUOTE {
+        let tail: String = joined.chars().skip(count - MAX_QUOTE).collect();
+        format!("...{tail}")
+    } else {
+        joined
+    }
 }
 
 /// Text from Kubernetes or Redis, on one line and capped.
 fn quote(text: &str) -> String {
+    quote_capped(text, MAX_QUOTE)
+}
+
+fn quote_capped(text: &str, max: usize) -> String {
     let one_line: String = text
         .trim()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if one_line.chars().count() > MAX_QUOTE {
-        let cut: String = one_line.chars().take(MAX_QUOTE).collect();
+    if one_line.chars().count() > max {
+        let cut: String = one_line.chars().take(max).collect();
         format!("{cut}...")
     } else {
         one_line
