@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -16,6 +18,7 @@ use crate::apply::{DriftMemo, apply_children};
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
 use crate::crd::{Phase, SessionStore, SessionStoreStatus};
+use crate::diagnosis::{self, Diagnosis};
 use crate::error::{Error, Result};
 use crate::ha::step::{HaHooks, reconcile_primary};
 use crate::metrics::Metrics;
@@ -320,6 +323,13 @@ async fn pipeline(
         .health
         .observe(ctx, store, validated, &secrets_read.credentials, tls_ca)
         .await;
+    // Only while fewer pods are ready than desired: why, from the caches (and the StatefulSet's
+    // Events when pods are missing).
+    let diagnosis = if ready_replicas < validated.replicas {
+        diagnose_store(ctx, validated).await
+    } else {
+        None
+    };
     let with_health = observed.status_view(store.status.as_ref());
     let written = write_status_over(
         ctx,
@@ -332,9 +342,29 @@ async fn pipeline(
             service_monitor_unavailable: service_monitor_unavailable.as_deref(),
             ha: ha.as_ref(),
             rollout: rollout.as_ref(),
+            diagnosis: diagnosis.as_ref(),
         },
     )
     .await?;
+    // One Warning Event per change of cause (the status carries it meanwhile).
+    if written && let Some(diagnosis) = &diagnosis {
+        let before = store
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+            .map(|c| c.reason.as_str());
+        if before != Some(diagnosis.reason) {
+            publish(
+                ctx,
+                store,
+                EventType::Warning,
+                diagnosis.reason,
+                "Diagnosing",
+                diagnosis.message.clone(),
+            )
+            .await;
+        }
+    }
     if written && let Some(update) = &observed.update {
         ctx.health.written(update);
     }
@@ -363,6 +393,65 @@ async fn pipeline(
         requeue = requeue.min(due);
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Why the store's pods are not ready: pods from the watch cache (none: no diagnosis, no call),
+/// the StatefulSet's Events listed only when some pod was never created.
+async fn diagnose_store(ctx: &Context, store: &ValidatedStore) -> Option<Diagnosis> {
+    let pods = ctx.cache.pods_of_store(&store.namespace, &store.name)?;
+    let statefulset = ChildNames::statefulset(&store.name);
+    let created = ctx
+        .cache
+        .statefulset_status(&store.namespace, &statefulset)
+        .map(|s| s.replicas);
+    let events = if diagnosis::pods_missing(store, &pods, created) {
+        statefulset_events(ctx, &store.namespace, &statefulset).await
+    } else {
+        Vec::new()
+    };
+    diagnosis::diagnose(&diagnosis::Inputs {
+        store,
+        pods: &pods,
+        created,
+        events: &events,
+        now: k8s_openapi::jiff::Timestamp::now(),
+    })
+}
+
+/// The StatefulSet's Events, oldest first; none when they cannot be read (a diagnosis is a
+/// help, never a reason to fail the reconcile).
+async fn statefulset_events(
+    ctx: &Context,
+    namespace: &str,
+    statefulset: &str,
+) -> Vec<diagnosis::StatefulSetEvent> {
+    ctx.metrics.api_request("list");
+    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = ListParams::default().fields(&format!(
+        "involvedObject.kind=StatefulSet,involvedObject.name={statefulset}"
+    ));
+    let mut events = match api.list(&params).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, "could not list the StatefulSet's Events for the diagnosis");
+            return Vec::new();
+        }
+    };
+    let when = |e: &CoreEvent| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    events.sort_by_key(when);
+    events
+        .into_iter()
+        .map(|e| diagnosis::StatefulSetEvent {
+            reason: e.reason.unwrap_or_default(),
+            message: e.message.unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Ready replicas from the watch cache, or from the API server when there is no cache.

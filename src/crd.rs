@@ -31,6 +31,7 @@ const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|
     namespaced,
     status = "SessionStoreStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why the store is (not) Ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint.host"}"#,
@@ -140,12 +141,21 @@ pub enum Profile {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.allowAllPodsInCluster) && self.allowAllPodsInCluster) || !has(self.namespaceSelector) || (has(self.podSelector.matchLabels) && size(self.podSelector.matchLabels) > 0) || (has(self.podSelector.matchExpressions) && size(self.podSelector.matchExpressions) > 0) || (has(self.namespaceSelector.matchLabels) && size(self.namespaceSelector.matchLabels) > 0) || (has(self.namespaceSelector.matchExpressions) && size(self.namespaceSelector.matchExpressions) > 0)"
+).message("spec.clients: an empty podSelector with an empty namespaceSelector admits every pod of the cluster; narrow one of them, or set spec.clients.allowAllPodsInCluster: true if that is what you mean"))]
 pub struct ClientsSpec {
     /// Pods allowed to connect (required; `{}` would mean every pod of the selected namespaces).
     pub pod_selector: LabelSelector,
     /// Namespaces those pods may be in; omitted means the SessionStore's own namespace only.
+    /// `{}` means every namespace: with an empty `podSelector` too, that is every pod of the
+    /// cluster, which is refused unless `allowAllPodsInCluster` is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Set to true to let every pod of the cluster connect (empty `podSelector` and
+    /// `namespaceSelector`); without it that combination is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_all_pods_in_cluster: bool,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -154,9 +164,11 @@ pub struct ClientsSpec {
     "!has(self.maxmemory) || !has(self.limit) || quantity(self.maxmemory).isLessThan(quantity(self.limit))"
 ).message("spec.memory.maxmemory must be less than spec.memory.limit (leave headroom for fork copy-on-write and buffers)"))]
 pub struct MemorySpec {
-    /// Container memory request and limit (equal), e.g. `1Gi`.
+    /// Container memory request and limit (equal), e.g. `1Gi`; at least `32Mi` (Redis itself
+    /// needs about 10Mi before the first session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[x_kube(validation = Rule::new("quantity(self).compareTo(quantity('32Mi')) >= 0").message("spec.memory.limit is too small to run Redis: it must be at least 32Mi"))]
     pub limit: Option<String>,
     /// Redis `maxmemory`; the default leaves headroom below the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,7 +241,9 @@ pub struct PersistenceSpec {
     /// `none`, `snapshot` (RDB) or `appendOnly` (AOF + RDB preamble).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<PersistenceMode>,
-    /// Volume size per pod; immutable (StatefulSet volume claims cannot change).
+    /// Volume size per pod; immutable (StatefulSet volume claims cannot change). Must hold the
+    /// data: at least `maxmemory` for `snapshot`, twice `maxmemory` for `appendOnly` (a rewrite
+    /// writes the new file beside the old one); `maxmemory` defaults to 70% of `memory.limit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub size: Option<String>,

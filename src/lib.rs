@@ -8,12 +8,14 @@
 
 pub mod build;
 pub mod crd;
+pub mod diagnosis;
 pub mod error;
 pub mod ha;
 pub mod observe;
 pub mod password;
 pub mod quantity;
 pub mod redis_commands;
+pub mod redis_config;
 pub mod render;
 pub mod rotation;
 pub mod settings;

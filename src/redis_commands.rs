@@ -430,18 +430,18 @@ pub fn is_category(name: &str) -> bool {
 
 /// The known command nearest to a misspelt `name`, if one is close enough to be a likely typo.
 pub fn closest_command(name: &str) -> Option<&'static str> {
-    closest(name, REDIS_7_0_COMMANDS.iter().chain(ADDED_IN_7_2))
+    closest_in(name, REDIS_7_0_COMMANDS.iter().chain(ADDED_IN_7_2))
 }
 
 /// The ACL category nearest to a misspelt `name` (without the `@`), if one is close enough.
 pub fn closest_category(name: &str) -> Option<&'static str> {
-    closest(name, ACL_CATEGORIES.iter())
+    closest_in(name, ACL_CATEGORIES.iter())
 }
 
 /// Nearest candidate by edit distance, at most a third of the name's length away (at least 1):
 /// enough for a dropped, doubled or swapped letter, not so much that unrelated words match.
 /// A few hundred short strings: cheap enough to run on every rejected spec.
-fn closest<'a>(
+pub(crate) fn closest_in<'a>(
     name: &str,
     candidates: impl Iterator<Item = &'a &'static str>,
 ) -> Option<&'static str> {

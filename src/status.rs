@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::controller::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
+use crate::diagnosis::Diagnosis;
 use crate::error::{Error, Result};
 use crate::ha::rollout_step::{RolloutObservation, UPDATING};
 use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
@@ -52,6 +53,8 @@ pub enum Progress<'a> {
         service_monitor_unavailable: Option<&'a str>,
         ha: Option<&'a PrimaryObservation>,
         rollout: Option<&'a RolloutObservation>,
+        /// Why fewer pods are ready than desired, when the diagnosis found a cause.
+        diagnosis: Option<&'a Diagnosis>,
     },
 }
 
@@ -165,6 +168,7 @@ pub fn desired_status(
             service_monitor_unavailable,
             ha,
             rollout,
+            diagnosis,
         } => {
             if let Some(auth) = auth {
                 next.auth = Some((*auth).clone());
@@ -195,6 +199,16 @@ pub fn desired_status(
                     true,
                     "AllReplicasReady",
                     format!("{ready} of {replicas} replicas ready"),
+                )
+            } else if let Some(diagnosis) = diagnosis {
+                condition(
+                    READY,
+                    false,
+                    diagnosis.reason,
+                    format!(
+                        "{ready} of {replicas} replicas ready; {}",
+                        diagnosis.message
+                    ),
                 )
             } else {
                 let reason = if was_ready {
@@ -382,6 +396,7 @@ mod tests {
                 service_monitor_unavailable: None,
                 ha: None,
                 rollout: None,
+                diagnosis: None,
             },
             &settings,
             &at(100),
@@ -419,6 +434,7 @@ mod tests {
                 service_monitor_unavailable: None,
                 ha: None,
                 rollout: None,
+                diagnosis: None,
             },
             &settings,
             &at(500),
@@ -435,6 +451,7 @@ mod tests {
                 service_monitor_unavailable: None,
                 ha: None,
                 rollout: None,
+                diagnosis: None,
             },
             &settings,
             &at(900),
@@ -445,6 +462,68 @@ mod tests {
         assert_eq!(
             (r.status.as_str(), r.last_transition_time.clone()),
             ("True", at(900))
+        );
+    }
+
+    #[test]
+    fn a_diagnosis_is_the_ready_reason_while_replicas_are_missing() {
+        let settings = OperatorSettings::default();
+        let validated = validate(&dev()).expect("valid");
+        let diagnosis = Diagnosis {
+            reason: crate::diagnosis::reason::CRASH_LOOPING,
+            message: "pod web-0, container redis exits with code 1".into(),
+        };
+        let applied = |ready: i32,
+                       diagnosis: Option<&Diagnosis>,
+                       current: Option<&SessionStoreStatus>,
+                       now: i64| {
+            desired_status(
+                current,
+                Some(2),
+                &Progress::Applied {
+                    store: &validated,
+                    ready_replicas: ready,
+                    auth: None,
+                    service_monitor_unavailable: None,
+                    ha: None,
+                    rollout: None,
+                    diagnosis,
+                },
+                &settings,
+                &at(now),
+            )
+        };
+        let first = applied(0, Some(&diagnosis), None, 100);
+        let ready = first.condition(READY).expect("ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "CrashLooping")
+        );
+        assert_eq!(
+            ready.message,
+            "0 of 1 replicas ready; pod web-0, container redis exits with code 1"
+        );
+        assert_eq!(first.phase, Some(Phase::Provisioning));
+        let live = SessionStoreStatus {
+            observed_generation: first.observed_generation,
+            phase: first.phase,
+            conditions: first.conditions.clone(),
+            endpoint: first.endpoint.clone(),
+            connection_secret: first.connection_secret.clone(),
+            replicas: first.replicas,
+            ready_replicas: first.ready_replicas,
+            ..SessionStoreStatus::default()
+        };
+        // The same cause later: nothing to write.
+        assert!(!differs(
+            Some(&live),
+            &applied(0, Some(&diagnosis), Some(&live), 500)
+        ));
+        // All ready: the diagnosis no longer applies.
+        let healed = applied(1, None, Some(&live), 900);
+        assert_eq!(
+            healed.condition(READY).map(|c| c.reason.as_str()),
+            Some("AllReplicasReady")
         );
     }
 

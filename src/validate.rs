@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{EvictionPolicy, PersistenceMode, Profile, SessionStore};
 use crate::quantity::parse_bytes;
 use crate::redis_commands;
+use crate::redis_config;
 use crate::settings::DefaultImages;
 
 /// Default application key prefix.
@@ -29,59 +30,86 @@ const MIN_MEMORY_LIMIT_BYTES: u64 = 32 << 20;
 /// Default grace period during which a rotated-out password still works.
 pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 600;
 
-/// `extraConfig` directives that would undo the hardening or fight the operator. Prefixes end in `-`.
-const FORBIDDEN_EXTRA_CONFIG: &[&str] = &[
+/// Why a group of `extraConfig` directives is refused, as the user reads it.
+const WEAKENS_HARDENING: &str = "this directive is managed by the operator: it would weaken the hardening (listening, TLS, ACL users, files or the command surface)";
+const STEERS_REPLICATION: &str = "this directive is managed by the operator: the operator and Sentinel steer replication and failover with it (replica priority, announced addresses, the replica's primary), and a value set here would silently break failover";
+const ONE_DATABASE: &str = "sessions live in database 0, the only one the application user and the operator's health figures use; more databases only cost memory (a large value makes Redis allocate them all at start-up)";
+const SHUTDOWN_SAVES: &str = "the operator relies on Redis's default shutdown, which saves the data before the pod stops (with persistence) and waits for replicas to catch up";
+const NEEDS_PRIVILEGES: &str = "needs privileges the hardened container does not have";
+const NEEDS_BUNDLED_JEMALLOC: &str = "Redis builds without Redis's own jemalloc (Debian's redis-server, for one) refuse to start with active defragmentation enabled";
+const NOT_IN_VALKEY: &str =
+    "Valkey 8.0 (a supported image) does not know this directive and would not start";
+
+/// `extraConfig` directives that would undo the hardening, fight the operator or break a
+/// documented guarantee, with the reason. Prefixes end in `-`.
+const FORBIDDEN_EXTRA_CONFIG: &[(&str, &str)] = &[
     // listening and transport
-    "bind",
-    "bind-source-addr",
-    "port",
-    "tls-",
-    "unixsocket",
-    "unixsocketperm",
-    "protected-mode",
+    ("bind", WEAKENS_HARDENING),
+    ("bind-source-addr", WEAKENS_HARDENING),
+    ("port", WEAKENS_HARDENING),
+    ("tls-", WEAKENS_HARDENING),
+    ("unixsocket", WEAKENS_HARDENING),
+    ("unixsocketperm", WEAKENS_HARDENING),
+    ("unixsocketgroup", WEAKENS_HARDENING),
+    ("protected-mode", WEAKENS_HARDENING),
     // authentication and command surface
-    "aclfile",
-    "acl-pubsub-default",
-    "requirepass",
-    "masterauth",
-    "masteruser",
+    ("aclfile", WEAKENS_HARDENING),
+    ("acl-pubsub-default", WEAKENS_HARDENING),
+    ("requirepass", WEAKENS_HARDENING),
+    ("masterauth", WEAKENS_HARDENING),
+    ("masteruser", WEAKENS_HARDENING),
     // Valkey's aliases of masterauth / masteruser (Valkey images are supported)
-    "primaryauth",
-    "primaryuser",
-    "user",
-    "rename-command",
-    "enable-protected-configs",
-    "enable-debug-command",
-    "enable-module-command",
-    "loadmodule",
-    "include",
+    ("primaryauth", WEAKENS_HARDENING),
+    ("primaryuser", WEAKENS_HARDENING),
+    ("user", WEAKENS_HARDENING),
+    ("rename-command", WEAKENS_HARDENING),
+    ("enable-protected-configs", WEAKENS_HARDENING),
+    ("enable-debug-command", WEAKENS_HARDENING),
+    ("enable-module-command", WEAKENS_HARDENING),
+    ("loadmodule", WEAKENS_HARDENING),
+    ("include", WEAKENS_HARDENING),
     // files and process
-    "dir",
-    "dbfilename",
-    "appendfilename",
-    "appenddirname",
-    "logfile",
-    "pidfile",
-    "daemonize",
-    "supervised",
-    "syslog-",
-    // replication and topology (managed by the operator and Sentinel)
-    "replicaof",
-    "slaveof",
-    "replica-read-only",
-    "slave-read-only",
-    "replica-announce-",
-    "slave-announce-",
-    "cluster-",
-    "sentinel",
-    // settings that have their own spec field
-    "maxmemory",
-    "maxmemory-policy",
-    "maxclients",
-    "timeout",
-    "tcp-keepalive",
-    "save",
-    "appendonly",
+    ("dir", WEAKENS_HARDENING),
+    ("dbfilename", WEAKENS_HARDENING),
+    ("appendfilename", WEAKENS_HARDENING),
+    ("appenddirname", WEAKENS_HARDENING),
+    ("logfile", WEAKENS_HARDENING),
+    ("pidfile", WEAKENS_HARDENING),
+    ("daemonize", WEAKENS_HARDENING),
+    ("supervised", WEAKENS_HARDENING),
+    ("syslog-", WEAKENS_HARDENING),
+    // replication and failover (managed by the operator and Sentinel)
+    ("replicaof", STEERS_REPLICATION),
+    ("slaveof", STEERS_REPLICATION),
+    ("replica-priority", STEERS_REPLICATION),
+    ("slave-priority", STEERS_REPLICATION),
+    ("replica-read-only", STEERS_REPLICATION),
+    ("slave-read-only", STEERS_REPLICATION),
+    ("replica-announce-", STEERS_REPLICATION),
+    ("slave-announce-", STEERS_REPLICATION),
+    ("replica-announced", STEERS_REPLICATION),
+    ("min-replicas-", STEERS_REPLICATION),
+    ("min-slaves-", STEERS_REPLICATION),
+    ("cluster-", STEERS_REPLICATION),
+    ("sentinel", STEERS_REPLICATION),
+    // guarantees
+    ("databases", ONE_DATABASE),
+    ("shutdown-on-sigterm", SHUTDOWN_SAVES),
+    ("shutdown-on-sigint", SHUTDOWN_SAVES),
+    ("socket-mark-id", NEEDS_PRIVILEGES),
+    ("aof-disable-auto-gc", NOT_IN_VALKEY),
+    ("activedefrag", NEEDS_BUNDLED_JEMALLOC),
+];
+
+/// `extraConfig` directives that have their own spec field.
+const SPEC_FIELD_FOR: &[(&str, &str)] = &[
+    ("maxmemory", "spec.memory.maxmemory"),
+    ("maxmemory-policy", "spec.memory.evictionPolicy"),
+    ("maxclients", "spec.connection.maxClients"),
+    ("timeout", "spec.connection.timeoutSeconds"),
+    ("tcp-keepalive", "spec.connection.tcpKeepaliveSeconds"),
+    ("save", "spec.persistence.mode"),
+    ("appendonly", "spec.persistence.mode"),
 ];
 
 /// Where a spec field is wrong and why, for conditions, Events and `render`'s exit message.
@@ -311,6 +339,9 @@ pub fn validate_with(
     };
 
     let extra_config = validate_extra_config(&spec.extra_config)?;
+    check_backlog_fits(&extra_config, &memory)?;
+    check_volume_fits(&persistence, &memory)?;
+    let clients = validate_clients(&spec.clients)?;
     let disabled_commands = validate_disabled_commands(&spec.disabled_commands)?;
     let scheduling = validate_scheduling(store)?;
 
@@ -356,10 +387,7 @@ pub fn validate_with(
         generation: store.meta().generation,
         owner_reference,
         profile,
-        clients: Clients {
-            pod_selector: spec.clients.pod_selector.clone(),
-            namespace_selector: spec.clients.namespace_selector.clone(),
-        },
+        clients,
         replicas,
         image,
         memory,
@@ -396,7 +424,12 @@ fn validate_memory(
         )
     })?;
     if limit_bytes < MIN_MEMORY_LIMIT_BYTES {
-        return Err(invalid("spec.memory.limit", "must be at least 32Mi"));
+        return Err(invalid(
+            "spec.memory.limit",
+            format!(
+                "{limit} is too small to run Redis: it must be at least 32Mi (Redis itself needs about 10Mi before the first session, and a snapshot forks it)"
+            ),
+        ));
     }
     let maxmemory_bytes = match &memory.maxmemory {
         Some(value) => {
@@ -435,6 +468,105 @@ fn validate_memory(
         limit_bytes,
         maxmemory_bytes,
         eviction_policy: memory.eviction_policy.unwrap_or_default(),
+    })
+}
+
+/// How many times `maxmemory` a volume must hold, per persistence mode: a snapshot is written to
+/// a temporary file beside the last one, and an RDB is smaller than the data in memory, so one
+/// `maxmemory` of room; an append-only file's rewrite writes a new base file beside the old base
+/// and the growing increment file, so twice that.
+pub const SNAPSHOT_VOLUME_FACTOR: u64 = 1;
+pub const APPEND_ONLY_VOLUME_FACTOR: u64 = 2;
+
+/// Bytes as the user writes them: whole Gi or Mi (rounded up).
+fn human_bytes(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 30) {
+        format!("{}Gi", bytes >> 30)
+    } else {
+        format!("{}Mi", bytes.div_ceil(1 << 20))
+    }
+}
+
+/// A volume smaller than the data cannot hold a snapshot: the BGSAVE fails, and with
+/// `stop-writes-on-bgsave-error` Redis then refuses every session write.
+fn check_volume_fits(persistence: &Persistence, memory: &Memory) -> Result<(), ValidationError> {
+    let (factor, why) = match persistence.mode {
+        PersistenceMode::None => return Ok(()),
+        PersistenceMode::Snapshot => (
+            SNAPSHOT_VOLUME_FACTOR,
+            "a snapshot volume must hold spec.memory.maxmemory",
+        ),
+        PersistenceMode::AppendOnly => (
+            APPEND_ONLY_VOLUME_FACTOR,
+            "an appendOnly volume must hold twice spec.memory.maxmemory (a rewrite writes the new file beside the old one)",
+        ),
+    };
+    let size = parse_bytes(&persistence.size).unwrap_or(0);
+    let needed = memory.maxmemory_bytes.saturating_mul(factor);
+    if size < needed {
+        return Err(invalid(
+            "spec.persistence.size",
+            format!(
+                "{} cannot hold the data: {why}, so at least {} here (maxmemory is {}; without spec.memory.maxmemory it is 70% of spec.memory.limit); otherwise the first save that no longer fits fails and Redis refuses every write (stop-writes-on-bgsave-error). Set a larger size or a smaller maxmemory",
+                persistence.size,
+                human_bytes(needed),
+                human_bytes(memory.maxmemory_bytes),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Redis keeps the replication backlog outside `maxmemory`: it must fit in the headroom
+/// between `maxmemory` and the container limit, or the kernel kills Redis instead.
+fn check_backlog_fits(
+    extra: &BTreeMap<String, String>,
+    memory: &Memory,
+) -> Result<(), ValidationError> {
+    let Some(value) = extra.get("repl-backlog-size") else {
+        return Ok(());
+    };
+    let bytes = redis_config::parse_redis_bytes(value).unwrap_or(u64::MAX);
+    let headroom = memory.limit_bytes.saturating_sub(memory.maxmemory_bytes);
+    if bytes >= headroom / 2 {
+        return Err(invalid(
+            "spec.extraConfig.repl-backlog-size",
+            format!(
+                "{value} does not fit: Redis keeps the backlog outside maxmemory, in the headroom between spec.memory.maxmemory and spec.memory.limit ({}), and it must stay under half of it (buffers and the fork need the rest)",
+                human_bytes(headroom)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn is_empty_selector(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
+}
+
+/// The README promises that only the application's pods get in: both selectors empty would
+/// open the store to every pod of the cluster, so that takes an explicit opt-in.
+fn validate_clients(clients: &crate::crd::ClientsSpec) -> Result<Clients, ValidationError> {
+    let every_namespace = clients
+        .namespace_selector
+        .as_ref()
+        .is_some_and(is_empty_selector);
+    if every_namespace
+        && is_empty_selector(&clients.pod_selector)
+        && !clients.allow_all_pods_in_cluster
+    {
+        return Err(invalid(
+            "spec.clients",
+            "an empty podSelector with an empty namespaceSelector admits every pod of the cluster; narrow one of them, or set spec.clients.allowAllPodsInCluster: true if that is what you mean",
+        ));
+    }
+    Ok(Clients {
+        pod_selector: clients.pod_selector.clone(),
+        namespace_selector: clients.namespace_selector.clone(),
     })
 }
 
@@ -557,20 +689,40 @@ fn validate_extra_config(
             ));
         }
         let lower = key.to_ascii_lowercase();
-        let forbidden = FORBIDDEN_EXTRA_CONFIG.iter().any(|f| {
+        let forbidden = FORBIDDEN_EXTRA_CONFIG.iter().find(|(f, _)| {
             if f.ends_with('-') {
                 lower.starts_with(f)
             } else {
                 lower == *f
             }
         });
-        if forbidden {
+        if let Some((_, reason)) = forbidden {
+            return Err(invalid(field, *reason));
+        }
+        if let Some((_, spec_field)) = SPEC_FIELD_FOR.iter().find(|(d, _)| *d == lower) {
             return Err(invalid(
                 field,
-                "this directive is managed by the operator or would weaken the hardening; use the matching spec field if there is one",
+                format!("this directive is managed by the operator: set {spec_field} instead"),
             ));
         }
+        let Some(kind) = redis_config::kind_of(&lower) else {
+            let hint = redis_config::closest_directive(&lower)
+                .map(|d| format!("; did you mean `{d}`?"))
+                .unwrap_or_default();
+            return Err(invalid(
+                field,
+                format!(
+                    "{key:?} is not a Redis 7.0 directive, and Redis refuses to start with an unknown directive (\"Bad directive or wrong number of arguments\"){hint}"
+                ),
+            ));
+        };
         check_config_value(&field, value)?;
+        redis_config::check_value(&lower, kind, value).map_err(|reason| {
+            invalid(
+                &field,
+                format!("{reason}; Redis would refuse this value and not start"),
+            )
+        })?;
         if out.insert(lower, value.clone()).is_some() {
             return Err(invalid(
                 field,
@@ -1043,6 +1195,184 @@ mod tests {
                 &format!("spec.extraConfig.{key}"),
             );
         }
+    }
+
+    #[test]
+    fn extra_config_keys_redis_does_not_know_are_rejected() {
+        // The seed document's own sample: not a directive, Redis would not start.
+        let error = rejects(
+            "  extraConfig: {lazy-expire: 'yes'}\n",
+            "spec.extraConfig.lazy-expire",
+        );
+        assert!(
+            error.message.contains("is not a Redis 7.0 directive"),
+            "{error}"
+        );
+        let error = rejects(
+            "  extraConfig: {lazyfree-lazy-expir: 'yes'}\n",
+            "spec.extraConfig.lazyfree-lazy-expir",
+        );
+        assert!(
+            error
+                .message
+                .contains("did you mean `lazyfree-lazy-expire`?"),
+            "{error}"
+        );
+        // Only newer servers know it.
+        rejects(
+            "  extraConfig: {locale-collate: C}\n",
+            "spec.extraConfig.locale-collate",
+        );
+    }
+
+    #[test]
+    fn extra_config_values_redis_would_refuse_are_rejected() {
+        for (key, value) in [
+            ("hz", "ten"),
+            ("hz", "-1"),
+            ("io-threads", "129"),
+            ("lazyfree-lazy-user-del", "true"),
+            ("appendfsync", "sometimes"),
+            ("repl-backlog-size", "1Mi"),
+            ("notify-keyspace-events", "Exq"),
+            ("oom-score-adj-values", "0 200 800"),
+            ("proc-title-template", "a b"),
+        ] {
+            let error = rejects(
+                &format!("  extraConfig: {{{key}: '{value}'}}\n"),
+                &format!("spec.extraConfig.{key}"),
+            );
+            assert!(
+                error.message.contains("Redis would refuse this value"),
+                "{error}"
+            );
+        }
+        let store = check(
+            "  extraConfig: {hz: '100', io-threads: '4', lazyfree-lazy-user-del: 'yes', notify-keyspace-events: Ex, maxmemory-clients: 5%, repl-backlog-size: 16mb}\n",
+        )
+        .unwrap();
+        assert_eq!(store.extra_config.len(), 6);
+    }
+
+    #[test]
+    fn extra_config_that_breaks_a_guarantee_is_rejected() {
+        for (key, says) in [
+            ("replica-priority", "failover"),
+            ("slave-priority", "failover"),
+            ("replicaof", "failover"),
+            ("replica-announce-port", "failover"),
+            ("slave-announce-ip", "failover"),
+            ("replica-announced", "failover"),
+            ("min-replicas-to-write", "failover"),
+            ("min-slaves-max-lag", "failover"),
+            ("databases", "database 0"),
+            ("shutdown-on-sigterm", "saves the data"),
+            ("maxmemory-policy", "spec.memory.evictionPolicy"),
+            ("timeout", "spec.connection.timeoutSeconds"),
+        ] {
+            let error = rejects(
+                &format!("  extraConfig: {{{key}: '1'}}\n"),
+                &format!("spec.extraConfig.{key}"),
+            );
+            assert!(error.message.contains(says), "{error}");
+        }
+    }
+
+    #[test]
+    fn repl_backlog_must_fit_beside_maxmemory() {
+        // 1Gi limit, 700Mi maxmemory: 324Mi of headroom, the backlog may take under half.
+        let memory = "  memory: {limit: 1Gi, maxmemory: 700Mi}\n";
+        assert!(
+            check(&format!(
+                "{memory}  extraConfig: {{repl-backlog-size: 128mb}}\n"
+            ))
+            .is_ok()
+        );
+        let error = rejects(
+            &format!("{memory}  extraConfig: {{repl-backlog-size: 200mb}}\n"),
+            "spec.extraConfig.repl-backlog-size",
+        );
+        assert!(error.message.contains("outside maxmemory"), "{error}");
+    }
+
+    #[test]
+    fn a_volume_that_cannot_hold_the_data_is_rejected() {
+        let error = rejects(
+            "  memory: {limit: 2Gi, maxmemory: 1Gi}\n  persistence: {mode: snapshot, size: 100Mi}\n",
+            "spec.persistence.size",
+        );
+        assert!(
+            error.message.contains("100Mi cannot hold the data")
+                && error.message.contains("at least 1Gi"),
+            "{error}"
+        );
+        // appendOnly needs room for a rewrite: twice maxmemory.
+        rejects(
+            "  memory: {limit: 2Gi, maxmemory: 1Gi}\n  persistence: {mode: appendOnly, size: 1Gi}\n",
+            "spec.persistence.size",
+        );
+        assert!(
+            check("  memory: {limit: 2Gi, maxmemory: 1Gi}\n  persistence: {mode: appendOnly, size: 2Gi}\n")
+                .is_ok()
+        );
+        // The default maxmemory (70% of the limit) counts too.
+        rejects(
+            "  memory: {limit: 4Gi}\n  persistence: {size: 2Gi}\n",
+            "spec.persistence.size",
+        );
+        // No volume, nothing to hold.
+        assert!(check("  memory: {limit: 4Gi}\n  persistence: {mode: none, size: 1Mi}\n").is_ok());
+    }
+
+    #[test]
+    fn clients_open_to_the_whole_cluster_need_the_opt_in() {
+        let error = check_clients("{podSelector: {}, namespaceSelector: {}}").unwrap_err();
+        assert_eq!(error.field, "spec.clients");
+        assert!(error.message.contains("allowAllPodsInCluster"), "{error}");
+        assert!(
+            check_clients(
+                "{podSelector: {matchLabels: {}}, namespaceSelector: {matchExpressions: []}}"
+            )
+            .is_err()
+        );
+        for ok in [
+            "{podSelector: {}, namespaceSelector: {}, allowAllPodsInCluster: true}",
+            "{podSelector: {}}",
+            "{podSelector: {matchLabels: {app: web}}, namespaceSelector: {}}",
+            "{podSelector: {}, namespaceSelector: {matchLabels: {team: a}}}",
+        ] {
+            assert!(check_clients(ok).is_ok(), "{ok}");
+        }
+    }
+
+    /// Validates the default spec with `clients` replaced.
+    fn check_clients(clients: &str) -> Result<ValidatedStore, ValidationError> {
+        let mut store: SessionStore = serde_yaml::from_str(&manifest("")).unwrap();
+        store.spec.clients = serde_yaml::from_str(clients).unwrap();
+        validate(&store)
+    }
+
+    #[test]
+    fn numeric_fields_stay_within_redis_own_ranges() {
+        // The spec's ranges (schema and validate) are inside what Redis accepts for the
+        // directive each field becomes, so Redis never refuses a value the schema let in.
+        for (directive, spec_min, spec_max) in [
+            ("timeout", 0, 86_400),
+            ("tcp-keepalive", 0, 7_200),
+            ("maxclients", 1, 100_000),
+        ] {
+            let Some(redis_config::Kind::Integer { min, max }) = redis_config::kind_of(directive)
+            else {
+                panic!("{directive} is not an integer directive");
+            };
+            assert!(min <= spec_min && spec_max <= max, "{directive}");
+        }
+        rejects(
+            "  connection: {timeoutSeconds: -1}\n",
+            "spec.connection.timeoutSeconds",
+        );
+        let error = rejects("  memory: {limit: 31Mi}\n", "spec.memory.limit");
+        assert!(error.message.contains("too small to run Redis"), "{error}");
     }
 
     #[test]

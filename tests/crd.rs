@@ -198,3 +198,54 @@ fn examples_pass_or_fail_admission_as_named() {
         }
     }
 }
+
+/// A manifest whose `clients` is the given flow mapping.
+fn with_clients(clients: &str) -> serde_json::Value {
+    let mut object = fixtures::object("");
+    object["spec"]["clients"] = serde_yaml::from_str(clients).unwrap();
+    object
+}
+
+#[test]
+fn clients_open_to_the_whole_cluster_are_rejected_without_the_opt_in() {
+    for clients in [
+        "{podSelector: {}, namespaceSelector: {}}",
+        "{podSelector: {matchLabels: {}}, namespaceSelector: {matchExpressions: []}}",
+        "{podSelector: {}, namespaceSelector: {}, allowAllPodsInCluster: false}",
+    ] {
+        let errors = Validator::new()
+            .validate(&schema(), &with_clients(clients), None)
+            .expect_err(clients);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let message = errors[0].to_string();
+        assert!(
+            message.contains("spec.clients") && message.contains("allowAllPodsInCluster"),
+            "{message}"
+        );
+    }
+    for clients in [
+        "{podSelector: {}, namespaceSelector: {}, allowAllPodsInCluster: true}",
+        "{podSelector: {}}",
+        "{podSelector: {matchLabels: {app: web}}, namespaceSelector: {}}",
+        "{podSelector: {}, namespaceSelector: {matchLabels: {team: a}}}",
+    ] {
+        let result = Validator::new().validate(&schema(), &with_clients(clients), None);
+        assert!(result.is_ok(), "{clients}: {result:?}");
+    }
+}
+
+#[test]
+fn a_memory_limit_too_small_for_redis_is_rejected() {
+    // A quantity() rule: dropped on the 1.24 test cluster, enforced from 1.29 (and by validate).
+    for limit in ["31Mi", "16Mi", "1M"] {
+        rejected(
+            &format!("  memory: {{limit: {limit}}}\n"),
+            None,
+            "spec.memory.limit",
+        );
+    }
+    assert_eq!(
+        failures("  memory: {limit: 32Mi}\n", None),
+        Vec::<String>::new()
+    );
+}

@@ -10,6 +10,7 @@
 //! cases (failover, rolling update, scaling) are in `e2e_ha` and need `SESSIONSTORE_E2E_HA` too.
 
 mod e2e_api;
+mod e2e_diagnosis;
 mod e2e_ha;
 
 use std::process::{Child, Command, Stdio};

@@ -100,12 +100,31 @@ fn directive() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Config values: mostly well-formed (single spaces, the allowed punctuation), else hostile.
+/// Config values: values Redis accepts for some of the directives above, well-formed words
+/// (single spaces, the allowed punctuation), or hostile text.
 fn config_value() -> impl Strategy<Value = String> {
     prop_oneof![
+        3 => prop::sample::select(vec!["yes", "no", "10", "5", "Ex", "notice", "warning", "1mb", "-1"])
+            .prop_map(str::to_string),
         3 => "[a-zA-Z0-9._:/+,@=%-]{1,10}( [a-zA-Z0-9]{1,4}){0,2}",
         2 => text(),
     ]
+}
+
+/// Directives with a value Redis accepts, so that whole fuzzed `extraConfig` maps pass too.
+fn valid_pair() -> impl Strategy<Value = (String, String)> {
+    prop::sample::select(vec![
+        ("hz", "10"),
+        ("loglevel", "warning"),
+        ("notify-keyspace-events", "Ex"),
+        ("Lazyfree-Lazy-User-Del", "yes"),
+        ("maxmemory-samples", "5"),
+        ("slowlog-log-slower-than", "-1"),
+        ("repl-backlog-size", "1mb"),
+        ("active-defrag-cycle-min", "5"),
+        ("latency-tracking", "no"),
+    ])
+    .prop_map(|(k, v)| (k.to_string(), v.to_string()))
 }
 
 fn command() -> impl Strategy<Value = String> {
@@ -123,7 +142,10 @@ fn command() -> impl Strategy<Value = String> {
 fn inputs() -> impl Strategy<Value = Inputs> {
     let hostile = (
         text(),
-        prop::collection::vec((directive(), config_value()), 1..4),
+        prop::collection::vec(
+            prop_oneof![2 => valid_pair(), 3 => (directive(), config_value())],
+            1..4,
+        ),
         prop::collection::vec(prop_oneof![Just("sort".to_string()), command()], 1..5),
         text(),
         text(),

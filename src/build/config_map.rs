@@ -233,20 +233,22 @@ repl-diskless-sync yes
     #[test]
     fn persistence_per_mode() {
         let persistence = |mode: &str| -> Vec<String> {
-            redis_conf(&store(&format!("  persistence: {{mode: {mode}}}\n")))
-                .lines()
-                .filter(|l| {
-                    [
-                        "save ",
-                        "appendonly ",
-                        "appendfsync ",
-                        "aof-use-rdb-preamble ",
-                    ]
-                    .iter()
-                    .any(|d| l.starts_with(d))
-                })
-                .map(str::to_string)
-                .collect()
+            redis_conf(&store(&format!(
+                "  persistence: {{mode: {mode}, size: 2Gi}}\n"
+            )))
+            .lines()
+            .filter(|l| {
+                [
+                    "save ",
+                    "appendonly ",
+                    "appendfsync ",
+                    "aof-use-rdb-preamble ",
+                ]
+                .iter()
+                .any(|d| l.starts_with(d))
+            })
+            .map(str::to_string)
+            .collect()
         };
         assert_eq!(persistence("none"), ["save \"\"", "appendonly no"]);
         assert_eq!(
@@ -269,7 +271,7 @@ repl-diskless-sync yes
         let conf = redis_conf(&store(
             "  memory: {limit: 1Gi, maxmemory: 700Mi, evictionPolicy: allkeys-lru}\n\
              \x20 connection: {timeoutSeconds: 0, tcpKeepaliveSeconds: 60, maxClients: 42}\n\
-             \x20 extraConfig: {ZZ-Last: \"1\", hz: \"10\"}\n",
+             \x20 extraConfig: {ZSET-Max-Listpack-Entries: \"1\", hz: \"10\"}\n",
         ));
         for line in [
             "maxmemory 734003200",
@@ -282,7 +284,9 @@ repl-diskless-sync yes
         }
         // extraConfig comes last, sorted, lower-cased.
         assert!(
-            conf.ends_with("repl-diskless-sync yes\n# spec.extraConfig\nhz 10\nzz-last 1\n"),
+            conf.ends_with(
+                "repl-diskless-sync yes\n# spec.extraConfig\nhz 10\nzset-max-listpack-entries 1\n"
+            ),
             "{conf}"
         );
     }

@@ -257,6 +257,8 @@ fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Conta
             2,
         )),
         security_context: Some(container_security_context()),
+        // Redis's own fatal line (e.g. a refused directive) becomes the termination message.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
 }
@@ -285,6 +287,8 @@ fn sentinel_init_container(store: &ValidatedStore, settings: &OperatorSettings) 
         resources: Some(small_resources()),
         volume_mounts: Some(mounts),
         security_context: Some(container_security_context()),
+        // Redis's own fatal line (e.g. a refused directive) becomes the termination message.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
 }
@@ -329,6 +333,8 @@ fn sentinel_container(store: &ValidatedStore) -> Container {
         liveness_probe: Some(tcp_probe(10, 6)),
         readiness_probe: Some(tcp_probe(5, 2)),
         security_context: Some(container_security_context()),
+        // Redis's own fatal line (e.g. a refused directive) becomes the termination message.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
 }
@@ -771,7 +777,8 @@ mod tests {
                             "startupProbe": probe(PLAIN_ALIVE, 5, 5, 120),
                             "livenessProbe": probe(PLAIN_ALIVE, 10, 5, 6),
                             "readinessProbe": probe(PLAIN_READY, 5, 3, 2),
-                            "securityContext": restricted()
+                            "securityContext": restricted(),
+                            "terminationMessagePolicy": "FallbackToLogsOnError"
                         }],
                         "volumes": [
                             {"name": "config", "configMap": {"name": "checkout-config", "defaultMode": 0o444}},
@@ -807,7 +814,8 @@ mod tests {
                 {"name": "sentinel", "mountPath": "/sentinel"},
                 {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
             ],
-            "securityContext": restricted()
+            "securityContext": restricted(),
+            "terminationMessagePolicy": "FallbackToLogsOnError"
         });
         let redis = json!({
             "name": "redis",
@@ -831,7 +839,8 @@ mod tests {
             "startupProbe": probe(TLS_ALIVE, 5, 5, 120),
             "livenessProbe": probe(TLS_ALIVE, 10, 5, 6),
             "readinessProbe": probe(TLS_READY, 5, 3, 2),
-            "securityContext": restricted()
+            "securityContext": restricted(),
+            "terminationMessagePolicy": "FallbackToLogsOnError"
         });
         let sentinel = json!({
             "name": "sentinel",
@@ -848,7 +857,8 @@ mod tests {
             ],
             "livenessProbe": tcp_probe(10, 6),
             "readinessProbe": tcp_probe(5, 2),
-            "securityContext": restricted()
+            "securityContext": restricted(),
+            "terminationMessagePolicy": "FallbackToLogsOnError"
         });
         let exporter = json!({
             "name": "exporter",

@@ -43,6 +43,7 @@ CONTRACT_RULES = {
     ("", "secrets"): {"get", "create", "patch"},
     ("", "pods"): {"list", "watch", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "events"): {"list"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("cert-manager.io", "certificates"): {"get", "create", "patch"},

@@ -81,7 +81,8 @@ Rules for the namespaced resources the operator manages: exactly the verbs the c
 wildcards; Secrets get/create/patch only, never list/watch, so there is no Secret cache). Children
 are removed by the garbage collector through their ownerReference, so only PodDisruptionBudgets
 (dropped when replicas fall to 1), ServiceMonitors (dropped when turned off) and Pods (the ordered
-rolling update of stores with replicas restarts them one at a time) need delete.
+rolling update of stores with replicas restarts them one at a time) need delete. Core Events are
+only listed, for the diagnosis of a store whose pods the StatefulSet cannot create.
 Server-side apply of a new object is authorised as create, so applied kinds have create and patch.
 Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
 */}}
@@ -107,6 +108,10 @@ Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Read only while a store's pods were not created: the StatefulSet's FailedCreate Events say why.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch"]
