@@ -1,7 +1,9 @@
 //! Deliberate handover of the primary role, for the rolling update and the scale-down guard: the
 //! operator pauses writes on the primary, waits until the replicas it may promote have every
 //! write, asks a Sentinel to fail over, and demotes the old primary itself as soon as the Sentinels
-//! name the new one, so no acknowledged write is lost and no pod dies while it is primary.
+//! name the new one, so no acknowledged write is lost and no pod dies while it is primary. Once
+//! demoted, the old primary's client connections are closed so applications reconnect through the
+//! Service. Also used when Kubernetes stops the primary pod (`ha::disruption`).
 //!
 //! Pods in `avoid` get `replica-priority 0` (Sentinel never promotes those) and are left so: they
 //! are about to go, and their restart reads the configured priority again. They get their old
@@ -541,6 +543,7 @@ impl SentinelHandover {
             ));
         }
         unpause(old_primary).await;
+        disconnect_clients(old_primary).await;
         Ok((format!("{host}:{port}"), extensions))
     }
 }
@@ -701,6 +704,31 @@ async fn restore_priorities(dialer: &Dialer<'_>, lowered: &[(String, String, Str
         .await;
         if let Err(error) = restored {
             tracing::warn!(%pod, %error, "could not restore replica-priority");
+        }
+    }
+}
+
+/// After the demotion: closes the old primary's client connections (`CLIENT KILL TYPE normal`
+/// and `TYPE pubsub`), so applications reconnect through the Service to the new primary instead of
+/// getting `READONLY` until they reconnect on their own. The operator's own connection survives
+/// (`SKIPME yes` is the default); replication links are not of these types. Sentinel's links to
+/// the old primary are closed too and Sentinel reconnects at once. Best effort: a failure is
+/// logged, the clients then learn of the demotion from `READONLY`.
+async fn disconnect_clients(conn: &mut MultiplexedConnection) {
+    for kind in ["normal", "pubsub"] {
+        match redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .query_async::<i64>(conn)
+            .await
+        {
+            Ok(closed) => {
+                tracing::info!(closed, kind, "closed the old primary's client connections")
+            }
+            Err(error) => {
+                tracing::warn!(%error, kind, "could not close the old primary's client connections")
+            }
         }
     }
 }

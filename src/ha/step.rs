@@ -31,9 +31,11 @@ use crate::build::StoreCredentials;
 use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
 use crate::build::sentinel::{master_name, sentinel_addresses};
 use crate::cache::REVISION_LABEL;
-use crate::controller::Context;
+use crate::controller::{Context, publish};
 use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
+use crate::ha::disruption::{StoppingPrimary, decide as decide_stopping};
+use crate::ha::handover::{HandoverOutcome, HandoverRequest};
 use crate::ha::primary::{
     DiscoveryError, DiscoveryOptions, PrimaryAnswer, RoleChange, discover_primary, pod_for_host,
     role_label_changes,
@@ -249,6 +251,8 @@ pub struct HaHooks {
     pub scale_memo: Arc<crate::ha::scale::ScaleGuardMemo>,
     /// What the rolling update remembers between reconciles (handovers started and refused).
     pub rollout: Arc<crate::ha::rollout_step::RolloutMemo>,
+    /// Handovers from stopping primary pods (see `ha::disruption`).
+    pub disruption: Arc<crate::ha::disruption::DisruptionMemo>,
 }
 
 impl Default for HaHooks {
@@ -259,6 +263,7 @@ impl Default for HaHooks {
             handover: crate::ha::handover::default_handover(),
             scale_memo: Arc::default(),
             rollout: Arc::default(),
+            disruption: Arc::default(),
         }
     }
 }
@@ -311,9 +316,139 @@ impl PrimaryObservation {
     }
 }
 
+/// How often, after a handover from a stopping primary, the Sentinels are asked again (every
+/// [`FOLLOW_INTERVAL`]) until a majority names the new primary, so the Service follows it in the
+/// same reconcile.
+const FOLLOW_ATTEMPTS: u32 = 30;
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Runs the HA step for one store; `None` for a standalone store. Discovery problems become a
-/// condition (labels untouched); only API errors are errors.
+/// condition (labels untouched); only API errors are errors. When the primary pod is stopping
+/// (deleted or evicted), the primary role is handed over first and the labels follow the new
+/// primary (see `ha::disruption`).
 pub async fn reconcile_primary(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    credentials: &StoreCredentials,
+    ready_replicas: i32,
+    tls_ca: Option<&[u8]>,
+) -> Result<Option<PrimaryObservation>> {
+    let Some(first) =
+        observe_primary(ctx, store, validated, credentials, ready_replicas, tls_ca).await?
+    else {
+        return Ok(None);
+    };
+    let Some(pods) = first.pods.as_ref() else {
+        return Ok(Some(first));
+    };
+    let key = format!("{}/{}", validated.namespace, validated.name);
+    let primary = if first.known {
+        first.primary.as_deref()
+    } else {
+        None
+    };
+    let uid = primary
+        .and_then(|name| pods.iter().find(|p| p.name == name))
+        .and_then(|p| p.uid.clone());
+    let started = primary.is_some_and(|name| {
+        ctx.ha
+            .disruption
+            .started_recently(&key, name, uid.as_deref())
+    });
+    match decide_stopping(primary, pods, started) {
+        StoppingPrimary::Nothing | StoppingPrimary::Started => Ok(Some(first)),
+        StoppingPrimary::Cannot(why) => {
+            tracing::info!("the primary pod is stopping and cannot be handed over: {why}");
+            if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "HandoverRefused",
+                    "PodStopping",
+                    format!("{why}; it stops as primary and the Sentinels fail over"),
+                )
+                .await;
+            }
+            Ok(Some(first))
+        }
+        StoppingPrimary::HandOver { primary, avoid } => {
+            let request = HandoverRequest {
+                store: validated,
+                settings: &ctx.settings,
+                credentials,
+                tls_ca,
+                primary: &primary,
+                avoid: &avoid,
+            };
+            match ctx.ha.handover.hand_over(request).await {
+                HandoverOutcome::Started { message, demoted } => {
+                    ctx.ha
+                        .disruption
+                        .note_started(&key, &primary, uid.as_deref());
+                    tracing::info!(%primary, demoted, "planned handover from a stopping primary pod: {message}");
+                    let event_type = if demoted {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    };
+                    publish(
+                        ctx,
+                        store,
+                        event_type,
+                        "HandingOverPrimary",
+                        "PodStopping",
+                        format!(
+                            "the primary pod {primary} is stopping (deleted or evicted): planned handover before Redis stops ({message})"
+                        ),
+                    )
+                    .await;
+                    // The Service follows as soon as a majority names the new primary.
+                    for _ in 0..FOLLOW_ATTEMPTS {
+                        let next = observe_primary(
+                            ctx,
+                            store,
+                            validated,
+                            credentials,
+                            ready_replicas,
+                            tls_ca,
+                        )
+                        .await?;
+                        if let Some(next) = next
+                            && next.known
+                            && next.primary.as_deref() != Some(primary.as_str())
+                        {
+                            return Ok(Some(next));
+                        }
+                        tokio::time::sleep(FOLLOW_INTERVAL).await;
+                    }
+                    Ok(Some(first))
+                }
+                HandoverOutcome::NotNow { message } => {
+                    tracing::info!(%primary, "the primary pod is stopping; handover not possible: {message}");
+                    if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
+                        publish(
+                            ctx,
+                            store,
+                            EventType::Warning,
+                            "HandoverRefused",
+                            "PodStopping",
+                            format!(
+                                "the primary pod {primary} is stopping, but the primary role could not be handed over: {message}; the operator retries while it stops, else it stops as primary and the Sentinels fail over"
+                            ),
+                        )
+                        .await;
+                    }
+                    Ok(Some(first))
+                }
+            }
+        }
+    }
+}
+
+/// One discovery: the Sentinels' majority answer, the role labels moved to it, a failover noted.
+async fn observe_primary(
     ctx: &Context,
     store: &SessionStore,
     validated: &ValidatedStore,
@@ -417,7 +552,10 @@ pub async fn reconcile_primary(
     });
     if let Some(f) = &failover {
         tracing::info!(from = %f.from, to = %f.to, "primary changed");
-        publish_failover(ctx, store, f).await;
+        let key = format!("{}/{}", validated.namespace, validated.name);
+        let planned = ctx.ha.disruption.handed_over_from(&key, &f.from)
+            || ctx.ha.rollout.handed_over_from(&key, &f.from);
+        publish_failover(ctx, store, f, planned).await;
     }
     let primary_serving = pods
         .iter()
@@ -466,13 +604,19 @@ async fn patch_role(ctx: &Context, store: &ValidatedStore, change: &RoleChange) 
 
 /// The `PrimaryChanged` Event; a failure is logged, never fatal. Not sent on the first discovery
 /// (no failover happened: status.primary simply appears).
-async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failover) {
+/// `planned`: the operator handed the role over (a stopping primary pod, the rolling update).
+async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failover, planned: bool) {
     ctx.metrics.api_request("create");
+    let how = if planned {
+        "planned handover by the operator"
+    } else {
+        "Sentinel failover"
+    };
     let event = Event {
         type_: EventType::Normal,
         reason: "PrimaryChanged".into(),
         note: Some(format!(
-            "Primary changed from {} to {} (Sentinel failover); the Service follows it",
+            "Primary changed from {} to {} ({how}); the Service follows it",
             failover.from, failover.to
         )),
         action: "Failover".into(),
