@@ -93,7 +93,7 @@ pub struct HandoverTiming {
     /// operator extends it by this much at a time, up to the store's failover timeout.
     pub pause: Duration,
     /// How long a replica may take to reach the primary's offset once writes are paused
-    /// (replicas acknowledge their offset every second).
+    /// (replicas acknowledge their offset every second; a lagging one is also asked directly).
     pub catch_up: Duration,
     /// While the Sentinels have not named the new primary, the pause is extended once it ends
     /// within this margin (more than a Sentinel query's response timeout, so the extension lands
@@ -309,8 +309,23 @@ impl SentinelHandover {
                 .query_async::<String>(&mut primary)
                 .await;
             if let Ok(info) = &info
-                && let Some(catch_up) = replica_catch_up(info, &avoid_only)
+                && let Some(mut catch_up) = replica_catch_up(info, &avoid_only)
             {
+                // The primary learns a replica's offset from its acknowledgement, once a second;
+                // a lagging one is asked for its own processed offset instead.
+                if !catch_up.is_ready()
+                    && let Some(offset) = master_offset(info)
+                {
+                    let mut behind = Vec::new();
+                    for address in std::mem::take(&mut catch_up.behind) {
+                        if replica_holds_offset(&dialer, &address, offset).await {
+                            catch_up.caught_up.push(address);
+                        } else {
+                            behind.push(address);
+                        }
+                    }
+                    catch_up.behind = behind;
+                }
                 if catch_up.is_ready() {
                     break Some(catch_up.caught_up.join(", "));
                 }
@@ -387,7 +402,10 @@ impl SentinelHandover {
                 bound,
             )
             .await;
-        let replica_note = format!("{caught_up} had caught up");
+        let replica_note = format!(
+            "{caught_up} had caught up; writes paused for {} ms",
+            paused_at.elapsed().as_millis()
+        );
         HandoverOutcome::Started {
             demoted: demoted.is_ok(),
             message: match demoted {
@@ -870,15 +888,45 @@ impl ReplicaCatchUp {
     }
 }
 
-/// Reads an `INFO replication` text (`None` without `master_repl_offset`). Pure, so the parsing is
-/// unit-tested.
-pub fn replica_catch_up(info: &str, avoid: &[String]) -> Option<ReplicaCatchUp> {
-    let master_offset: i64 = info
-        .lines()
+/// `master_repl_offset` of an `INFO replication` text.
+pub fn master_offset(info: &str) -> Option<i64> {
+    info.lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))?
         .trim()
         .parse()
-        .ok()?;
+        .ok()
+}
+
+/// Whether a replica's own `INFO replication` shows it linked to its primary and done processing
+/// `offset` (`slave_repl_offset`). Pure, so it is unit-tested.
+pub fn replica_info_holds(info: &str, offset: i64) -> bool {
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    field("role:") == Some("slave")
+        && field("master_link_status:") == Some("up")
+        && field("slave_repl_offset:").and_then(|o| o.parse::<i64>().ok()) == Some(offset)
+}
+
+/// Asks the replica at `address` (as it announced itself) whether it has processed `offset`.
+async fn replica_holds_offset(dialer: &Dialer<'_>, address: &str, offset: i64) -> bool {
+    let info = async {
+        let mut conn = dialer.dial(address).await?;
+        redis::cmd("INFO")
+            .arg("replication")
+            .query_async::<String>(&mut conn)
+            .await
+    }
+    .await;
+    info.is_ok_and(|info| replica_info_holds(&info, offset))
+}
+
+/// Reads an `INFO replication` text (`None` without `master_repl_offset`). Pure, so the parsing is
+/// unit-tested.
+pub fn replica_catch_up(info: &str, avoid: &[String]) -> Option<ReplicaCatchUp> {
+    let master_offset = master_offset(info)?;
     let mut catch_up = ReplicaCatchUp::default();
     for replica in replica_lines(info) {
         if avoid
@@ -927,6 +975,21 @@ mod tests {
         let none = replica_catch_up(INFO, &["10.0.0.3:6379".into(), "s-2.h:6379".into()]);
         assert_eq!(none, catch_up(&[], &[]));
         assert!(none.is_some_and(|c| !c.is_ready()));
+    }
+
+    #[test]
+    fn a_replica_that_processed_the_offset_holds_every_write() {
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:s-0.h\r\n\
+            master_link_status:up\r\nslave_repl_offset:500\r\nmaster_repl_offset:500\r\n";
+        assert_eq!(master_offset(INFO), Some(500));
+        assert!(replica_info_holds(replica, 500));
+        assert!(!replica_info_holds(replica, 501));
+        assert!(!replica_info_holds(
+            &replica.replace("link_status:up", "link_status:down"),
+            500
+        ));
+        assert!(!replica_info_holds(INFO, 500));
+        assert!(!replica_info_holds("", 500));
     }
 
     #[test]

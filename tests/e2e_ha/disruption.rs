@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, EvictParams, ListParams};
 use kube::Api;
+use kube::api::{DeleteParams, EvictParams, ListParams};
 use serde_json::json;
 
 use super::writer;
@@ -120,11 +120,30 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = writing.stop()?;
-    let lost = tokio::task::spawn_blocking({
+    println!(
+        "disruption ({stop:?}): writes acknowledged {}, write errors {}, longest write gap {:.2}s",
+        report.acknowledged.len(),
+        report.errors,
+        report.longest_gap.as_secs_f64(),
+    );
+    // Read back through the Service name; a lookup may fail while the kit's DNS reloads.
+    let lost = eventually("the acknowledged writes to be read back", 60, || async {
+        let client = client.clone();
         let acknowledged = report.acknowledged.clone();
-        move || writer::lost_writes(&client, prefix, &acknowledged)
+        let read = tokio::task::spawn_blocking(move || {
+            writer::lost_writes(&client, prefix, &acknowledged)
+        })
+        .await
+        .ok()?;
+        match read {
+            Ok(lost) => Some(lost),
+            Err(e) => {
+                println!("read-back failed, retrying: {e}");
+                None
+            }
+        }
     })
-    .await??;
+    .await?;
     let handover = handover_event(case, store).await?;
     let pre_stop = pre_stop_line(&old_uid);
     let changes = case.primary_changed_events(store).await? - events_before;
@@ -147,8 +166,8 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
     // The operator handed over and demoted the old primary before it stopped (a Normal Event;
     // a Warning would say the old primary was not demoted).
     match handover {
-        Some((kind, note)) if kind == "Normal" && note.contains(&format!("{old} now replicates")) => {
-        }
+        Some((kind, note))
+            if kind == "Normal" && note.contains(&format!("{old} now replicates")) => {}
         other => {
             return Err(format!(
                 "no planned handover from {old} with its demotion was reported: {other:?}"
