@@ -351,7 +351,11 @@ impl SentinelHandover {
             .await;
         };
 
-        // 5. One Sentinel starts the failover; the first OK wins.
+        // 5. One Sentinel starts the failover; the first OK wins. Sentinels in pods to avoid are
+        // asked last: they are about to stop, and a leader that stops right after the promotion
+        // leaves the other Sentinels naming the old primary until they fail over on their own.
+        let mut ready_sentinels = ready_sentinels;
+        ready_sentinels.sort_by_key(|sentinel| in_pods(sentinel, &avoid_only));
         let mut refusals = Vec::new();
         let mut accepted_by = None;
         for sentinel in ready_sentinels {
@@ -677,6 +681,17 @@ pub fn promotable_view(replicas: &[Vec<String>], avoid: &[String]) -> bool {
         }
     }
     candidate
+}
+
+/// Whether `address` (`host:port`) is on the host of one of `pods` (their Redis `host:port`).
+fn in_pods(address: &str, pods: &[String]) -> bool {
+    let host = |a: &str| {
+        a.rsplit_once(':')
+            .map_or(a, |(h, _)| h)
+            .to_ascii_lowercase()
+    };
+    let address = host(address);
+    pods.iter().any(|pod| host(pod) == address)
 }
 
 fn role_is_master(value: &redis::Value) -> bool {
@@ -1168,6 +1183,21 @@ mod tests {
         assert_eq!(address("checkout-api-1"), None);
         assert_eq!(address("checkout-"), None);
         assert_eq!((handover.sentinels)(&store, &settings).len(), 5);
+    }
+
+    #[test]
+    fn sentinels_of_pods_to_avoid_are_asked_last() {
+        let avoid = vec!["s-0.h:6379".to_string()];
+        let mut sentinels = vec![
+            "s-0.h:26379".to_string(),
+            "s-1.h:26379".to_string(),
+            "S-2.h:26379".to_string(),
+        ];
+        sentinels.sort_by_key(|s| in_pods(s, &avoid));
+        assert_eq!(sentinels, ["s-1.h:26379", "S-2.h:26379", "s-0.h:26379"]);
+        assert!(in_pods("S-0.H:26379", &avoid));
+        assert!(!in_pods("s-0.hx:26379", &avoid));
+        assert!(!in_pods("s-0.h:26379", &[]));
     }
 
     #[test]

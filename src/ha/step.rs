@@ -30,6 +30,7 @@ use kube::{Api, Resource};
 use crate::build::StoreCredentials;
 use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
 use crate::build::sentinel::{master_name, sentinel_addresses};
+use crate::build::statefulset::REDIS_CONTAINER;
 use crate::cache::REVISION_LABEL;
 use crate::controller::{Context, publish};
 use crate::crd::{Phase, SessionStore};
@@ -62,6 +63,12 @@ pub const PRIMARY_RETRY: Duration = Duration::from_secs(2);
 /// A pod change wakes the reconcile at once (the pod watch), so this polling starts within about a
 /// second of a primary crashing and lasts only until the new primary is named.
 pub const PRIMARY_FOLLOW: Duration = Duration::from_secs(1);
+/// How long after the primary's Redis container restarted (a crash) the Sentinels are asked every
+/// [`PRIMARY_FOLLOW`]: the restarted pod joins a peer and asks for a failover (startup.sh), and
+/// nothing in the pod object changes when the Sentinels promote, so without this the Service
+/// would follow only on the next [`PRIMARY_RECHECK`]. Covers `downAfterMilliseconds` (at most
+/// 60 s) should the Sentinels refuse the early failover request.
+pub const RESTART_FOLLOW: Duration = Duration::from_secs(60);
 
 /// What the HA step and the rolling update need of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +85,9 @@ pub struct PodRole {
     pub ready: bool,
     /// `metadata.deletionTimestamp` is set: the pod is going away.
     pub terminating: bool,
+    /// When the Redis container last started, if it was restarted (`restartCount` > 0): a primary
+    /// whose Redis just crashed is followed closely (see [`RESTART_FOLLOW`]).
+    pub redis_restarted_at: Option<i64>,
 }
 
 impl PodRole {
@@ -100,6 +110,14 @@ impl PodRole {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            redis_restarted_at: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|statuses| statuses.iter().find(|c| c.name == REDIS_CONTAINER))
+                .filter(|c| c.restart_count > 0)
+                .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                .map(|t| t.0.as_second()),
         })
     }
 
@@ -557,9 +575,13 @@ async fn observe_primary(
             || ctx.ha.rollout.handed_over_from(&key, &f.from);
         publish_failover(ctx, store, f, planned).await;
     }
-    let primary_serving = pods
-        .iter()
-        .any(|p| p.name == primary && p.ready && !p.terminating);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let primary_serving = pods.iter().any(|p| {
+        p.name == primary
+            && p.ready
+            && !p.terminating
+            && !restarted_within(p.redis_restarted_at, now, RESTART_FOLLOW)
+    });
     let requeue = if primary_serving {
         PRIMARY_RECHECK
     } else {
@@ -575,6 +597,13 @@ async fn observe_primary(
         requeue: Some(requeue),
         pods: Some(pods),
     }))
+}
+
+/// Whether a container that restarted at `started` (Unix seconds) did so within `window` of `now`.
+/// Pure, so it is unit-tested.
+pub fn restarted_within(started: Option<i64>, now: i64, window: Duration) -> bool {
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    started.is_some_and(|started| now.saturating_sub(started) < window)
 }
 
 /// One merge patch of the role label (see the module doc for why not server-side apply).
@@ -624,5 +653,39 @@ async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failov
     };
     if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
         tracing::warn!(%error, "could not publish the PrimaryChanged Event");
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn a_primary_restarted_a_moment_ago_is_followed_closely() {
+        let window = RESTART_FOLLOW;
+        assert!(restarted_within(Some(1_000), 1_005, window));
+        assert!(!restarted_within(Some(1_000), 1_060, window));
+        assert!(!restarted_within(None, 1_005, window));
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s-0"},
+            "status": {"containerStatuses": [
+                {"name": "sentinel", "restartCount": 0, "ready": true, "image": "r", "imageID": "",
+                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
+                {"name": "redis", "restartCount": 1, "ready": true, "image": "r", "imageID": "",
+                 "state": {"running": {"startedAt": "2026-01-01T00:01:40Z"}}}
+            ]}
+        }))
+        .expect("pod");
+        let role = PodRole::of(&pod).expect("role");
+        assert_eq!(role.redis_restarted_at, Some(1_767_225_700));
+        let mut never: Pod = pod.clone();
+        if let Some(statuses) = never
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            statuses[1].restart_count = 0;
+        }
+        assert_eq!(PodRole::of(&never).expect("role").redis_restarted_at, None);
     }
 }

@@ -1,8 +1,10 @@
-//! Planned disruption of the primary pod (issue 14): the pod deleted, and the pod evicted through
-//! the Eviction API as `kubectl drain` does (the PodDisruptionBudget decides), while an application
-//! writes sessions through the Service name. The operator hands the primary role over before Redis
-//! stops: no acknowledged write is lost, a `HandingOverPrimary` Event says the old primary was
-//! demoted, and `PrimaryChanged` follows. The longest write gap is printed, never asserted.
+//! Disruption of the primary pod (issue 14) while an application writes sessions through the
+//! Service name. Planned: the pod deleted, and the pod evicted through the Eviction API as
+//! `kubectl drain` does (the PodDisruptionBudget decides); the operator hands the primary role over
+//! before Redis stops: no acknowledged write is lost, a `HandingOverPrimary` Event says the old
+//! primary was demoted, and `PrimaryChanged` follows. Unplanned: the primary's `redis-server`
+//! killed (a crash; local kit only); the Sentinels fail over, no acknowledged write is lost. The
+//! longest write gap is printed, never asserted.
 
 use std::time::{Duration, Instant};
 
@@ -13,13 +15,15 @@ use kube::api::{DeleteParams, EvictParams, ListParams};
 use serde_json::json;
 
 use super::writer;
-use super::{ENV, Fallible, HaCase, READY_SECONDS, eventually};
+use super::{ENV, Fallible, HA_ENV, HaCase, READY_SECONDS, eventually};
 
 /// How the primary pod is asked to stop.
 #[derive(Clone, Copy, Debug)]
 enum Stop {
     Delete,
     Evict,
+    /// SIGKILL of the primary's `redis-server` (the container restarts at once).
+    Crash,
 }
 
 #[tokio::test]
@@ -91,6 +95,17 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
             })
             .await?;
         }
+        Stop::Crash => {
+            let ip = case
+                .pods()
+                .get(&old)
+                .await?
+                .status
+                .and_then(|s| s.pod_ip)
+                .ok_or("the primary pod has no IP")?;
+            let pid = kill_redis_server(&ip)?;
+            println!("killed redis-server (pid {pid}) of {old} at {ip}");
+        }
     }
     let new = eventually("a new primary in status.primary", 180, || async {
         case.status_primary(store).await.filter(|p| *p != old)
@@ -110,14 +125,16 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
     )
     .await?;
     let to_service = stopped_at.elapsed();
-    // The old pod has gone (replaced by a new one with the same name, or not yet recreated).
-    eventually("the stopped pod to be gone", 180, || async {
-        let pods = case.pod_states(store).await.ok()?;
-        pods.get(&old)
-            .is_none_or(|p| p.uid != old_uid)
-            .then_some(())
-    })
-    .await?;
+    if !matches!(stop, Stop::Crash) {
+        // The old pod has gone (replaced by a new one with the same name, or not yet recreated).
+        eventually("the stopped pod to be gone", 180, || async {
+            let pods = case.pod_states(store).await.ok()?;
+            pods.get(&old)
+                .is_none_or(|p| p.uid != old_uid)
+                .then_some(())
+        })
+        .await?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = writing.stop()?;
     println!(
@@ -163,6 +180,13 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
     if lost != 0 {
         return Err(format!("{lost} acknowledged writes lost ({stop:?} of the primary)").into());
     }
+    if changes < 1 {
+        return Err("no PrimaryChanged Event after the primary went".into());
+    }
+    if matches!(stop, Stop::Crash) {
+        // A crash is no planned disruption: the Sentinels fail over.
+        return Ok(());
+    }
     // The operator handed over and demoted the old primary before it stopped (a Normal Event;
     // a Warning would say the old primary was not demoted).
     match handover {
@@ -174,9 +198,6 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
             )
             .into());
         }
-    }
-    if changes < 1 {
-        return Err("no PrimaryChanged Event after the handover".into());
     }
     Ok(())
 }
@@ -214,4 +235,53 @@ fn pre_stop_line(uid: &str) -> String {
     std::fs::read_to_string(&file)
         .map(|text| text.trim().to_string())
         .unwrap_or_else(|e| format!("{} unreadable: {e}", file.display()))
+}
+
+#[tokio::test]
+async fn ha_primary_redis_killed_loses_no_acknowledged_write() -> Fallible {
+    let Some(case) = HaCase::start("crash-primary").await? else {
+        return Ok(());
+    };
+    if case.operator.is_none() {
+        println!("SKIPPED: the crash case kills a pod's process on this host ({HA_ENV}=local)");
+        return case.finish(Ok(())).await;
+    }
+    let result = disruption(&case, Stop::Crash).await;
+    case.finish(result).await
+}
+
+/// SIGKILL of the `redis-server` in the pod with `pod_ip`: the kit runs each pod in a network
+/// namespace `lk<n>` whose address is `10.244.<n / 250>.<n % 250 + 2>`; the namespace's address is
+/// checked before anything is killed.
+fn kill_redis_server(pod_ip: &str) -> Fallible<String> {
+    use std::process::Command;
+    let octets: Vec<u32> = pod_ip
+        .split('.')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let [_, _, third, fourth] = octets[..] else {
+        return Err(format!("not an IPv4 pod address: {pod_ip}").into());
+    };
+    let netns = format!("lk{}", third * 250 + fourth - 2);
+    let addresses = Command::new("ip")
+        .args(["-n", &netns, "-o", "-4", "addr", "show"])
+        .output()?;
+    if !String::from_utf8_lossy(&addresses.stdout).contains(&format!("inet {pod_ip}/")) {
+        return Err(format!("network namespace {netns} does not hold {pod_ip}").into());
+    }
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &netns])
+        .output()?;
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if comm.trim() == "redis-server" && !cmdline.contains("sentinel") {
+            let killed = Command::new("kill").args(["-KILL", pid]).status()?;
+            if !killed.success() {
+                return Err(format!("kill -KILL {pid} failed").into());
+            }
+            return Ok(pid.to_string());
+        }
+    }
+    Err(format!("no redis-server in network namespace {netns}").into())
 }
