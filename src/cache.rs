@@ -191,9 +191,30 @@ pub fn strip_pod(pod: &mut Pod) {
             .conditions
             .take()
             .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        // The Redis container's last exit only (the HA step follows a crashed primary closely).
+        let redis_exit = status.container_statuses.take().and_then(|statuses| {
+            let redis = statuses
+                .into_iter()
+                .find(|c| c.name == crate::build::statefulset::REDIS_CONTAINER)?;
+            let finished_at = redis.last_state?.terminated?.finished_at;
+            Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+                name: redis.name,
+                restart_count: redis.restart_count,
+                last_state: Some(k8s_openapi::api::core::v1::ContainerState {
+                    terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                        exit_code: 0,
+                        finished_at,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }])
+        });
         *status = k8s_openapi::api::core::v1::PodStatus {
             pod_ip: status.pod_ip.take(),
             conditions: ready,
+            container_statuses: redis_exit,
             ..Default::default()
         };
     }

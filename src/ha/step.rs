@@ -85,9 +85,9 @@ pub struct PodRole {
     pub ready: bool,
     /// `metadata.deletionTimestamp` is set: the pod is going away.
     pub terminating: bool,
-    /// When the Redis container last started, if it was restarted (`restartCount` > 0): a primary
-    /// whose Redis just crashed is followed closely (see [`RESTART_FOLLOW`]).
-    pub redis_restarted_at: Option<i64>,
+    /// When the Redis container last exited (`lastState.terminated.finishedAt`, Unix seconds): a
+    /// primary whose Redis just crashed is followed closely (see [`RESTART_FOLLOW`]).
+    pub redis_exited_at: Option<i64>,
 }
 
 impl PodRole {
@@ -110,13 +110,19 @@ impl PodRole {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             terminating: pod.metadata.deletion_timestamp.is_some(),
-            redis_restarted_at: pod
+            redis_exited_at: pod
                 .status
                 .as_ref()
                 .and_then(|s| s.container_statuses.as_ref())
                 .and_then(|statuses| statuses.iter().find(|c| c.name == REDIS_CONTAINER))
-                .filter(|c| c.restart_count > 0)
-                .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                .and_then(|c| {
+                    c.last_state
+                        .as_ref()?
+                        .terminated
+                        .as_ref()?
+                        .finished_at
+                        .as_ref()
+                })
                 .map(|t| t.0.as_second()),
         })
     }
@@ -580,7 +586,7 @@ async fn observe_primary(
         p.name == primary
             && p.ready
             && !p.terminating
-            && !restarted_within(p.redis_restarted_at, now, RESTART_FOLLOW)
+            && !exited_within(p.redis_exited_at, now, RESTART_FOLLOW)
     });
     let requeue = if primary_serving {
         PRIMARY_RECHECK
@@ -599,11 +605,11 @@ async fn observe_primary(
     }))
 }
 
-/// Whether a container that restarted at `started` (Unix seconds) did so within `window` of `now`.
+/// Whether a container that exited at `exited` (Unix seconds) did so within `window` of `now`.
 /// Pure, so it is unit-tested.
-pub fn restarted_within(started: Option<i64>, now: i64, window: Duration) -> bool {
+pub fn exited_within(exited: Option<i64>, now: i64, window: Duration) -> bool {
     let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-    started.is_some_and(|started| now.saturating_sub(started) < window)
+    exited.is_some_and(|exited| now.saturating_sub(exited) < window)
 }
 
 /// One merge patch of the role label (see the module doc for why not server-side apply).
@@ -661,31 +667,38 @@ mod restart_tests {
     use super::*;
 
     #[test]
-    fn a_primary_restarted_a_moment_ago_is_followed_closely() {
+    fn a_primary_whose_redis_just_exited_is_followed_closely() {
         let window = RESTART_FOLLOW;
-        assert!(restarted_within(Some(1_000), 1_005, window));
-        assert!(!restarted_within(Some(1_000), 1_060, window));
-        assert!(!restarted_within(None, 1_005, window));
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        assert!(exited_within(Some(1_000), 1_005, window));
+        assert!(!exited_within(Some(1_000), 1_060, window));
+        assert!(!exited_within(None, 1_005, window));
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "s-0"},
             "status": {"containerStatuses": [
-                {"name": "sentinel", "restartCount": 0, "ready": true, "image": "r", "imageID": "",
-                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
+                {"name": "sentinel", "restartCount": 1, "ready": true, "image": "r", "imageID": "",
+                 "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:00Z"}}},
                 {"name": "redis", "restartCount": 1, "ready": true, "image": "r", "imageID": "",
-                 "state": {"running": {"startedAt": "2026-01-01T00:01:40Z"}}}
+                 "lastState": {"terminated": {"exitCode": 137, "finishedAt": "2026-01-01T00:01:40Z"}}}
             ]}
         }))
         .expect("pod");
-        let role = PodRole::of(&pod).expect("role");
-        assert_eq!(role.redis_restarted_at, Some(1_767_225_700));
-        let mut never: Pod = pod.clone();
-        if let Some(statuses) = never
-            .status
-            .as_mut()
-            .and_then(|s| s.container_statuses.as_mut())
-        {
-            statuses[1].restart_count = 0;
-        }
-        assert_eq!(PodRole::of(&never).expect("role").redis_restarted_at, None);
+        assert_eq!(
+            PodRole::of(&pod).expect("role").redis_exited_at,
+            Some(1_767_225_700)
+        );
+        // What the watch cache keeps is enough.
+        crate::cache::strip_pod(&mut pod);
+        assert_eq!(
+            PodRole::of(&pod).expect("role").redis_exited_at,
+            Some(1_767_225_700)
+        );
+        let never: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s-0"},
+            "status": {"containerStatuses": [
+                {"name": "redis", "restartCount": 0, "ready": true, "image": "r", "imageID": ""}
+            ]}
+        }))
+        .expect("pod");
+        assert_eq!(PodRole::of(&never).expect("role").redis_exited_at, None);
     }
 }
