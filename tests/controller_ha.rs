@@ -772,3 +772,80 @@ async fn while_the_named_primary_is_not_ready_the_step_checks_every_second() {
     assert_eq!(h.role("web-2").as_deref(), Some("replica"));
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
 }
+
+#[tokio::test]
+async fn a_stopping_primary_pod_is_handed_over_once_and_a_stopping_replica_is_not() {
+    let discovery = Arc::new(FixedDiscovery::default());
+    let handover = Arc::new(RecordingHandover::default());
+    let h = Harness::with_hooks(
+        "web",
+        HaHooks {
+            discovery: discovery.clone(),
+            handover: handover.clone(),
+            pods: Arc::new(ApiPods),
+            ..HaHooks::default()
+        },
+    );
+    h.reconcile().await;
+    h.pods_running(
+        "web",
+        3,
+        &[Some("primary"), Some("replica"), Some("replica")],
+    );
+    discovery.primary("web-0");
+    h.reconcile().await;
+    assert!(handover.requests.lock().expect("lock").is_empty());
+    let stopping = |pod: &str| {
+        let path = format!("{PODS}/{pod}");
+        let mut object = h.double.get(&path).expect("pod");
+        object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        object["metadata"]["uid"] = json!(format!("uid-{pod}"));
+        h.double.put(&path, object);
+    };
+
+    // A replica stopping (a drain of its node): no handover.
+    stopping("web-2");
+    h.reconcile().await;
+    assert!(handover.requests.lock().expect("lock").is_empty());
+    h.double.take_calls();
+
+    // The primary stopping: one handover, away from every stopping pod, announced as planned.
+    stopping("web-0");
+    h.reconcile().await;
+    assert_eq!(
+        handover.requests.lock().expect("lock").clone(),
+        vec![(
+            "web-0".to_string(),
+            vec!["web-0".to_string(), "web-2".to_string()],
+            3
+        )]
+    );
+    let calls = h.double.take_calls();
+    let announced: Vec<Value> = events(&calls)
+        .into_iter()
+        .filter(|e| e["reason"] == "HandingOverPrimary" && e["action"] == "PodStopping")
+        .collect();
+    assert_eq!(announced.len(), 1, "{:?}", lines(&calls));
+    assert_eq!(announced[0]["type"], "Normal");
+
+    // The Sentinels still name web-0 a moment later: not asked again for the same pod.
+    h.reconcile().await;
+    assert_eq!(handover.requests.lock().expect("lock").len(), 1);
+
+    // Once they name web-1, the labels follow and PrimaryChanged says the change was planned.
+    discovery.primary("web-1");
+    h.reconcile().await;
+    assert_eq!(h.role("web-1").as_deref(), Some("primary"));
+    let calls = h.double.take_calls();
+    let changed: Vec<Value> = events(&calls)
+        .into_iter()
+        .filter(|e| e["reason"] == "PrimaryChanged")
+        .collect();
+    assert_eq!(changed.len(), 1, "{:?}", lines(&calls));
+    assert!(
+        changed[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("planned handover")),
+        "{changed:?}"
+    );
+}

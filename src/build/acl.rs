@@ -38,12 +38,13 @@ pub const APP_BASE_DENY: &str = "-@dangerous -@scripting -acl";
 ///   protected configs keep `dir`/`dbfilename` (the classic CONFIG SET file-write abuse) off-limits
 ///   at run time whatever the ACL says.
 /// - CLIENT PAUSE/UNPAUSE, to hold writes on the primary while a replica catches up and the
-///   Sentinels promote it.
+///   Sentinels promote it; CLIENT KILL, to close the demoted primary's client connections so
+///   applications reconnect to the new primary (Sentinel's user has it for the same reason).
 ///
 /// No key access, no data commands. (AUTH and HELLO need no rule: Redis always allows them.)
 pub const OPERATOR_RULES: &str = "resetkeys resetchannels -@all +ping +info +role +config|get \
-     +config|set +client|setname +client|pause +client|unpause +acl|setuser +acl|getuser \
-     +acl|load +replicaof +failover";
+     +config|set +client|setname +client|pause +client|unpause +client|kill +acl|setuser \
+     +acl|getuser +acl|load +replicaof +failover";
 
 /// Redis docs ("ACL rules for Sentinel and Replicas"): a replica needs only PSYNC, REPLCONF, PING.
 pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replconf +ping";

@@ -40,6 +40,16 @@ pub fn sentinel_init_command() -> Vec<String> {
     ]
 }
 
+/// The Redis container's preStop hook: a primary with connected replicas waits, bounded by
+/// `ha::disruption::PRESTOP_WAIT`, until the operator has handed the role over.
+pub fn pre_stop_command() -> Vec<String> {
+    vec![
+        "sh".into(),
+        format!("{}/{STARTUP_SCRIPT_KEY}", paths::CONFIG_DIR),
+        "prestop".into(),
+    ]
+}
+
 /// Command of the Sentinel sidecar.
 pub fn sentinel_command() -> Vec<String> {
     vec![

@@ -3,6 +3,8 @@
 #
 #   startup.sh redis          decide this pod's role, write the role include, exec redis-server
 #   startup.sh sentinel-init  write the writable sentinel.conf monitoring the current primary
+#   startup.sh prestop        (preStop hook) while this Redis is a primary with connected replicas,
+#                             wait, bounded, until the operator has handed the role over
 #
 # Safety rule: a pod that starts EMPTY never becomes primary while a peer holds data. Even the
 # pod the Sentinels still name as primary (a quick restart) joins a peer that holds data and asks
@@ -262,8 +264,52 @@ write_sentinel_conf() {
   log "wrote $SS_SENTINEL_CONF"
 }
 
+now_ms() {
+  t=$(date +%s%3N 2>/dev/null) || t=""
+  case $t in
+    '' | *[!0-9]*) echo $(($(date +%s) * 1000)) ;;
+    *) echo "$t" ;;
+  esac
+}
+
+# The pod is stopping (deleted, evicted). A primary with connected replicas waits until the
+# operator, woken by the pod's deletion, has handed the role over (writes paused, a replica caught
+# up and promoted, this Redis demoted), so SIGTERM stops a replica. Anything else returns at once.
+# Bounded well inside the termination grace period: without a handover the pod stops as primary
+# and the Sentinels fail over as for a crash. One line says which happened.
+pre_stop() {
+  self="127.0.0.1:$SS_SELF_PORT"
+  limit_ms=${SS_PRESTOP_WAIT_MS:-15000}
+  role=$(cli "$self" ROLE | sed -n 1p) || role=""
+  if [ "$role" != master ]; then
+    log "stopping as ${role:-an unreachable server}: no handover needed"
+    return 0
+  fi
+  replicas=$(cli "$self" INFO replication | sed -n 's/^connected_slaves://p') || replicas=""
+  case $replicas in '' | *[!0-9]*) replicas=0 ;; esac
+  if [ "$replicas" -eq 0 ]; then
+    log "stopping as primary without connected replicas: no handover possible"
+    return 0
+  fi
+  start=$(now_ms)
+  while :; do
+    sleep 0.1
+    waited=$(($(now_ms) - start))
+    role=$(cli "$self" ROLE | sed -n 1p) || role=""
+    if [ "$role" = slave ]; then
+      log "handed over after ${waited} ms: stopping as a replica"
+      return 0
+    fi
+    if [ "$waited" -ge "$limit_ms" ]; then
+      log "no handover within $((limit_ms / 1000)) s: stopping as primary, the Sentinels fail over"
+      return 0
+    fi
+  done
+}
+
 case $MODE in
   redis) start_redis ;;
   sentinel-init) write_sentinel_conf ;;
-  *) fail "unknown mode $MODE (redis | sentinel-init)" ;;
+  prestop) pre_stop ;;
+  *) fail "unknown mode $MODE (redis | sentinel-init | prestop)" ;;
 esac

@@ -11,10 +11,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ExecAction, Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -204,6 +204,16 @@ fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Conta
     if store.tls.is_some() {
         mounts.push(mount(TLS_VOLUME, paths::TLS_DIR, true));
     }
+    // HA: a stopping primary waits (bounded) for the operator's handover before SIGTERM.
+    let lifecycle = store.is_highly_available().then(|| Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(startup::pre_stop_command()),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    });
     let (command, env) = if store.is_highly_available() {
         mounts.push(mount(RUN_VOLUME, startup::RUN_DIR, false));
         (
@@ -259,6 +269,7 @@ fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Conta
         security_context: Some(container_security_context()),
         // Redis's own fatal line (e.g. a refused directive) becomes the termination message.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        lifecycle,
         ..Container::default()
     }
 }
@@ -839,6 +850,7 @@ mod tests {
             "startupProbe": probe(TLS_ALIVE, 5, 5, 120),
             "livenessProbe": probe(TLS_ALIVE, 10, 5, 6),
             "readinessProbe": probe(TLS_READY, 5, 3, 2),
+            "lifecycle": {"preStop": {"exec": {"command": ["sh", "/etc/redis/conf/startup.sh", "prestop"]}}},
             "securityContext": restricted(),
             "terminationMessagePolicy": "FallbackToLogsOnError"
         });

@@ -1,7 +1,9 @@
 //! Deliberate handover of the primary role, for the rolling update and the scale-down guard: the
 //! operator pauses writes on the primary, waits until the replicas it may promote have every
 //! write, asks a Sentinel to fail over, and demotes the old primary itself as soon as the Sentinels
-//! name the new one, so no acknowledged write is lost and no pod dies while it is primary.
+//! name the new one, so no acknowledged write is lost and no pod dies while it is primary. Once
+//! demoted, the old primary's client connections are closed so applications reconnect through the
+//! Service. Also used when Kubernetes stops the primary pod (`ha::disruption`).
 //!
 //! Pods in `avoid` get `replica-priority 0` (Sentinel never promotes those) and are left so: they
 //! are about to go, and their restart reads the configured priority again. They get their old
@@ -91,7 +93,7 @@ pub struct HandoverTiming {
     /// operator extends it by this much at a time, up to the store's failover timeout.
     pub pause: Duration,
     /// How long a replica may take to reach the primary's offset once writes are paused
-    /// (replicas acknowledge their offset every second).
+    /// (replicas acknowledge their offset every second; a lagging one is also asked directly).
     pub catch_up: Duration,
     /// While the Sentinels have not named the new primary, the pause is extended once it ends
     /// within this margin (more than a Sentinel query's response timeout, so the extension lands
@@ -307,8 +309,23 @@ impl SentinelHandover {
                 .query_async::<String>(&mut primary)
                 .await;
             if let Ok(info) = &info
-                && let Some(catch_up) = replica_catch_up(info, &avoid_only)
+                && let Some(mut catch_up) = replica_catch_up(info, &avoid_only)
             {
+                // The primary learns a replica's offset from its acknowledgement, once a second;
+                // a lagging one is asked for its own processed offset instead.
+                if !catch_up.is_ready()
+                    && let Some(offset) = master_offset(info)
+                {
+                    let mut behind = Vec::new();
+                    for address in std::mem::take(&mut catch_up.behind) {
+                        if replica_holds_offset(&dialer, &address, offset).await {
+                            catch_up.caught_up.push(address);
+                        } else {
+                            behind.push(address);
+                        }
+                    }
+                    catch_up.behind = behind;
+                }
                 if catch_up.is_ready() {
                     break Some(catch_up.caught_up.join(", "));
                 }
@@ -334,7 +351,11 @@ impl SentinelHandover {
             .await;
         };
 
-        // 5. One Sentinel starts the failover; the first OK wins.
+        // 5. One Sentinel starts the failover; the first OK wins. Sentinels in pods to avoid are
+        // asked last: they are about to stop, and a leader that stops right after the promotion
+        // leaves the other Sentinels naming the old primary until they fail over on their own.
+        let mut ready_sentinels = ready_sentinels;
+        ready_sentinels.sort_by_key(|sentinel| in_pods(sentinel, &avoid_only));
         let mut refusals = Vec::new();
         let mut accepted_by = None;
         for sentinel in ready_sentinels {
@@ -385,7 +406,10 @@ impl SentinelHandover {
                 bound,
             )
             .await;
-        let replica_note = format!("{caught_up} had caught up");
+        let replica_note = format!(
+            "{caught_up} had caught up; writes paused for {} ms",
+            paused_at.elapsed().as_millis()
+        );
         HandoverOutcome::Started {
             demoted: demoted.is_ok(),
             message: match demoted {
@@ -541,6 +565,7 @@ impl SentinelHandover {
             ));
         }
         unpause(old_primary).await;
+        disconnect_clients(old_primary).await;
         Ok((format!("{host}:{port}"), extensions))
     }
 }
@@ -658,6 +683,17 @@ pub fn promotable_view(replicas: &[Vec<String>], avoid: &[String]) -> bool {
     candidate
 }
 
+/// Whether `address` (`host:port`) is on the host of one of `pods` (their Redis `host:port`).
+fn in_pods(address: &str, pods: &[String]) -> bool {
+    let host = |a: &str| {
+        a.rsplit_once(':')
+            .map_or(a, |(h, _)| h)
+            .to_ascii_lowercase()
+    };
+    let address = host(address);
+    pods.iter().any(|pod| host(pod) == address)
+}
+
 fn role_is_master(value: &redis::Value) -> bool {
     match value {
         redis::Value::Array(items) => matches!(
@@ -701,6 +737,31 @@ async fn restore_priorities(dialer: &Dialer<'_>, lowered: &[(String, String, Str
         .await;
         if let Err(error) = restored {
             tracing::warn!(%pod, %error, "could not restore replica-priority");
+        }
+    }
+}
+
+/// After the demotion: closes the old primary's client connections (`CLIENT KILL TYPE normal`
+/// and `TYPE pubsub`), so applications reconnect through the Service to the new primary instead of
+/// getting `READONLY` until they reconnect on their own. The operator's own connection survives
+/// (`SKIPME yes` is the default); replication links are not of these types. Sentinel's links to
+/// the old primary are closed too and Sentinel reconnects at once. Best effort: a failure is
+/// logged, the clients then learn of the demotion from `READONLY`.
+async fn disconnect_clients(conn: &mut MultiplexedConnection) {
+    for kind in ["normal", "pubsub"] {
+        match redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .query_async::<i64>(conn)
+            .await
+        {
+            Ok(closed) => {
+                tracing::info!(closed, kind, "closed the old primary's client connections")
+            }
+            Err(error) => {
+                tracing::warn!(%error, kind, "could not close the old primary's client connections")
+            }
         }
     }
 }
@@ -842,15 +903,45 @@ impl ReplicaCatchUp {
     }
 }
 
-/// Reads an `INFO replication` text (`None` without `master_repl_offset`). Pure, so the parsing is
-/// unit-tested.
-pub fn replica_catch_up(info: &str, avoid: &[String]) -> Option<ReplicaCatchUp> {
-    let master_offset: i64 = info
-        .lines()
+/// `master_repl_offset` of an `INFO replication` text.
+pub fn master_offset(info: &str) -> Option<i64> {
+    info.lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))?
         .trim()
         .parse()
-        .ok()?;
+        .ok()
+}
+
+/// Whether a replica's own `INFO replication` shows it linked to its primary and done processing
+/// `offset` (`slave_repl_offset`). Pure, so it is unit-tested.
+pub fn replica_info_holds(info: &str, offset: i64) -> bool {
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    field("role:") == Some("slave")
+        && field("master_link_status:") == Some("up")
+        && field("slave_repl_offset:").and_then(|o| o.parse::<i64>().ok()) == Some(offset)
+}
+
+/// Asks the replica at `address` (as it announced itself) whether it has processed `offset`.
+async fn replica_holds_offset(dialer: &Dialer<'_>, address: &str, offset: i64) -> bool {
+    let info = async {
+        let mut conn = dialer.dial(address).await?;
+        redis::cmd("INFO")
+            .arg("replication")
+            .query_async::<String>(&mut conn)
+            .await
+    }
+    .await;
+    info.is_ok_and(|info| replica_info_holds(&info, offset))
+}
+
+/// Reads an `INFO replication` text (`None` without `master_repl_offset`). Pure, so the parsing is
+/// unit-tested.
+pub fn replica_catch_up(info: &str, avoid: &[String]) -> Option<ReplicaCatchUp> {
+    let master_offset = master_offset(info)?;
     let mut catch_up = ReplicaCatchUp::default();
     for replica in replica_lines(info) {
         if avoid
@@ -899,6 +990,21 @@ mod tests {
         let none = replica_catch_up(INFO, &["10.0.0.3:6379".into(), "s-2.h:6379".into()]);
         assert_eq!(none, catch_up(&[], &[]));
         assert!(none.is_some_and(|c| !c.is_ready()));
+    }
+
+    #[test]
+    fn a_replica_that_processed_the_offset_holds_every_write() {
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:s-0.h\r\n\
+            master_link_status:up\r\nslave_repl_offset:500\r\nmaster_repl_offset:500\r\n";
+        assert_eq!(master_offset(INFO), Some(500));
+        assert!(replica_info_holds(replica, 500));
+        assert!(!replica_info_holds(replica, 501));
+        assert!(!replica_info_holds(
+            &replica.replace("link_status:up", "link_status:down"),
+            500
+        ));
+        assert!(!replica_info_holds(INFO, 500));
+        assert!(!replica_info_holds("", 500));
     }
 
     #[test]
@@ -1077,6 +1183,21 @@ mod tests {
         assert_eq!(address("checkout-api-1"), None);
         assert_eq!(address("checkout-"), None);
         assert_eq!((handover.sentinels)(&store, &settings).len(), 5);
+    }
+
+    #[test]
+    fn sentinels_of_pods_to_avoid_are_asked_last() {
+        let avoid = vec!["s-0.h:6379".to_string()];
+        let mut sentinels = vec![
+            "s-0.h:26379".to_string(),
+            "s-1.h:26379".to_string(),
+            "S-2.h:26379".to_string(),
+        ];
+        sentinels.sort_by_key(|s| in_pods(s, &avoid));
+        assert_eq!(sentinels, ["s-1.h:26379", "S-2.h:26379", "s-0.h:26379"]);
+        assert!(in_pods("S-0.H:26379", &avoid));
+        assert!(!in_pods("s-0.hx:26379", &avoid));
+        assert!(!in_pods("s-0.h:26379", &[]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the controller must change (role labels) so the ClusterIP Service follows it, and the rolling
 //! update that restarts replicas first and hands the primary role over before restarting it.
 
+pub mod disruption;
 pub mod handover;
 pub mod primary;
 pub mod rollout;

@@ -71,6 +71,17 @@ impl RolloutMemo {
         f(stores.entry(key.to_string()).or_default())
     }
 
+    /// Whether the rolling update handed the primary role over from `primary` within
+    /// [`HANDOVER_SETTLE`] (the `PrimaryChanged` Event then says the change was planned).
+    pub fn handed_over_from(&self, key: &str, primary: &str) -> bool {
+        self.with(key, |memory| {
+            memory
+                .started
+                .as_ref()
+                .is_some_and(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
+        })
+    }
+
     fn forget(&self, key: &str) {
         self.stores
             .lock()

@@ -30,10 +30,13 @@ use kube::{Api, Resource};
 use crate::build::StoreCredentials;
 use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
 use crate::build::sentinel::{master_name, sentinel_addresses};
+use crate::build::statefulset::REDIS_CONTAINER;
 use crate::cache::REVISION_LABEL;
-use crate::controller::Context;
+use crate::controller::{Context, publish};
 use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
+use crate::ha::disruption::{StoppingPrimary, decide as decide_stopping};
+use crate::ha::handover::{HandoverOutcome, HandoverRequest};
 use crate::ha::primary::{
     DiscoveryError, DiscoveryOptions, PrimaryAnswer, RoleChange, discover_primary, pod_for_host,
     role_label_changes,
@@ -60,6 +63,12 @@ pub const PRIMARY_RETRY: Duration = Duration::from_secs(2);
 /// A pod change wakes the reconcile at once (the pod watch), so this polling starts within about a
 /// second of a primary crashing and lasts only until the new primary is named.
 pub const PRIMARY_FOLLOW: Duration = Duration::from_secs(1);
+/// How long after the primary's Redis container restarted (a crash) the Sentinels are asked every
+/// [`PRIMARY_FOLLOW`]: the restarted pod joins a peer and asks for a failover (startup.sh), and
+/// nothing in the pod object changes when the Sentinels promote, so without this the Service
+/// would follow only on the next [`PRIMARY_RECHECK`]. Covers `downAfterMilliseconds` (at most
+/// 60 s) should the Sentinels refuse the early failover request.
+pub const RESTART_FOLLOW: Duration = Duration::from_secs(60);
 
 /// What the HA step and the rolling update need of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,6 +85,9 @@ pub struct PodRole {
     pub ready: bool,
     /// `metadata.deletionTimestamp` is set: the pod is going away.
     pub terminating: bool,
+    /// When the Redis container last exited (`lastState.terminated.finishedAt`, Unix seconds): a
+    /// primary whose Redis just crashed is followed closely (see [`RESTART_FOLLOW`]).
+    pub redis_exited_at: Option<i64>,
 }
 
 impl PodRole {
@@ -98,6 +110,20 @@ impl PodRole {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            redis_exited_at: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|statuses| statuses.iter().find(|c| c.name == REDIS_CONTAINER))
+                .and_then(|c| {
+                    c.last_state
+                        .as_ref()?
+                        .terminated
+                        .as_ref()?
+                        .finished_at
+                        .as_ref()
+                })
+                .map(|t| t.0.as_second()),
         })
     }
 
@@ -249,6 +275,8 @@ pub struct HaHooks {
     pub scale_memo: Arc<crate::ha::scale::ScaleGuardMemo>,
     /// What the rolling update remembers between reconciles (handovers started and refused).
     pub rollout: Arc<crate::ha::rollout_step::RolloutMemo>,
+    /// Handovers from stopping primary pods (see `ha::disruption`).
+    pub disruption: Arc<crate::ha::disruption::DisruptionMemo>,
 }
 
 impl Default for HaHooks {
@@ -259,6 +287,7 @@ impl Default for HaHooks {
             handover: crate::ha::handover::default_handover(),
             scale_memo: Arc::default(),
             rollout: Arc::default(),
+            disruption: Arc::default(),
         }
     }
 }
@@ -311,9 +340,139 @@ impl PrimaryObservation {
     }
 }
 
+/// How often, after a handover from a stopping primary, the Sentinels are asked again (every
+/// [`FOLLOW_INTERVAL`]) until a majority names the new primary, so the Service follows it in the
+/// same reconcile.
+const FOLLOW_ATTEMPTS: u32 = 30;
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Runs the HA step for one store; `None` for a standalone store. Discovery problems become a
-/// condition (labels untouched); only API errors are errors.
+/// condition (labels untouched); only API errors are errors. When the primary pod is stopping
+/// (deleted or evicted), the primary role is handed over first and the labels follow the new
+/// primary (see `ha::disruption`).
 pub async fn reconcile_primary(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    credentials: &StoreCredentials,
+    ready_replicas: i32,
+    tls_ca: Option<&[u8]>,
+) -> Result<Option<PrimaryObservation>> {
+    let Some(first) =
+        observe_primary(ctx, store, validated, credentials, ready_replicas, tls_ca).await?
+    else {
+        return Ok(None);
+    };
+    let Some(pods) = first.pods.as_ref() else {
+        return Ok(Some(first));
+    };
+    let key = format!("{}/{}", validated.namespace, validated.name);
+    let primary = if first.known {
+        first.primary.as_deref()
+    } else {
+        None
+    };
+    let uid = primary
+        .and_then(|name| pods.iter().find(|p| p.name == name))
+        .and_then(|p| p.uid.clone());
+    let started = primary.is_some_and(|name| {
+        ctx.ha
+            .disruption
+            .started_recently(&key, name, uid.as_deref())
+    });
+    match decide_stopping(primary, pods, started) {
+        StoppingPrimary::Nothing | StoppingPrimary::Started => Ok(Some(first)),
+        StoppingPrimary::Cannot(why) => {
+            tracing::info!("the primary pod is stopping and cannot be handed over: {why}");
+            if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
+                publish(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "HandoverRefused",
+                    "PodStopping",
+                    format!("{why}; it stops as primary and the Sentinels fail over"),
+                )
+                .await;
+            }
+            Ok(Some(first))
+        }
+        StoppingPrimary::HandOver { primary, avoid } => {
+            let request = HandoverRequest {
+                store: validated,
+                settings: &ctx.settings,
+                credentials,
+                tls_ca,
+                primary: &primary,
+                avoid: &avoid,
+            };
+            match ctx.ha.handover.hand_over(request).await {
+                HandoverOutcome::Started { message, demoted } => {
+                    ctx.ha
+                        .disruption
+                        .note_started(&key, &primary, uid.as_deref());
+                    tracing::info!(%primary, demoted, "planned handover from a stopping primary pod: {message}");
+                    let event_type = if demoted {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    };
+                    publish(
+                        ctx,
+                        store,
+                        event_type,
+                        "HandingOverPrimary",
+                        "PodStopping",
+                        format!(
+                            "the primary pod {primary} is stopping (deleted or evicted): planned handover before Redis stops ({message})"
+                        ),
+                    )
+                    .await;
+                    // The Service follows as soon as a majority names the new primary.
+                    for _ in 0..FOLLOW_ATTEMPTS {
+                        let next = observe_primary(
+                            ctx,
+                            store,
+                            validated,
+                            credentials,
+                            ready_replicas,
+                            tls_ca,
+                        )
+                        .await?;
+                        if let Some(next) = next
+                            && next.known
+                            && next.primary.as_deref() != Some(primary.as_str())
+                        {
+                            return Ok(Some(next));
+                        }
+                        tokio::time::sleep(FOLLOW_INTERVAL).await;
+                    }
+                    Ok(Some(first))
+                }
+                HandoverOutcome::NotNow { message } => {
+                    tracing::info!(%primary, "the primary pod is stopping; handover not possible: {message}");
+                    if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
+                        publish(
+                            ctx,
+                            store,
+                            EventType::Warning,
+                            "HandoverRefused",
+                            "PodStopping",
+                            format!(
+                                "the primary pod {primary} is stopping, but the primary role could not be handed over: {message}; the operator retries while it stops, else it stops as primary and the Sentinels fail over"
+                            ),
+                        )
+                        .await;
+                    }
+                    Ok(Some(first))
+                }
+            }
+        }
+    }
+}
+
+/// One discovery: the Sentinels' majority answer, the role labels moved to it, a failover noted.
+async fn observe_primary(
     ctx: &Context,
     store: &SessionStore,
     validated: &ValidatedStore,
@@ -417,11 +576,18 @@ pub async fn reconcile_primary(
     });
     if let Some(f) = &failover {
         tracing::info!(from = %f.from, to = %f.to, "primary changed");
-        publish_failover(ctx, store, f).await;
+        let key = format!("{}/{}", validated.namespace, validated.name);
+        let planned = ctx.ha.disruption.handed_over_from(&key, &f.from)
+            || ctx.ha.rollout.handed_over_from(&key, &f.from);
+        publish_failover(ctx, store, f, planned).await;
     }
-    let primary_serving = pods
-        .iter()
-        .any(|p| p.name == primary && p.ready && !p.terminating);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let primary_serving = pods.iter().any(|p| {
+        p.name == primary
+            && p.ready
+            && !p.terminating
+            && !exited_within(p.redis_exited_at, now, RESTART_FOLLOW)
+    });
     let requeue = if primary_serving {
         PRIMARY_RECHECK
     } else {
@@ -437,6 +603,13 @@ pub async fn reconcile_primary(
         requeue: Some(requeue),
         pods: Some(pods),
     }))
+}
+
+/// Whether a container that exited at `exited` (Unix seconds) did so within `window` of `now`.
+/// Pure, so it is unit-tested.
+pub fn exited_within(exited: Option<i64>, now: i64, window: Duration) -> bool {
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    exited.is_some_and(|exited| now.saturating_sub(exited) < window)
 }
 
 /// One merge patch of the role label (see the module doc for why not server-side apply).
@@ -466,13 +639,19 @@ async fn patch_role(ctx: &Context, store: &ValidatedStore, change: &RoleChange) 
 
 /// The `PrimaryChanged` Event; a failure is logged, never fatal. Not sent on the first discovery
 /// (no failover happened: status.primary simply appears).
-async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failover) {
+/// `planned`: the operator handed the role over (a stopping primary pod, the rolling update).
+async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failover, planned: bool) {
     ctx.metrics.api_request("create");
+    let how = if planned {
+        "planned handover by the operator"
+    } else {
+        "Sentinel failover"
+    };
     let event = Event {
         type_: EventType::Normal,
         reason: "PrimaryChanged".into(),
         note: Some(format!(
-            "Primary changed from {} to {} (Sentinel failover); the Service follows it",
+            "Primary changed from {} to {} ({how}); the Service follows it",
             failover.from, failover.to
         )),
         action: "Failover".into(),
@@ -480,5 +659,46 @@ async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failov
     };
     if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
         tracing::warn!(%error, "could not publish the PrimaryChanged Event");
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn a_primary_whose_redis_just_exited_is_followed_closely() {
+        let window = RESTART_FOLLOW;
+        assert!(exited_within(Some(1_000), 1_005, window));
+        assert!(!exited_within(Some(1_000), 1_060, window));
+        assert!(!exited_within(None, 1_005, window));
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s-0"},
+            "status": {"containerStatuses": [
+                {"name": "sentinel", "restartCount": 1, "ready": true, "image": "r", "imageID": "",
+                 "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:00Z"}}},
+                {"name": "redis", "restartCount": 1, "ready": true, "image": "r", "imageID": "",
+                 "lastState": {"terminated": {"exitCode": 137, "finishedAt": "2026-01-01T00:01:40Z"}}}
+            ]}
+        }))
+        .expect("pod");
+        assert_eq!(
+            PodRole::of(&pod).expect("role").redis_exited_at,
+            Some(1_767_225_700)
+        );
+        // What the watch cache keeps is enough.
+        crate::cache::strip_pod(&mut pod);
+        assert_eq!(
+            PodRole::of(&pod).expect("role").redis_exited_at,
+            Some(1_767_225_700)
+        );
+        let never: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s-0"},
+            "status": {"containerStatuses": [
+                {"name": "redis", "restartCount": 0, "ready": true, "image": "r", "imageID": ""}
+            ]}
+        }))
+        .expect("pod");
+        assert_eq!(PodRole::of(&never).expect("role").redis_exited_at, None);
     }
 }

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use sessionstore_operator::build::meta::ROLE_LABEL;
 use sessionstore_operator::crd::{Phase, SessionStore};
 
+mod disruption;
 mod writer;
 
 use super::{
