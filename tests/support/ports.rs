@@ -52,7 +52,7 @@ pub fn reserve_port() -> PortLease {
     let start = random_index(candidates.len());
     for i in 0..candidates.len() {
         let port = candidates[(start + i) % candidates.len()];
-        if let Some(lease) = try_reserve(&dir, port) {
+        if let Some(lease) = try_reserve_in(&dir, port) {
             return lease;
         }
     }
@@ -63,7 +63,22 @@ pub fn reserve_port() -> PortLease {
     );
 }
 
-fn try_reserve(dir: &std::path::Path, port: u16) -> Option<PortLease> {
+/// Reserves `port` if no test process holds it and nothing listens on it.
+pub fn try_reserve_port(port: u16) -> Option<PortLease> {
+    try_reserve_in(&lock_dir(), port)
+}
+
+/// The lock file of `port` (for tests of the allocator itself).
+pub fn lock_file(port: u16) -> PathBuf {
+    lock_dir().join(format!("{port}.lock"))
+}
+
+/// The ports `reserve_port` hands out.
+pub fn is_candidate(port: u16) -> bool {
+    candidates().contains(&port)
+}
+
+fn try_reserve_in(dir: &std::path::Path, port: u16) -> Option<PortLease> {
     let path = dir.join(format!("{port}.lock"));
     let lock = OpenOptions::new()
         .create(true)
