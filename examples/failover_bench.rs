@@ -4,6 +4,8 @@
 //!
 //! `cargo run --example failover_bench -- [runs=5] [down_after_ms=1000]`
 
+#[path = "../tests/support/mod.rs"]
+mod support;
 #[path = "../tests/support_ha/mod.rs"]
 mod support_ha;
 

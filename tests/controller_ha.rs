@@ -4,6 +4,7 @@
 
 #[path = "mock/api_double.rs"]
 mod api_double;
+mod support;
 mod support_ha;
 
 use std::sync::{Arc, Mutex};
@@ -496,12 +497,12 @@ async fn a_new_store_waits_for_its_sentinels_calmly_and_is_not_ready_without_a_p
 
 #[tokio::test]
 async fn sentinel_addresses_are_injectable_and_unreachable_ones_give_no_majority() {
-    // Three closed loopback ports: the real discovery runs, nobody answers, no label moves.
-    let closed: Vec<String> = (0..3)
-        .map(|_| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            format!("127.0.0.1:{}", listener.local_addr().expect("addr").port())
-        })
+    // Three closed loopback ports (reserved until the end, so no other test binds one): the real
+    // discovery runs, nobody answers, no label moves.
+    let leases: Vec<support_ha::PortLease> = (0..3).map(|_| support_ha::reserve_port()).collect();
+    let closed: Vec<String> = leases
+        .iter()
+        .map(|lease| format!("127.0.0.1:{}", lease.port()))
         .collect();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen_by_hook = seen.clone();

@@ -513,7 +513,8 @@ async fn an_ha_rotation_adds_and_retires_the_password_on_the_sentinels_too() {
         .secret_data("web-internal", "sentinel-users.acl")
         .expect("an HA store's internal Secret has sentinel-users.acl");
     std::fs::write(dir.path().join("sentinel-users.acl"), acl).expect("acl file");
-    let sentinel_port = free_port();
+    let sentinel_lease = support::ports::reserve_port();
+    let sentinel_port = sentinel_lease.port();
     let conf = format!(
         "port {sentinel_port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n\
          aclfile {d}/sentinel-users.acl\nsentinel monitor web 127.0.0.1 {} 2\n",
@@ -569,11 +570,4 @@ async fn an_ha_rotation_adds_and_retires_the_password_on_the_sentinels_too() {
     );
     assert!(sentinel_login(sentinel_port, &new).await);
     assert!(!can_login(server.port(), &old).await);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

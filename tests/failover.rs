@@ -3,11 +3,12 @@
 //! (majority agreement, no acknowledged session lost with WAIT, an empty pod never becomes primary
 //! over replicas holding data); the figures are printed and measured by examples/failover_bench.rs.
 
+mod support;
 mod support_ha;
 
 use sessionstore_operator::ha::{DiscoveryError, discover_primary};
 use support_ha::scenario::{missing_on, pod_of, run_failover, start_cluster};
-use support_ha::{PODS, free_port, info_field, wait_for};
+use support_ha::{PODS, info_field, reserve_port, wait_for};
 
 use std::time::Duration;
 
@@ -45,11 +46,13 @@ async fn brand_new_store_bootstraps_pod_zero_and_every_sentinel_monitors_it() {
 async fn discovery_refuses_an_answer_without_a_majority() {
     let cluster = start_cluster(1000).await;
     let sentinels = cluster.sentinel_addrs();
-    // One live Sentinel out of three configured addresses is not a majority.
+    // One live Sentinel out of three configured addresses is not a majority. The two others are
+    // reserved ports nothing listens on (held until the end, so no other test can bind them).
+    let closed = [reserve_port(), reserve_port()];
     let lonely = vec![
         sentinels[0].clone(),
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", closed[0].port()),
+        format!("127.0.0.1:{}", closed[1].port()),
     ];
     let result = discover_primary(&lonely, "checkout", &cluster.discovery_options()).await;
     assert!(

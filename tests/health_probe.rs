@@ -230,7 +230,8 @@ async fn a_stopped_server_is_unreachable_and_does_not_affect_another_store() {
     let a = start(DEVELOPMENT, &credentials_a);
     let b = start(DEVELOPMENT, &credentials_b);
     let a_port = a.port();
-    drop(a); // killed and reaped
+    // Killed and reaped; its port stays reserved, so no other test's server answers there.
+    let _a_port_lease = a.stop();
     // A third "store" that accepts TCP but never answers: the command timeout must end it.
     let silent = TcpListener::bind("127.0.0.1:0").expect("silent listener");
     let silent_port = silent.local_addr().expect("addr").port();

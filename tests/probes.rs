@@ -5,7 +5,6 @@
 mod fixtures;
 mod support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,14 +25,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(dir: &Path, port: u16, extra: &[&str]) -> Server {
@@ -124,7 +115,8 @@ fn setup(operator: &Password) -> (tempfile::TempDir, PathBuf) {
 fn readiness_passes_only_with_the_operator_password() {
     let operator = Password::generate();
     let (_dir, path) = setup(&operator);
-    let port = free_port();
+    let lease = support::ports::reserve_port();
+    let port = lease.port();
     let _server = start(&path, port, &[]);
 
     for accept_loading in [false, true] {
@@ -159,7 +151,8 @@ fn readiness_passes_only_with_the_operator_password() {
 fn readiness_refuses_a_loading_server_that_liveness_accepts() {
     let operator = Password::generate();
     let (_dir, path) = setup(&operator);
-    let port = free_port();
+    let lease = support::ports::reserve_port();
+    let port = lease.port();
     {
         let _server = start(&path, port, &[]);
         assert_eq!(
@@ -170,7 +163,8 @@ fn readiness_refuses_a_loading_server_that_liveness_accepts() {
     }
     // Restart on the dump with a per-key delay (a hidden Redis test setting), answering clients
     // between chunks: the server stays LOADING for seconds.
-    let port = free_port();
+    let lease = support::ports::reserve_port();
+    let port = lease.port();
     let _server = start(
         &path,
         port,
@@ -233,7 +227,8 @@ fn tls_probe_works_against_a_tls_only_server_that_requires_client_certificates()
     let operator = Password::generate();
     let (_dir, path) = setup(&operator);
     make_certificates(&path);
-    let port = free_port();
+    let lease = support::ports::reserve_port();
+    let port = lease.port();
     let file = |name: &str| path.join(name).to_str().unwrap().to_string();
     let _server = start_tls(&path, port, &file);
     let tls_spec = "  profile: development\n  tls: {enabled: true, secretName: checkout-tls}\n";

@@ -6,6 +6,7 @@
 //! Checked: the order (replicas, handover, old primary), no acknowledged write lost, exactly one
 //! failover. Figures (acknowledged writes, errors, longest write gap, duration) are printed.
 
+mod support;
 mod support_ha;
 
 use std::sync::Arc;

@@ -401,10 +401,9 @@ async fn a_live_change_that_misses_a_pod_fails_naming_that_pod_and_no_secret() {
     let v1 = store("v1", 1);
     let cluster = Cluster::create(&v1, Password::generate());
     let server = cluster.start_pod("checkout-0", &v1);
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // Reserved and never bound: nothing answers there for the whole test.
+    let dead_lease = support::ports::reserve_port();
+    let dead_port = dead_lease.port();
     let dead = PodEndpoint {
         name: "checkout-1".into(),
         addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), dead_port),

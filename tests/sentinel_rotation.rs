@@ -201,7 +201,8 @@ async fn a_sentinel_that_cannot_be_changed_fails_the_step_and_names_it() {
     let cluster = start_cluster(5000).await;
     let mut targets = targets(&cluster);
     // A Sentinel that does not answer (nothing listens there): the step must fail, not skip it.
-    targets.sentinels[2] = endpoint("checkout-2 (sentinel)".into(), support_ha::free_port());
+    let closed = support_ha::reserve_port();
+    targets.sentinels[2] = endpoint("checkout-2 (sentinel)".into(), closed.port());
     let live = LiveAcl {
         operator_user: OPERATOR_USER.into(),
         operator_password: cluster.credentials.operator.clone(),
@@ -271,7 +272,9 @@ async fn a_tls_sentinel_gets_the_live_change_over_tls_trusting_only_the_store_ca
         std::fs::write(d.join(name), bytes).expect("pki file");
     }
     std::fs::write(d.join(SENTINEL_USERS_ACL_KEY), &acl.0).expect("acl file");
-    let port = support_ha::free_port();
+    let lease = support_ha::reserve_port();
+    let port = lease.port();
+    let primary = support_ha::reserve_port();
     let mut conf = template;
     for (from, to) in [
         (
@@ -285,7 +288,7 @@ async fn a_tls_sentinel_gets_the_live_change_over_tls_trusting_only_the_store_ca
         (
             // No Redis is needed for ACL changes; the monitored address only has to resolve.
             format!("{} {REDIS_PORT} ", pod_fqdn(&store, 0, &settings)),
-            format!("127.0.0.1 {} ", support_ha::free_port()),
+            format!("127.0.0.1 {} ", primary.port()),
         ),
     ] {
         assert!(conf.contains(&from), "sentinel.conf no longer has {from:?}");

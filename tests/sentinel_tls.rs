@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sessionstore_operator::ha::{DiscoveryOptions, discover_primary};
 use sessionstore_operator::password::Password;
+use support::ports::{PortLease, reserve_port};
 use support::tls::TestPki;
 
 const MASTER: &str = "checkout";
@@ -18,6 +19,8 @@ const OPERATOR_PASSWORD: &str = "operator-password-for-the-tls-sentinel-test";
 struct Sentinel {
     child: Child,
     port: u16,
+    /// Keeps `port` reserved while the Sentinel lives (dropped after the kill in `drop`).
+    _lease: PortLease,
 }
 
 impl Drop for Sentinel {
@@ -27,17 +30,11 @@ impl Drop for Sentinel {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// Starts a TLS-only Sentinel monitoring a primary at 127.0.0.1:`primary_port` (which need not
 /// be up: a Sentinel names its configured primary until a failover).
 fn start_sentinel(dir: &Path, index: usize, primary_port: u16) -> Sentinel {
-    let port = free_port();
+    let lease = reserve_port();
+    let port = lease.port();
     let conf = format!(
         "port 0\n\
          tls-port {port}\n\
@@ -62,7 +59,11 @@ fn start_sentinel(dir: &Path, index: usize, primary_port: u16) -> Sentinel {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("redis-sentinel could not start ({e}); install redis-sentinel"));
-    Sentinel { child, port }
+    Sentinel {
+        child,
+        port,
+        _lease: lease,
+    }
 }
 
 fn options(ca: &[u8]) -> DiscoveryOptions {
@@ -89,7 +90,9 @@ async fn discovery_over_tls_trusts_only_the_store_ca() {
     ] {
         std::fs::write(dir.path().join(name), bytes).expect("write pki file");
     }
-    let primary_port = free_port();
+    // Reserved, never bound: the Sentinels name it without reaching it.
+    let primary_lease = reserve_port();
+    let primary_port = primary_lease.port();
     let sentinels: Vec<Sentinel> = (0..3)
         .map(|i| start_sentinel(dir.path(), i, primary_port))
         .collect();

@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: SessionStore manifests, validated stores and
-//! credentials, a real `redis-server` harness and a throw-away PKI made with `openssl`.
+//! credentials, the port allocator, a real `redis-server` harness and a throw-away PKI made with
+//! `openssl`.
 // Each test crate compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod ports;
 pub mod redis_server;
 pub mod tls;
 

@@ -1,12 +1,12 @@
 //! A real `redis-server` running the operator's generated `redis.conf`, ACL file and replication
-//! credentials, on a free loopback port, so tests prove the hardening against Redis itself.
+//! credentials, on a reserved loopback port (`super::ports`), so tests prove the hardening against
+//! Redis itself.
 //!
 //! The files come from `desired_children`, exactly as the pods would mount them; only the mount
-//! paths (`paths::*`), the port and the bind address are rewritten (to a temp dir, a free port and
+//! paths (`paths::*`), the port and the bind address are rewritten (to a temp dir, a reserved port and
 //! 127.0.0.1). The process is killed and reaped on drop.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +17,13 @@ use sessionstore_operator::build::{StoreCredentials, desired_children};
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::ValidatedStore;
 
+use super::ports::{PortLease, reserve_port};
 use super::tls::TestPki;
 
 /// How long a server may take to answer after start.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connect, read and write timeout of every test client.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Attempts when another process grabs the free port between probing and Redis binding it.
-const PORT_ATTEMPTS: usize = 5;
 
 /// TLS files a server mounts (the `paths::TLS_DIR` files) and the CA clients trust by default.
 #[derive(Clone)]
@@ -48,6 +47,8 @@ pub struct RedisServer {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    /// Keeps `port` reserved for this server's whole life (taken out only by `stop`).
+    lease: Option<PortLease>,
     tls: Option<TlsFiles>,
     /// The `redis.conf` Redis actually read (after the path, port and bind rewrite).
     pub redis_conf: String,
@@ -92,6 +93,16 @@ impl RedisServer {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and keeps its port reserved, for tests that need that port to stay closed
+    /// (a stopped pod): dropping the server would let another test take the port.
+    pub fn stop(mut self) -> PortLease {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lease
+            .take()
+            .expect("a running server holds its port lease")
     }
 
     pub fn is_tls(&self) -> bool {
@@ -178,56 +189,53 @@ impl RedisServer {
             .clone();
         let internal = children.internal_secret.data.clone().unwrap_or_default();
 
-        let mut last_log = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let dir = tempfile::tempdir().expect("temp dir for redis-server");
-            let d = dir.path();
-            for sub in ["conf", "internal", "tls", "data"] {
-                std::fs::create_dir(d.join(sub)).expect("create dir");
-            }
-            for (key, value) in &internal {
-                std::fs::write(d.join("internal").join(key), &value.0)
-                    .expect("write internal Secret file");
-            }
-            if let Some(t) = &tls {
-                std::fs::write(d.join("tls/ca.crt"), &t.ca_crt).expect("write ca.crt");
-                std::fs::write(d.join("tls/tls.crt"), &t.tls_crt).expect("write tls.crt");
-                std::fs::write(d.join("tls/tls.key"), &t.tls_key).expect("write tls.key");
-            }
-            let port = free_port();
-            let mut conf = rewrite_for_test(&config, d, port, tls.is_some());
-            if let Some(primary) = replica_of {
-                conf.push_str(&format!("replicaof 127.0.0.1 {primary}\n"));
-            }
-            let conf_path = d.join("conf/redis.conf");
-            std::fs::write(&conf_path, &conf).expect("write redis.conf");
-            let log = std::fs::File::create(d.join("redis.log")).expect("create log");
-            let child = Command::new("redis-server")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start `redis-server` ({e}): install Redis 7 (Debian: apt-get install redis-server)")
-                });
-            let mut server = RedisServer {
-                child,
-                dir,
-                port,
-                tls: tls.clone(),
-                redis_conf: conf,
-            };
-            match server.wait_until_answering() {
-                Ok(()) => return server,
-                Err(log) if log.contains("Address already in use") => last_log = log,
-                Err(log) => panic!(
-                    "redis-server did not start with the generated config:\n{log}\n--- redis.conf ---\n{}",
-                    server.redis_conf
-                ),
-            }
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let d = dir.path();
+        for sub in ["conf", "internal", "tls", "data"] {
+            std::fs::create_dir(d.join(sub)).expect("create dir");
         }
-        panic!("redis-server could not bind a free port in {PORT_ATTEMPTS} attempts:\n{last_log}");
+        for (key, value) in &internal {
+            std::fs::write(d.join("internal").join(key), &value.0)
+                .expect("write internal Secret file");
+        }
+        if let Some(t) = &tls {
+            std::fs::write(d.join("tls/ca.crt"), &t.ca_crt).expect("write ca.crt");
+            std::fs::write(d.join("tls/tls.crt"), &t.tls_crt).expect("write tls.crt");
+            std::fs::write(d.join("tls/tls.key"), &t.tls_key).expect("write tls.key");
+        }
+        let lease = reserve_port();
+        let port = lease.port();
+        let mut conf = rewrite_for_test(&config, d, port, tls.is_some());
+        if let Some(primary) = replica_of {
+            conf.push_str(&format!("replicaof 127.0.0.1 {primary}\n"));
+        }
+        let conf_path = d.join("conf/redis.conf");
+        std::fs::write(&conf_path, &conf).expect("write redis.conf");
+        let log = std::fs::File::create(d.join("redis.log")).expect("create log");
+        let child = Command::new("redis-server")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `redis-server` ({e}): install Redis 7 (Debian: apt-get install redis-server)")
+            });
+        let mut server = RedisServer {
+            child,
+            dir,
+            port,
+            lease: Some(lease),
+            tls,
+            redis_conf: conf,
+        };
+        if let Err(log) = server.wait_until_answering() {
+            panic!(
+                "redis-server did not start with the generated config:\n{log}\n--- redis.conf ---\n{}",
+                server.redis_conf
+            );
+        }
+        server
     }
 
     /// Waits until the server replies to a command (any reply, NOAUTH included); `Err(log)` if
@@ -287,13 +295,6 @@ fn read_log(dir: &Path) -> String {
         let _ = f.read_to_string(&mut log);
     }
     log
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("probe a free loopback port")
 }
 
 /// Maps the pod's mount paths into `dir`, the listening port to `port` and `bind` to loopback.

@@ -1,5 +1,7 @@
 //! Real-process harness for the HA tests and the failover bench: 3 redis-server started through the
-//! generated `startup.sh`, 3 redis-sentinel with the generated template, on loopback free ports.
+//! generated `startup.sh`, 3 redis-sentinel with the generated template, on reserved loopback
+//! ports (`ports`: held by the cluster for its whole life, so no other test can take one before
+//! its server binds it).
 //! Pod host names become 127.0.0.1 and ports differ per pod; everything else is the generated text.
 //! Every process is SIGKILLed when the cluster is dropped.
 #![allow(dead_code)]
@@ -7,7 +9,6 @@
 pub mod scenario;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,12 +44,8 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+// The one allocator: every crate using this module also declares `mod support`.
+pub use crate::support::ports::{PortLease, reserve_port};
 
 /// Fails (never skips) when the Redis binaries are missing: CI installs them.
 pub fn require_binaries() {
@@ -80,6 +77,9 @@ pub struct HaCluster {
     /// The generated ConfigMap's `redis.conf` and `sentinel.conf` (mount paths not yet mapped).
     redis_conf: String,
     sentinel_template: String,
+    /// The reservations of `redis_ports` and `sentinel_ports`. Last field: fields drop in order,
+    /// so the ports are released only after every process above is killed.
+    leases: Vec<PortLease>,
 }
 
 impl HaCluster {
@@ -116,12 +116,14 @@ impl HaCluster {
                 .unwrap_or_else(|| panic!("the HA ConfigMap has no {key}"))
         };
         let dir = tempfile::tempdir().expect("temp dir");
+        let leases: Vec<PortLease> = (0..2 * pods).map(|_| reserve_port()).collect();
         let cluster = HaCluster {
             pods,
             store,
             credentials,
-            redis_ports: (0..pods).map(|_| free_port()).collect(),
-            sentinel_ports: (0..pods).map(|_| free_port()).collect(),
+            redis_ports: leases[..pods].iter().map(PortLease::port).collect(),
+            sentinel_ports: leases[pods..].iter().map(PortLease::port).collect(),
+            leases,
             redis: (0..pods).map(|_| None).collect(),
             sentinels: (0..pods).map(|_| None).collect(),
             redis_conf: config_file(REDIS_CONF_KEY),
@@ -167,8 +169,10 @@ impl HaCluster {
             .cloned()
             .expect("sentinel.conf");
         while self.redis_ports.len() < pods {
-            self.redis_ports.push(free_port());
-            self.sentinel_ports.push(free_port());
+            let (redis, sentinel) = (reserve_port(), reserve_port());
+            self.redis_ports.push(redis.port());
+            self.sentinel_ports.push(sentinel.port());
+            self.leases.extend([redis, sentinel]);
             self.redis.push(None);
             self.sentinels.push(None);
         }
