@@ -244,6 +244,7 @@ fn fixed_credentials() -> StoreCredentials {
         operator: Password::from_secret_value("operator".into()),
         replication: Password::from_secret_value("replication".into()),
         sentinel: Password::from_secret_value("sentinel".into()),
+        probe: Password::from_secret_value("probe".into()),
     }
 }
 
