@@ -178,9 +178,7 @@ fn each_container_mounts_only_the_keys_it_reads() {
                 .match_indices(&format!("{}/", paths::INTERNAL_SECRET_DIR))
                 .map(|(i, m)| {
                     let rest = &script[i + m.len()..];
-                    &rest[..rest
-                        .find(|c: char| c == ')' || c == ' ' || c == '"')
-                        .unwrap_or(rest.len())]
+                    &rest[..rest.find([')', ' ', '"']).unwrap_or(rest.len())]
                 })
                 .collect();
             assert_eq!(read, ["probe-password"], "{shape}: {script}");

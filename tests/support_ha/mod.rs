@@ -116,7 +116,7 @@ impl HaCluster {
         // sentinel.conf and startup.sh, and each container's keys of the internal Secret, as its
         // projected volume mounts them.
         let children = desired_children(&store, &credentials, &OperatorSettings::default());
-        let mounted: Vec<(&str, Vec<(String, Vec<u8>)>)> =
+        let mounted: Vec<(&str, Vec<MountedFile>)> =
             [REDIS_CONTAINER, SENTINEL_INIT_CONTAINER, SENTINEL_CONTAINER]
                 .into_iter()
                 .map(|c| (c, mounted_credentials(&children, c)))
@@ -506,9 +506,12 @@ where
     }
 }
 
+/// One file of a container's credentials volume: its name (the Secret key) and content.
+pub type MountedFile = (String, Vec<u8>);
+
 /// The internal Secret files a container of the generated StatefulSet mounts at
 /// `paths::INTERNAL_SECRET_DIR`: the items of its projected volume, with the Secret's values.
-pub fn mounted_credentials(children: &DesiredChildren, container: &str) -> Vec<(String, Vec<u8>)> {
+pub fn mounted_credentials(children: &DesiredChildren, container: &str) -> Vec<MountedFile> {
     let pod = children
         .statefulset
         .spec
