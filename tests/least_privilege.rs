@@ -5,7 +5,7 @@
 //! - Each container mounts only the internal Secret keys it reads: the exporter, Sentinel and its
 //!   init container never get the operator or replication password, nor does the probe.
 //! - An HA store (3 redis-server through `startup.sh`, 3 redis-sentinel) runs on those mounts alone
-//!   (support_ha gives every container only its projected volume's files), and none of the values
+//!   (`HaCluster::with_container_mounts`: each container only its projected volume's files), and none of the values
 //!   the exporter or Sentinel containers hold logs in as `operator` or `replication`.
 //! - The exporter user is refused `SLOWLOG GET` (which shows `SET session:<id> <value>`), the app
 //!   user `SELECT`, `CLIENT TRACKING` (any `BCAST PREFIX`) and `RANDOMKEY`, and the probe user
@@ -30,7 +30,7 @@ use sessionstore_operator::build::{DesiredChildren, StoreCredentials, desired_ch
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::{ValidatedStore, validate};
-use support_ha::scenario::start_cluster;
+use support_ha::scenario::start_cluster_with_container_mounts;
 use support_ha::{HaCluster, mounted_credentials};
 
 fn store(spec: &str) -> ValidatedStore {
@@ -298,7 +298,7 @@ fn file(files: &[(String, Vec<u8>)], key: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reviews_reproductions_are_refused_by_real_servers() {
     // Three pods started through startup.sh and three Sentinels, each container on its own mount.
-    let cluster: HaCluster = start_cluster(2000).await;
+    let cluster: HaCluster = start_cluster_with_container_mounts(2000).await;
     let primary = cluster.redis_ports[0];
     // The same store with the exporter on (same credentials): the exporter's and the probe's files.
     let mut with_exporter = cluster.store.clone();

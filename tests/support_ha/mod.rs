@@ -3,9 +3,10 @@
 //! Pod host names become 127.0.0.1 and ports differ per pod; everything else is the generated text.
 //! Every process is SIGKILLed when the cluster is dropped.
 //!
-//! Each container gets its own credentials directory holding only the internal Secret keys its
-//! projected volume in the generated StatefulSet names (`redis`, `sentinel-init`, `sentinel`), so
-//! every HA test also proves those mounts are enough.
+//! With `HaCluster::with_container_mounts` each container gets its own credentials directory
+//! holding only the internal Secret keys its projected volume in the generated StatefulSet names
+//! (`redis`, `sentinel-init`, `sentinel`), which proves those mounts are enough
+//! (tests/least_privilege.rs); otherwise every container reads one directory with every key.
 #![allow(dead_code)]
 
 pub mod scenario;
@@ -87,6 +88,8 @@ pub struct HaCluster {
     /// The generated ConfigMap's `redis.conf` and `sentinel.conf` (mount paths not yet mapped).
     redis_conf: String,
     sentinel_template: String,
+    /// Each container reads its own credentials directory (see the module documentation).
+    container_mounts: bool,
 }
 
 impl HaCluster {
@@ -109,6 +112,15 @@ impl HaCluster {
 
     /// `new` with `pods` replicas.
     pub fn sized(pods: usize, down_after_ms: i64) -> Self {
+        Self::prepare(pods, down_after_ms, false)
+    }
+
+    /// `sized`, each container reading only the keys its projected volume mounts.
+    pub fn with_container_mounts(pods: usize, down_after_ms: i64) -> Self {
+        Self::prepare(pods, down_after_ms, true)
+    }
+
+    fn prepare(pods: usize, down_after_ms: i64, container_mounts: bool) -> Self {
         require_binaries();
         let store = Self::store_for(pods, down_after_ms);
         let credentials = StoreCredentials::generate();
@@ -140,6 +152,19 @@ impl HaCluster {
             redis_conf: config_file(REDIS_CONF_KEY),
             sentinel_template: config_file(SENTINEL_CONF_KEY),
             dir,
+            container_mounts,
+        };
+        let mounted = if container_mounts {
+            mounted
+        } else {
+            let every_key = children
+                .internal_secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            vec![(REDIS_CONTAINER, every_key)]
         };
         for (container, files) in mounted {
             let secret = cluster.secret_dir(container);
@@ -198,7 +223,11 @@ impl HaCluster {
     }
     /// The credentials directory of one container (its projected volume).
     pub fn secret_dir(&self, container: &str) -> PathBuf {
-        self.root().join(format!("{container}-credentials"))
+        if self.container_mounts {
+            self.root().join(format!("{container}-credentials"))
+        } else {
+            self.root().join("internal")
+        }
     }
     fn script(&self) -> PathBuf {
         self.root().join("startup.sh")
