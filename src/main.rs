@@ -13,7 +13,7 @@ use sessionstore_operator::observe::step::HealthSettings;
 use sessionstore_operator::render;
 use sessionstore_operator::run::RunOptions;
 use sessionstore_operator::settings::{
-    DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE, DefaultImages, OperatorSettings,
+    self, DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE, DefaultImages, OperatorSettings,
 };
 use sessionstore_operator::telemetry::{self, LogFormat};
 use sessionstore_operator::validate::check_image;
@@ -99,6 +99,12 @@ struct RunArgs {
     exporter_image: String,
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Namespace of the cluster DNS pods: the stores' pods may send DNS queries only there.
+    #[arg(long, env = "DNS_NAMESPACE", default_value = settings::DEFAULT_DNS_NAMESPACE)]
+    dns_namespace: String,
+    /// Labels of the cluster DNS pods (k=v,...), in --dns-namespace.
+    #[arg(long, env = "DNS_POD_LABELS", default_value = settings::DEFAULT_DNS_POD_LABELS)]
+    dns_pod_labels: String,
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 8)]
     max_concurrent_reconciles: u16,
     /// Lease holder identity (default: the hostname).
@@ -135,6 +141,30 @@ fn default_images(redis: String, exporter: String) -> sessionstore_operator::Res
     Ok(DefaultImages { redis, exporter })
 }
 
+/// A setting that must not be empty: an empty DNS namespace or selector would select no DNS pod
+/// (or every pod), so it is refused at start with the flag's name.
+fn non_empty(flag: &str, value: String) -> sessionstore_operator::Result<String> {
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(sessionstore_operator::Error::Startup(format!(
+            "{flag}: must not be empty"
+        )));
+    }
+    Ok(value)
+}
+
+fn non_empty_labels(
+    flag: &str,
+    labels: BTreeMap<String, String>,
+) -> sessionstore_operator::Result<BTreeMap<String, String>> {
+    if labels.is_empty() {
+        return Err(sessionstore_operator::Error::Startup(format!(
+            "{flag}: needs at least one k=v label (an empty selector would match every pod)"
+        )));
+    }
+    Ok(labels)
+}
+
 fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
     telemetry::init(args.log_format, &args.log_level)?;
     let pod_name = match args.pod_name {
@@ -165,6 +195,11 @@ fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
             )?,
             cluster_domain: args.cluster_domain,
             images: default_images(args.redis_image, args.exporter_image)?,
+            dns_namespace: non_empty("--dns-namespace", args.dns_namespace)?,
+            dns_pod_labels: non_empty_labels(
+                "--dns-pod-labels",
+                parse_labels("--dns-pod-labels", &args.dns_pod_labels)?,
+            )?,
         },
         health: HealthSettings {
             interval: Duration::from_secs(args.health_interval_seconds.max(1)),

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 /// Default Redis image: a pinned release, so an operator upgrade never changes Redis by surprise.
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2.5";
+/// Where the cluster DNS pods run by default (CoreDNS and kube-dns both keep this name and label).
+pub const DEFAULT_DNS_NAMESPACE: &str = "kube-system";
+/// Default labels of the cluster DNS pods, as `--dns-pod-labels` takes them.
+pub const DEFAULT_DNS_POD_LABELS: &str = "k8s-app=kube-dns";
 /// Default Prometheus exporter sidecar image.
 pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.62.0";
 
@@ -38,6 +42,10 @@ pub struct OperatorSettings {
     pub cluster_domain: String,
     /// Images of stores whose spec names none.
     pub images: DefaultImages,
+    /// Namespace of the cluster DNS pods: the only DNS destination of the stores' pods.
+    pub dns_namespace: String,
+    /// Labels of the cluster DNS pods (in `dns_namespace`).
+    pub dns_pod_labels: BTreeMap<String, String>,
 }
 
 impl Default for OperatorSettings {
@@ -54,6 +62,8 @@ impl Default for OperatorSettings {
             )]),
             cluster_domain: "cluster.local".into(),
             images: DefaultImages::default(),
+            dns_namespace: DEFAULT_DNS_NAMESPACE.into(),
+            dns_pod_labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
         }
     }
 }

@@ -334,6 +334,24 @@ async fn an_existing_secret_is_never_overwritten() {
         !secret_patches.is_empty(),
         "labels, ownerReferences and users.acl are adopted"
     );
+    // The one stored password these Secrets lack (they predate the probe user) is added on its
+    // own, by a patch naming only that key; every other patch adopts labels, owners and derived keys.
+    let (additions, adoptions): (Vec<&&Call>, Vec<&&Call>) =
+        secret_patches.iter().partition(|call| {
+            let data = &call.body.as_ref().expect("body")["data"];
+            data.as_object()
+                .is_some_and(|d| d.contains_key("probe-password"))
+        });
+    assert_eq!(additions.len(), 1, "{:?}", lines(&calls));
+    let added = &additions[0].body.as_ref().expect("body")["data"];
+    assert_eq!(
+        added
+            .as_object()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["probe-password".to_string()])
+    );
+    assert!(additions[0].path().ends_with("/web-internal"));
+    assert!(!adoptions.is_empty());
     for call in &secret_patches {
         let data = &call.body.as_ref().expect("body")["data"];
         for key in [
@@ -348,6 +366,8 @@ async fn an_existing_secret_is_never_overwritten() {
                 call.uri
             );
         }
+    }
+    for call in &adoptions {
         assert_eq!(
             call.body.as_ref().expect("body")["metadata"]["ownerReferences"][0]["uid"],
             "5e55-1"
@@ -361,10 +381,12 @@ async fn an_existing_secret_is_never_overwritten() {
         secret_data(&h.double, "web-internal", "operator-password").as_deref(),
         Some("keep-op")
     );
-    // The derived ACL file is recomputed from the stored passwords.
+    // The derived ACL file is recomputed from the stored passwords, the added one included.
     let acl = secret_data(&h.double, "web-internal", "users.acl").expect("acl patched in");
     assert!(acl.contains(&Password::from_secret_value("keep-this-app-password".into()).acl_hash()));
     assert!(acl.contains(&Password::from_secret_value("keep-op".into()).acl_hash()));
+    let probe = secret_data(&h.double, "web-internal", "probe-password").expect("probe added");
+    assert!(acl.contains(&Password::from_secret_value(probe).acl_hash()));
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use sessionstore_operator::build::acl::users_acl;
+use sessionstore_operator::build::acl::{APP_BASE_DENY, users_acl};
 use sessionstore_operator::build::config_map::redis_conf;
 use sessionstore_operator::build::{StoreCredentials, desired_children};
 use sessionstore_operator::crd::SessionStore;
@@ -266,6 +266,7 @@ fn fixed_credentials() -> StoreCredentials {
         operator: Password::from_secret_value("operator".into()),
         replication: Password::from_secret_value("replication".into()),
         sentinel: Password::from_secret_value("sentinel".into()),
+        probe: Password::from_secret_value("probe".into()),
     }
 }
 
@@ -330,15 +331,15 @@ fn check(inputs: &Inputs) -> Result<(), TestCaseError> {
         prop_assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 
-    // users.acl: exactly the six users (default, app, operator, replication, sentinel, exporter);
-    // only the app user's key pattern and deny-list vary.
+    // users.acl: exactly the seven users (default, app, operator, replication, sentinel, exporter,
+    // probe); only the app user's key pattern and deny-list vary.
     let acl = users_acl(&validated, &credentials);
     let base_acl = users_acl(&reference, &credentials);
     let lines: Vec<&str> = acl.lines().collect();
     let base_lines: Vec<&str> = base_acl.lines().collect();
-    prop_assert_eq!(lines.len(), 6, "{}", acl);
+    prop_assert_eq!(lines.len(), 7, "{}", acl);
     prop_assert!(acl.ends_with('\n') && !acl.contains('\r'));
-    for index in [0, 2, 3, 4, 5] {
+    for index in [0, 2, 3, 4, 5, 6] {
         prop_assert_eq!(lines[index], base_lines[index]);
     }
     let prefix = &inputs.key_prefix;
@@ -347,7 +348,7 @@ fn check(inputs: &Inputs) -> Result<(), TestCaseError> {
         "prefix {prefix:?}"
     );
     let mut expected_app = format!(
-        "user app on {} resetkeys ~{prefix}* resetchannels +@all -@dangerous -@scripting -acl",
+        "user app on {} resetkeys ~{prefix}* resetchannels +@all {APP_BASE_DENY}",
         credentials.app.acl_hash()
     );
     let mut seen: Vec<String> = Vec::new();

@@ -1,6 +1,7 @@
 //! The StatefulSet's exec probes run against a real `redis-server` (Debian's, on loopback): readiness
-//! needs the operator user's password from the mounted file and refuses a server that is still
-//! `LOADING` its dataset, while liveness and startup accept it. Fails (not skips) without redis-server.
+//! needs the probe user's password from the mounted file (the user has the operator's real
+//! `PROBE_RULES`: PING only) and refuses a server that is still `LOADING` its dataset, while
+//! liveness and startup accept it. Fails (not skips) without redis-server.
 
 mod fixtures;
 mod support;
@@ -9,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sessionstore_operator::build::acl::{PROBE_RULES, PROBE_USER};
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::statefulset::{OPERATOR_PASSWORD_KEY, redis_cli_check_script};
+use sessionstore_operator::build::secret::PROBE_PASSWORD_KEY;
+use sessionstore_operator::build::statefulset::redis_cli_check_script;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::validate::REDIS_PORT;
 use support::tls::TestPki;
@@ -95,26 +98,26 @@ fn probe_store(spec: &str, dir: &Path, port: u16, accept_loading: bool) -> Outpu
     Command::new("sh").args(["-c", &script]).output().unwrap()
 }
 
-fn setup(operator: &Password) -> (tempfile::TempDir, PathBuf) {
+fn setup(probe_pw: &Password) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     std::fs::write(
         path.join("users.acl"),
         format!(
-            "user default off\nuser operator on {} resetkeys -@all +ping\nuser admin on {} ~* +@all\n",
-            operator.acl_hash(),
+            "user default off\nuser {PROBE_USER} on {} {PROBE_RULES}\nuser admin on {} ~* +@all\n",
+            probe_pw.acl_hash(),
             Password::from_secret_value(ADMIN_PASSWORD.into()).acl_hash()
         ),
     )
     .unwrap();
-    std::fs::write(path.join(OPERATOR_PASSWORD_KEY), operator.expose()).unwrap();
+    std::fs::write(path.join(PROBE_PASSWORD_KEY), probe_pw.expose()).unwrap();
     (dir, path)
 }
 
 #[test]
-fn readiness_passes_only_with_the_operator_password() {
-    let operator = Password::generate();
-    let (_dir, path) = setup(&operator);
+fn readiness_passes_only_with_the_probe_password() {
+    let probe_pw = Password::generate();
+    let (_dir, path) = setup(&probe_pw);
     let lease = support::ports::reserve_port();
     let port = lease.port();
     let _server = start(&path, port, &[]);
@@ -128,7 +131,7 @@ fn readiness_passes_only_with_the_operator_password() {
         );
     }
 
-    std::fs::write(path.join(OPERATOR_PASSWORD_KEY), "wrong").unwrap();
+    std::fs::write(path.join(PROBE_PASSWORD_KEY), "wrong").unwrap();
     for accept_loading in [false, true] {
         let out = probe(&path, port, accept_loading);
         assert!(!out.status.success());
@@ -137,10 +140,10 @@ fn readiness_passes_only_with_the_operator_password() {
             said.contains("NOAUTH") || said.contains("WRONGPASS"),
             "{said}"
         );
-        assert!(!said.contains(operator.expose()));
+        assert!(!said.contains(probe_pw.expose()));
     }
 
-    std::fs::remove_file(path.join(OPERATOR_PASSWORD_KEY)).unwrap();
+    std::fs::remove_file(path.join(PROBE_PASSWORD_KEY)).unwrap();
     assert!(
         !probe(&path, port, false).status.success(),
         "a missing password file must fail"
@@ -149,8 +152,8 @@ fn readiness_passes_only_with_the_operator_password() {
 
 #[test]
 fn readiness_refuses_a_loading_server_that_liveness_accepts() {
-    let operator = Password::generate();
-    let (_dir, path) = setup(&operator);
+    let probe_pw = Password::generate();
+    let (_dir, path) = setup(&probe_pw);
     let lease = support::ports::reserve_port();
     let port = lease.port();
     {
@@ -224,8 +227,8 @@ fn make_certificates(dir: &Path) {
 
 #[test]
 fn tls_probe_works_against_a_tls_only_server_that_requires_client_certificates() {
-    let operator = Password::generate();
-    let (_dir, path) = setup(&operator);
+    let probe_pw = Password::generate();
+    let (_dir, path) = setup(&probe_pw);
     make_certificates(&path);
     let lease = support::ports::reserve_port();
     let port = lease.port();

@@ -228,6 +228,12 @@ fn app_is_refused_the_admin_surface(
         &["SORT", &key],
         &["MIGRATE", "127.0.0.1", "1", &key, "0", "1"],
         &["PSYNC", "?", "-1"],
+        // Sessions live in database 0; key names outside the prefix stay out of reach.
+        &["SELECT", "3"],
+        &["MOVE", &key, "3"],
+        &["RANDOMKEY"],
+        &["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "other:"],
+        &["CLIENT", "TRACKING", "on"],
     ] {
         assert_noperm(&mut app, "app", args);
     }
@@ -430,7 +436,7 @@ fn development_app_user_may_run_what_production_disables() {
     run(&mut app, &["SET", "session:k", "v"]).expect("SET");
     for args in [
         &["OBJECT", "ENCODING", "session:k"][..],
-        &["RANDOMKEY"],
+        &["TOUCH", "session:k"],
         &["PUBSUB", "CHANNELS"],
         &["CLIENT", "SETNAME", "web"],
     ] {
@@ -626,13 +632,13 @@ fn production_app_user_is_refused_the_admin_surface_and_disabled_commands() {
     app_is_refused_the_admin_surface(&server, &store, &creds);
     assert_eq!(
         store.disabled_commands,
-        ["object", "randomkey", "@pubsub", "client|setname"]
+        ["object", "touch", "@pubsub", "client|setname"]
     );
     let mut app = as_app(&server, &creds);
     run(&mut app, &["SET", "sess:k", "v"]).expect("SET");
     for args in [
         &["OBJECT", "ENCODING", "sess:k"][..],
-        &["RANDOMKEY"],
+        &["TOUCH", "sess:k"],
         &["PUBSUB", "CHANNELS"],
         &["PUBLISH", "c", "m"],
         &["CLIENT", "SETNAME", "web"],
@@ -657,8 +663,9 @@ fn production_operator_reads_health_and_config_with_append_only() {
 }
 
 /// The exporter sidecar's user, with the password redis_exporter reads from the internal
-/// Secret's `exporter-password.json`, runs the commands of a default scrape and nothing that
-/// reads a key or a password, touches users or changes the server.
+/// Secret's `exporter-password.json`, runs the commands of a default scrape that return statistics
+/// and nothing that reads a key, a value, a command's arguments or a password, touches users or
+/// changes the server.
 fn exporter_reads_metrics_and_nothing_else(
     server: &RedisServer,
     store: &ValidatedStore,
@@ -685,7 +692,6 @@ fn exporter_reads_metrics_and_nothing_else(
         &["LATENCY", "LATEST"],
         &["LATENCY", "HISTOGRAM"],
         &["SLOWLOG", "LEN"],
-        &["SLOWLOG", "GET", "10"],
     ] {
         run(&mut ex, args).unwrap_or_else(|e| panic!("exporter refused {args:?}: {e}"));
     }
@@ -702,6 +708,8 @@ fn exporter_reads_metrics_and_nothing_else(
         &["CONFIG", "GET", "masterauth"],
         &["CONFIG", "SET", "maxmemory", "1"],
         &["CONFIG", "REWRITE"],
+        // SLOWLOG GET shows whole commands with their arguments (`SET <key> <value>`).
+        &["SLOWLOG", "GET", "10"],
         &["SLOWLOG", "RESET"],
         &["LATENCY", "RESET"],
         &["FLUSHALL"],

@@ -14,6 +14,7 @@ pub const OPERATOR_USER: &str = "operator";
 pub const REPLICATION_USER: &str = "replication";
 pub const SENTINEL_USER: &str = "sentinel";
 pub const EXPORTER_USER: &str = "exporter";
+pub const PROBE_USER: &str = "probe";
 
 /// `default` is the user every unauthenticated connection is: off, no password, no rights, so a
 /// client without credentials gets NOAUTH and `AUTH default <anything>` fails.
@@ -23,9 +24,19 @@ pub const DEFAULT_RULES: &str = "off resetpass resetkeys resetchannels -@all";
 /// (FLUSHALL, FLUSHDB, KEYS, CONFIG, DEBUG, SHUTDOWN, MONITOR, INFO, replication, ...) and
 /// `@scripting` (EVAL, SCRIPT, FUNCTION, FCALL: scripts could touch keys outside the prefix
 /// through dynamic names), plus the whole ACL command (WHOAMI and CAT are harmless, but an
-/// application has no reason to inspect users). SCAN stays: session libraries list their own
-/// sessions with `SCAN MATCH <prefix>*`.
-pub const APP_BASE_DENY: &str = "-@dangerous -@scripting -acl";
+/// application has no reason to inspect users). Also refused:
+/// - `SELECT` (and `MOVE`, which sends a key to another database): sessions live in database 0,
+///   and other databases are outside the key prefix's reach of every other rule.
+/// - `RANDOMKEY`: it returns a key name from the whole keyspace, not only the prefix.
+/// - `CLIENT TRACKING`: `BCAST PREFIX <p>` would deliver invalidation messages (key names) for
+///   any prefix, and an ACL key pattern does not restrict tracking prefixes (checked on Redis 7.0:
+///   `CLIENT TRACKING on BCAST PREFIX other:` answers OK to a user limited to `~session:*`). No
+///   rule can allow only the store's prefix, so tracking is refused as a whole.
+///
+/// SCAN stays: session libraries list their own sessions with `SCAN MATCH <prefix>*`, and SCAN
+/// returns every key NAME (never a value): one store serves one application.
+pub const APP_BASE_DENY: &str =
+    "-@dangerous -@scripting -acl -select -move -randomkey -client|tracking";
 
 /// The operator's user, for health, rotation and primary management, and nothing else:
 /// PING/INFO/ROLE/CONFIG GET for health and status; CLIENT SETNAME to name its connections;
@@ -53,14 +64,26 @@ pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replc
 pub const SENTINEL_RULES: &str = "resetkeys allchannels -@all +multi +slaveof +ping +exec +subscribe \
      +config|rewrite +role +publish +info +client|setname +client|kill +script|kill";
 
-/// The redis_exporter sidecar's user: the read-only commands of its default scrape (PING,
-/// CLIENT SETNAME, INFO ALL, LATENCY LATEST/HISTOGRAM, SLOWLOG LEN/GET), so a compromised metrics
-/// container can read statistics but no key, no user and change nothing. Not CONFIG GET, which
-/// the exporter also tries: it returns `masterauth` in clear text (checked on Redis 7.0), and the
-/// replication password can PSYNC a full copy of every session. The exporter tolerates the
-/// refusal; it only loses `config_maxmemory`/`config_maxclients` (INFO has `maxmemory` too).
+/// The redis_exporter sidecar's user: the read-only commands of its default scrape that return
+/// statistics only (PING, CLIENT SETNAME, INFO ALL, LATENCY LATEST/HISTOGRAM, SLOWLOG LEN), so a
+/// compromised metrics container can read counters but no key name, no value, no user and change
+/// nothing. The exporter tolerates each refusal and only loses the metrics built from it:
+/// - not CONFIG GET: it returns `masterauth` in clear text (checked on Redis 7.0), and the
+///   replication password can PSYNC a full copy of every session (loses `config_maxmemory`,
+///   `config_maxclients`; INFO has `maxmemory` too);
+/// - not SLOWLOG GET: its entries are whole commands with their arguments (`SET session:<id>
+///   <value>`), readable as soon as `slowlog-log-slower-than` is low (loses `slowlog_last_id`,
+///   `last_slow_execution_duration_seconds`; `slowlog_length` stays).
+///
+/// Nothing granted returns a key name or a command argument: INFO's keyspace section counts keys
+/// per database, LATENCY names events and command names only.
 pub const EXPORTER_RULES: &str = "resetkeys resetchannels -@all +ping +client|setname +info \
-     +latency|latest +latency|histogram +slowlog|get +slowlog|len";
+     +latency|latest +latency|histogram +slowlog|len";
+
+/// The kubelet's probes: `PING` and nothing else. AUTH needs no rule, and a loading server answers
+/// `-LOADING` to an authenticated PING, which the liveness probe accepts. The probe's password is
+/// the only one its script reads.
+pub const PROBE_RULES: &str = "resetkeys resetchannels -@all +ping";
 
 /// The application user's rules: its key prefix, everything but the deny-list.
 pub fn app_rules(store: &ValidatedStore) -> String {
@@ -87,6 +110,7 @@ pub fn acl_rules(store: &ValidatedStore) -> Vec<(String, String)> {
         (REPLICATION_USER.into(), REPLICATION_RULES.into()),
         (SENTINEL_USER.into(), SENTINEL_RULES.into()),
         (EXPORTER_USER.into(), EXPORTER_RULES.into()),
+        (PROBE_USER.into(), PROBE_RULES.into()),
     ]
 }
 
@@ -135,6 +159,7 @@ fn passwords(user: &str, credentials: &StoreCredentials) -> Vec<Password> {
         REPLICATION_USER => vec![credentials.replication.clone()],
         SENTINEL_USER => vec![credentials.sentinel.clone()],
         EXPORTER_USER => vec![exporter_password(credentials)],
+        PROBE_USER => vec![credentials.probe.clone()],
         _ => Vec::new(),
     }
 }
@@ -181,6 +206,7 @@ mod tests {
             operator: Password::from_secret_value("op-pw".into()),
             replication: Password::from_secret_value("repl-pw".into()),
             sentinel: Password::from_secret_value("sent-pw".into()),
+            probe: Password::from_secret_value("probe-pw".into()),
         }
     }
 
@@ -193,16 +219,18 @@ mod tests {
         let acl = users_acl(&store(""), &credentials(false));
         let expected = format!(
             "user default off resetpass resetkeys resetchannels -@all\n\
-             user app on {} resetkeys ~session:* resetchannels +@all -@dangerous -@scripting -acl\n\
+             user app on {} resetkeys ~session:* resetchannels +@all -@dangerous -@scripting -acl -select -move -randomkey -client|tracking\n\
              user operator on {} {OPERATOR_RULES}\n\
              user replication on {} resetkeys resetchannels -@all +psync +replconf +ping\n\
              user sentinel on {} {SENTINEL_RULES}\n\
-             user exporter on {} {EXPORTER_RULES}\n",
+             user exporter on {} {EXPORTER_RULES}\n\
+             user probe on {} resetkeys resetchannels -@all +ping\n",
             hash("app-pw"),
             hash("op-pw"),
             hash("repl-pw"),
             hash("sent-pw"),
             exporter_password(&credentials(false)).acl_hash(),
+            hash("probe-pw"),
         );
         pretty_assertions::assert_eq!(acl, expected);
     }
@@ -217,7 +245,7 @@ mod tests {
         assert_eq!(
             app,
             format!(
-                "user app on {} {} resetkeys ~web:* resetchannels +@all -@dangerous -@scripting -acl -sort_ro -client|list -@pubsub",
+                "user app on {} {} resetkeys ~web:* resetchannels +@all -@dangerous -@scripting -acl -select -move -randomkey -client|tracking -sort_ro -client|list -@pubsub",
                 hash("app-pw"),
                 hash("old-pw")
             )
@@ -250,6 +278,7 @@ mod tests {
             &creds.operator,
             &creds.replication,
             &creds.sentinel,
+            &creds.probe,
         ] {
             assert!(*other != exporter);
         }
@@ -270,6 +299,7 @@ mod tests {
             "op-pw",
             "repl-pw",
             "sent-pw",
+            "probe-pw",
             exporter.expose(),
         ] {
             assert!(!acl.contains(clear), "{clear} in clear text");

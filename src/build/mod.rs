@@ -37,6 +37,8 @@ pub struct StoreCredentials {
     pub replication: Password,
     /// The Sentinel user (Sentinels to Redis, and Sentinel's own AUTH).
     pub sentinel: Password,
+    /// The kubelet's probe user (`PING` only): the one password the probes read.
+    pub probe: Password,
 }
 
 impl StoreCredentials {
@@ -48,6 +50,7 @@ impl StoreCredentials {
             operator: Password::generate(),
             replication: Password::generate(),
             sentinel: Password::generate(),
+            probe: Password::generate(),
         }
     }
 }

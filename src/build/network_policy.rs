@@ -8,7 +8,7 @@
 //! | the store's own pods | redis (+ sentinel when HA) |
 //! | monitoring namespace (exporter on) | metrics only |
 //! | egress: the store's own pods | redis (+ sentinel when HA) |
-//! | egress: DNS | 53/UDP, 53/TCP |
+//! | egress: the cluster DNS pods (`--dns-namespace` AND `--dns-pod-labels`) | 53/UDP, 53/TCP |
 
 use std::collections::BTreeMap;
 
@@ -73,12 +73,20 @@ pub fn desired_network_policy(
             to: Some(vec![own_pods]),
             ports: Some(redis_ports),
         },
-        // DNS to any destination, port 53 only: cluster DNS runs as CoreDNS/kube-dns pods, as
-        // NodeLocal DNSCache on a link-local host-network address (no pod selector can match it) or
-        // in `openshift-dns`; a selector on one of them breaks the others. Only DNS is reachable,
-        // and a narrower peer would not stop DNS tunnelling, which recursive cluster DNS forwards.
+        // DNS to the cluster DNS pods only (one peer: their namespace AND their labels, operator
+        // settings defaulting to kube-system / k8s-app=kube-dns). Any destination on port 53 would
+        // let a replica told `REPLICAOF <host> 53` send `AUTH replication <password>` anywhere.
+        // Clusters whose DNS differs (openshift-dns, NodeLocal DNSCache on a host-network address)
+        // set the two settings (README "Network").
         NetworkPolicyEgressRule {
-            to: None,
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(match_labels(BTreeMap::from([(
+                    NAMESPACE_NAME_LABEL.to_string(),
+                    settings.dns_namespace.clone(),
+                )]))),
+                pod_selector: Some(match_labels(settings.dns_pod_labels.clone())),
+                ip_block: None,
+            }]),
             ports: Some(vec![
                 NetworkPolicyPort {
                     port: Some(IntOrString::Int(53)),
@@ -166,7 +174,13 @@ mod tests {
     }
 
     fn dns() -> serde_json::Value {
-        json!({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})
+        json!({
+            "to": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}
+            }],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+        })
     }
 
     #[test]
@@ -287,13 +301,26 @@ mod tests {
             }
             for rule in spec.egress.unwrap() {
                 let ports = rule.ports.unwrap();
-                match rule.to {
-                    // DNS is the only rule without a peer, and it opens port 53 only.
-                    None => assert!(
-                        ports.iter().all(|p| p.port == Some(IntOrString::Int(53))),
-                        "{shape}"
-                    ),
-                    Some(peers) => {
+                let peers = rule
+                    .to
+                    .unwrap_or_else(|| panic!("{shape}: egress to anywhere"));
+                assert!(!peers.is_empty(), "{shape}: egress to anywhere");
+                let dns = ports.iter().all(|p| p.port == Some(IntOrString::Int(53)));
+                match dns {
+                    // Port 53 only to the DNS pods: their namespace AND their labels, one peer.
+                    true => {
+                        assert_eq!(peers.len(), 1, "{shape}");
+                        assert_eq!(peers[0].ip_block, None, "{shape}");
+                        assert!(
+                            !matches_everything(peers[0].pod_selector.as_ref()),
+                            "{shape}"
+                        );
+                        assert!(
+                            !matches_everything(peers[0].namespace_selector.as_ref()),
+                            "{shape}"
+                        );
+                    }
+                    false => {
                         for peer in peers {
                             assert_eq!(
                                 peer.namespace_selector, None,
@@ -309,6 +336,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dns_egress_follows_the_operator_settings() {
+        let settings = OperatorSettings {
+            dns_namespace: "openshift-dns".into(),
+            dns_pod_labels: BTreeMap::from([(
+                "dns.operator.openshift.io/daemonset-dns".to_string(),
+                "default".to_string(),
+            )]),
+            ..OperatorSettings::default()
+        };
+        let spec = desired_network_policy(&fixtures::production(), &settings)
+            .spec
+            .unwrap();
+        let dns = spec.egress.unwrap().pop().unwrap();
+        assert_eq!(
+            serde_json::to_value(dns.to).unwrap(),
+            json!([{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+                "podSelector": {"matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default"}}
+            }])
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub const REPLICATION_CONF_KEY: &str = "replication.conf";
 pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
 pub const REPLICATION_PASSWORD_KEY: &str = "replication-password";
 pub const SENTINEL_PASSWORD_KEY: &str = "sentinel-password";
+/// The kubelet probes' password (the `probe` user: PING only).
+pub const PROBE_PASSWORD_KEY: &str = "probe-password";
 
 // Connection Secret keys (the Service Binding spec's well-known entries).
 pub const CONNECTION_SECRET_TYPE: &str = "servicebinding.io/redis";
@@ -104,6 +106,10 @@ pub fn desired_internal_secret(store: &ValidatedStore, credentials: &StoreCreden
             (
                 SENTINEL_PASSWORD_KEY.to_string(),
                 bytes(credentials.sentinel.expose()),
+            ),
+            (
+                PROBE_PASSWORD_KEY.to_string(),
+                bytes(credentials.probe.expose()),
             ),
             // Always present, so turning the exporter on or off only changes the StatefulSet.
             (
@@ -228,11 +234,12 @@ pub struct GeneratedCredentials {
     pub operator: bool,
     pub replication: bool,
     pub sentinel: bool,
+    pub probe: bool,
 }
 
 impl GeneratedCredentials {
     pub fn any(&self) -> bool {
-        self.app || self.operator || self.replication || self.sentinel
+        self.app || self.operator || self.replication || self.sentinel || self.probe
     }
 }
 
@@ -280,6 +287,10 @@ impl StoreCredentials {
             read_password(internal, SENTINEL_PASSWORD_KEY),
             &mut generated.sentinel,
         );
+        let probe = or_generate(
+            read_password(internal, PROBE_PASSWORD_KEY),
+            &mut generated.probe,
+        );
         let app_previous = read_password(connection, PREVIOUS_PASSWORD_KEY).filter(|p| *p != app);
         (
             StoreCredentials {
@@ -288,6 +299,7 @@ impl StoreCredentials {
                 operator,
                 replication,
                 sentinel,
+                probe,
             },
             generated,
         )
@@ -320,6 +332,7 @@ mod tests {
             operator: Password::from_secret_value("opPW".into()),
             replication: Password::from_secret_value("replPW".into()),
             sentinel: Password::from_secret_value("sentPW".into()),
+            probe: Password::from_secret_value("probePW".into()),
         }
     }
 
@@ -404,6 +417,7 @@ mod tests {
                 ("operator-password", "opPW"),
                 ("replication-password", "replPW"),
                 ("sentinel-password", "sentPW"),
+                ("probe-password", "probePW"),
                 (
                     "exporter-password.json",
                     &exporter_password_file(&store, &exporter_password(&creds)),
@@ -560,7 +574,8 @@ mod tests {
                 app: true,
                 operator: true,
                 replication: false,
-                sentinel: true
+                sentinel: true,
+                probe: false,
             }
         );
         assert!(read.replication == creds.replication);
@@ -568,12 +583,19 @@ mod tests {
         assert!(read.app_previous.is_none());
 
         let (fresh, generated) = StoreCredentials::from_secrets(None, None, None);
-        assert!(generated.app && generated.operator && generated.replication && generated.sentinel);
+        assert!(
+            generated.app
+                && generated.operator
+                && generated.replication
+                && generated.sentinel
+                && generated.probe
+        );
         let all = [
             &fresh.app,
             &fresh.operator,
             &fresh.replication,
             &fresh.sentinel,
+            &fresh.probe,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -604,6 +626,7 @@ mod tests {
             &creds.operator,
             &creds.replication,
             &creds.sentinel,
+            &creds.probe,
         ] {
             assert!(!conf.contains(p.expose()));
         }

@@ -169,6 +169,7 @@ pub(crate) mod tests {
             operator: Password::from_secret_value("operator-pw".into()),
             replication: Password::from_secret_value("replication-pw".into()),
             sentinel: Password::from_secret_value("sentinel-pw".into()),
+            probe: Password::from_secret_value("probe-pw".into()),
         }
     }
 

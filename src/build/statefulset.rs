@@ -2,6 +2,12 @@
 //!
 //! Each container is built by its own function (`redis_container`, `exporter_container`) so the
 //! Sentinel sidecar and its init container (HA) slot in without touching the others.
+//!
+//! Least privilege inside the pod: each container mounts, at the same path
+//! ([`paths::INTERNAL_SECRET_DIR`]), its own projected volume holding only the internal Secret keys
+//! it reads ([`internal_secret_keys`]). The exporter sees only its password file, Sentinel only its
+//! ACL file; no container gets the operator or the replication password (Redis reads the latter
+//! only inside `replication.conf`, its `masterauth`).
 
 use std::collections::BTreeMap;
 
@@ -11,8 +17,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    ExecAction, Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    ExecAction, KeyToPath, Lifecycle, LifecycleHandler, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretProjection,
     SecretVolumeSource, SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
@@ -20,11 +27,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::build::acl::{EXPORTER_USER, OPERATOR_USER, acl_rules};
+use crate::build::acl::{EXPORTER_USER, PROBE_USER, acl_rules};
 use crate::build::meta::{
     CONFIG_HASH_ANNOTATION, ChildNames, Component, labels, object_meta, paths, pod_selector_labels,
     sha256_hex,
 };
+use crate::build::secret::{
+    PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY, SENTINEL_PASSWORD_KEY, USERS_ACL_KEY,
+};
+use crate::build::sentinel::SENTINEL_USERS_ACL_KEY;
 use crate::build::startup;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
@@ -39,8 +50,6 @@ pub const REDIS_CONTAINER: &str = "redis";
 pub const EXPORTER_CONTAINER: &str = "exporter";
 /// Port of the redis_exporter's `/metrics`.
 pub const METRICS_PORT: i32 = 9121;
-/// Key of the internal Secret holding the operator user's clear-text password (probes read it).
-pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
 /// Key of the internal Secret holding redis_exporter's password file: a JSON object mapping the
 /// exporter's Redis address ([`exporter_redis_addr`]) to the `exporter` user's password, which is the format
 /// `--redis.password-file` reads.
@@ -49,7 +58,6 @@ pub const EXPORTER_PASSWORD_FILE_KEY: &str = "exporter-password.json";
 pub const DATA_VOLUME: &str = "data";
 
 const CONFIG_VOLUME: &str = "config";
-const INTERNAL_VOLUME: &str = "internal";
 const TLS_VOLUME: &str = "tls";
 const TMP_VOLUME: &str = "tmp";
 const SENTINEL_VOLUME: &str = "sentinel";
@@ -197,7 +205,11 @@ pub fn desired_statefulset(
 fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Container {
     let mut mounts = vec![
         mount(CONFIG_VOLUME, paths::CONFIG_DIR, true),
-        mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
+        mount(
+            &credentials_volume(REDIS_CONTAINER),
+            paths::INTERNAL_SECRET_DIR,
+            true,
+        ),
         mount(DATA_VOLUME, paths::DATA_DIR, false),
         mount(TMP_VOLUME, "/tmp", false),
     ];
@@ -258,7 +270,7 @@ fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Conta
             5,
             6,
         )),
-        // Ready only when PING answers PONG as the operator user: a loading server (`-LOADING`)
+        // Ready only when PING answers PONG as the probe user: a loading server (`-LOADING`)
         // or a broken ACL file keeps the pod out of the Services.
         readiness_probe: Some(exec_probe(
             redis_cli_check(store, PingAccepts::PongOnly),
@@ -282,7 +294,11 @@ fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Conta
 fn sentinel_init_container(store: &ValidatedStore, settings: &OperatorSettings) -> Container {
     let mut mounts = vec![
         mount(CONFIG_VOLUME, paths::CONFIG_DIR, true),
-        mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
+        mount(
+            &credentials_volume(SENTINEL_INIT_CONTAINER),
+            paths::INTERNAL_SECRET_DIR,
+            true,
+        ),
         mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
     ];
     if store.tls.is_some() {
@@ -309,7 +325,11 @@ fn sentinel_container(store: &ValidatedStore) -> Container {
     let mut mounts = vec![
         mount(SENTINEL_VOLUME, paths::SENTINEL_DIR, false),
         // `aclfile` of sentinel.conf: Sentinel's own users, hashed passwords.
-        mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true),
+        mount(
+            &credentials_volume(SENTINEL_CONTAINER),
+            paths::INTERNAL_SECRET_DIR,
+            true,
+        ),
         mount(TMP_VOLUME, "/tmp", false),
     ];
     if store.tls.is_some() {
@@ -377,7 +397,11 @@ fn exporter_container(store: &ValidatedStore) -> Container {
         ),
         format!("--web.listen-address=:{METRICS_PORT}"),
     ];
-    let mut mounts = vec![mount(INTERNAL_VOLUME, paths::INTERNAL_SECRET_DIR, true)];
+    let mut mounts = vec![mount(
+        &credentials_volume(EXPORTER_CONTAINER),
+        paths::INTERNAL_SECRET_DIR,
+        true,
+    )];
     if store.tls.is_some() {
         args.extend([
             format!("--tls-ca-cert-file={}/ca.crt", paths::TLS_DIR),
@@ -436,11 +460,12 @@ enum PingAccepts {
     AliveOrLoading,
 }
 
-/// A `sh -c` script that PINGs Redis on loopback as the operator user. The password is read from
-/// the mounted internal Secret into `REDISCLI_AUTH` inside the container, so it is never in the
-/// pod spec nor on a command line (`ps` would show it).
+/// A `sh -c` script that PINGs Redis on loopback as the `probe` user (PING only). The password is
+/// read from the mounted `probe-password` into `REDISCLI_AUTH` inside the container, so it is never
+/// in the pod spec nor on a command line (`ps` would show it), and it is the only password the
+/// script reads.
 pub fn redis_cli_check_script(store: &ValidatedStore, accept_loading: bool) -> String {
-    let mut cli = format!("redis-cli --user {OPERATOR_USER} -h 127.0.0.1 -p {REDIS_PORT}");
+    let mut cli = format!("redis-cli --user {PROBE_USER} -h 127.0.0.1 -p {REDIS_PORT}");
     if store.tls.is_some() {
         let dir = paths::TLS_DIR;
         cli.push_str(&format!(
@@ -448,7 +473,7 @@ pub fn redis_cli_check_script(store: &ValidatedStore, accept_loading: bool) -> S
         ));
     }
     let auth = format!(
-        "REDISCLI_AUTH=\"$(cat {}/{OPERATOR_PASSWORD_KEY})\" || exit 1; export REDISCLI_AUTH; ",
+        "REDISCLI_AUTH=\"$(cat {}/{PROBE_PASSWORD_KEY})\" || exit 1; export REDISCLI_AUTH; ",
         paths::INTERNAL_SECRET_DIR
     );
     let accepted = if accept_loading {
@@ -503,15 +528,6 @@ fn volumes(store: &ValidatedStore) -> Vec<Volume> {
             ..Volume::default()
         },
         Volume {
-            name: INTERNAL_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(ChildNames::internal_secret(&store.name)),
-                default_mode: Some(SECRET_FILE_MODE),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
             name: TMP_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource {
                 size_limit: Some(Quantity("16Mi".into())),
@@ -520,6 +536,9 @@ fn volumes(store: &ValidatedStore) -> Vec<Volume> {
             ..Volume::default()
         },
     ];
+    for container in containers_reading_secrets(store) {
+        volumes.push(credentials_volume_for(store, container));
+    }
     if let Some(tls) = &store.tls {
         volumes.push(Volume {
             name: TLS_VOLUME.into(),
@@ -559,6 +578,82 @@ fn volumes(store: &ValidatedStore) -> Vec<Volume> {
         });
     }
     volumes
+}
+
+/// The internal Secret keys a container reads, and nothing else:
+/// - `redis`: `users.acl` (`aclfile`), `replication.conf` (`include`, the replica's `masterauth`),
+///   `probe-password` (its probes); with Sentinel also `sentinel-password` (the start script asks
+///   the Sentinels and peers as the `sentinel` user);
+/// - `sentinel-init`: `sentinel-password` (written into Sentinel's config);
+/// - `sentinel`: `sentinel-users.acl` (its `aclfile`; its password comes with the config the init
+///   container wrote);
+/// - `exporter`: `exporter-password.json` (`--redis.password-file`).
+///
+/// `operator-password` and `replication-password` reach no container.
+pub fn internal_secret_keys(store: &ValidatedStore, container: &str) -> Vec<&'static str> {
+    match container {
+        REDIS_CONTAINER => {
+            let mut keys = vec![USERS_ACL_KEY, REPLICATION_CONF_KEY, PROBE_PASSWORD_KEY];
+            if store.is_highly_available() {
+                keys.push(SENTINEL_PASSWORD_KEY);
+            }
+            keys
+        }
+        SENTINEL_INIT_CONTAINER => vec![SENTINEL_PASSWORD_KEY],
+        SENTINEL_CONTAINER => vec![SENTINEL_USERS_ACL_KEY],
+        EXPORTER_CONTAINER => vec![EXPORTER_PASSWORD_FILE_KEY],
+        _ => Vec::new(),
+    }
+}
+
+/// The containers of the pod that mount internal Secret keys, in pod order.
+fn containers_reading_secrets(store: &ValidatedStore) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if store.is_highly_available() {
+        names.push(SENTINEL_INIT_CONTAINER);
+    }
+    names.push(REDIS_CONTAINER);
+    if store.is_highly_available() {
+        names.push(SENTINEL_CONTAINER);
+    }
+    if store.monitoring.exporter {
+        names.push(EXPORTER_CONTAINER);
+    }
+    names
+}
+
+/// Name of a container's own credentials volume.
+pub fn credentials_volume(container: &str) -> String {
+    format!("{container}-credentials")
+}
+
+/// A projected volume of the internal Secret with only [`internal_secret_keys`], each file named
+/// after its key (so the config files' paths stay those of the whole Secret).
+fn credentials_volume_for(store: &ValidatedStore, container: &str) -> Volume {
+    Volume {
+        name: credentials_volume(container),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(SECRET_FILE_MODE),
+            sources: Some(vec![k8s_openapi::api::core::v1::VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: ChildNames::internal_secret(&store.name),
+                    items: Some(
+                        internal_secret_keys(store, container)
+                            .into_iter()
+                            .map(|key| KeyToPath {
+                                key: key.into(),
+                                path: key.into(),
+                                mode: None,
+                            })
+                            .collect(),
+                    ),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..Volume::default()
+    }
 }
 
 fn data_volume_claim(store: &ValidatedStore) -> PersistentVolumeClaim {
@@ -691,6 +786,15 @@ mod tests {
         })
     }
 
+    /// A container's projected volume of the internal Secret with only `keys`.
+    fn credentials(container: &str, keys: &[&str]) -> serde_json::Value {
+        let items: Vec<_> = keys.iter().map(|k| json!({"key": k, "path": k})).collect();
+        json!({"name": format!("{container}-credentials"), "projected": {
+            "defaultMode": 0o440,
+            "sources": [{"secret": {"name": "checkout-internal", "items": items}}]
+        }})
+    }
+
     fn small() -> serde_json::Value {
         json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}})
     }
@@ -705,10 +809,10 @@ mod tests {
         })
     }
 
-    const PLAIN_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
-    const PLAIN_ALIVE: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 ping 2>&1)"; case "$reply" in PONG|LOADING*) exit 0;; esac; echo "$reply"; exit 1"#;
-    const TLS_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
-    const TLS_ALIVE: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/operator-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user operator -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG|LOADING*) exit 0;; esac; echo "$reply"; exit 1"#;
+    const PLAIN_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/probe-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user probe -h 127.0.0.1 -p 6379 ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
+    const PLAIN_ALIVE: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/probe-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user probe -h 127.0.0.1 -p 6379 ping 2>&1)"; case "$reply" in PONG|LOADING*) exit 0;; esac; echo "$reply"; exit 1"#;
+    const TLS_READY: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/probe-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user probe -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG) exit 0;; esac; echo "$reply"; exit 1"#;
+    const TLS_ALIVE: &str = r#"REDISCLI_AUTH="$(cat /etc/redis/internal/probe-password)" || exit 1; export REDISCLI_AUTH; reply="$(redis-cli --user probe -h 127.0.0.1 -p 6379 --tls --cacert /etc/redis/tls/ca.crt --cert /etc/redis/tls/tls.crt --key /etc/redis/tls/tls.key ping 2>&1)"; case "$reply" in PONG|LOADING*) exit 0;; esac; echo "$reply"; exit 1"#;
 
     /// The start script's environment for the `checkout` fixture with TLS: every address is a
     /// stable headless-Service name; `SS_SELF_HOST` expands `$(POD_NAME)`, which comes first.
@@ -781,7 +885,7 @@ mod tests {
                             },
                             "volumeMounts": [
                                 {"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true},
-                                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                                {"name": "redis-credentials", "mountPath": "/etc/redis/internal", "readOnly": true},
                                 {"name": "data", "mountPath": "/data"},
                                 {"name": "tmp", "mountPath": "/tmp"}
                             ],
@@ -793,8 +897,8 @@ mod tests {
                         }],
                         "volumes": [
                             {"name": "config", "configMap": {"name": "checkout-config", "defaultMode": 0o444}},
-                            {"name": "internal", "secret": {"secretName": "checkout-internal", "defaultMode": 0o440}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+                            credentials("redis", &["users.acl", "replication.conf", "probe-password"]),
                             {"name": "data", "emptyDir": {"sizeLimit": "256Mi"}}
                         ]
                     }
@@ -821,7 +925,7 @@ mod tests {
             "resources": small(),
             "volumeMounts": [
                 {"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true},
-                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "sentinel-init-credentials", "mountPath": "/etc/redis/internal", "readOnly": true},
                 {"name": "sentinel", "mountPath": "/sentinel"},
                 {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
             ],
@@ -841,7 +945,7 @@ mod tests {
             },
             "volumeMounts": [
                 {"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true},
-                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "redis-credentials", "mountPath": "/etc/redis/internal", "readOnly": true},
                 {"name": "data", "mountPath": "/data"},
                 {"name": "tmp", "mountPath": "/tmp"},
                 {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true},
@@ -863,7 +967,7 @@ mod tests {
             "resources": small(),
             "volumeMounts": [
                 {"name": "sentinel", "mountPath": "/sentinel"},
-                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "sentinel-credentials", "mountPath": "/etc/redis/internal", "readOnly": true},
                 {"name": "tmp", "mountPath": "/tmp"},
                 {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
             ],
@@ -889,7 +993,7 @@ mod tests {
             "ports": [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}],
             "resources": small(),
             "volumeMounts": [
-                {"name": "internal", "mountPath": "/etc/redis/internal", "readOnly": true},
+                {"name": "exporter-credentials", "mountPath": "/etc/redis/internal", "readOnly": true},
                 {"name": "tls", "mountPath": "/etc/redis/tls", "readOnly": true}
             ],
             "securityContext": restricted()
@@ -932,8 +1036,11 @@ mod tests {
                         "containers": [redis, sentinel, exporter],
                         "volumes": [
                             {"name": "config", "configMap": {"name": "checkout-config", "defaultMode": 0o444}},
-                            {"name": "internal", "secret": {"secretName": "checkout-internal", "defaultMode": 0o440}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+                            credentials("sentinel-init", &["sentinel-password"]),
+                            credentials("redis", &["users.acl", "replication.conf", "probe-password", "sentinel-password"]),
+                            credentials("sentinel", &["sentinel-users.acl"]),
+                            credentials("exporter", &["exporter-password.json"]),
                             {"name": "tls", "secret": {"secretName": "checkout-tls", "defaultMode": 0o440}},
                             {"name": "sentinel", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                             {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
@@ -1067,6 +1174,62 @@ mod tests {
                     && !text.contains("redis.password="),
                 "{shape}"
             );
+        }
+    }
+
+    #[test]
+    fn each_container_mounts_only_the_internal_secret_keys_it_reads() {
+        for (shape, store) in fixtures::all_shapes() {
+            let pod = desired_statefulset(&store, &OperatorSettings::default(), "h")
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            let volumes = pod.volumes.clone().unwrap();
+            // No volume holds the whole internal Secret.
+            assert!(volumes.iter().all(|v| {
+                v.secret
+                    .as_ref()
+                    .is_none_or(|s| s.secret_name.as_deref() != Some("checkout-internal"))
+            }));
+            let init = pod.init_containers.clone().unwrap_or_default();
+            for container in init.iter().chain(&pod.containers) {
+                let mounted: Vec<&str> = container
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .filter(|m| m.mount_path == paths::INTERNAL_SECRET_DIR)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                assert_eq!(mounted, [credentials_volume(&container.name)], "{shape}");
+                let volume = volumes
+                    .iter()
+                    .find(|v| v.name == mounted[0])
+                    .unwrap_or_else(|| panic!("{shape}: no volume {}", mounted[0]));
+                let sources = volume.projected.as_ref().unwrap().sources.clone().unwrap();
+                assert_eq!(sources.len(), 1);
+                let secret = sources[0].secret.as_ref().unwrap();
+                assert_eq!(secret.name, "checkout-internal");
+                let keys: Vec<String> = secret
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|i| i.key.clone())
+                    .collect();
+                assert_eq!(
+                    keys,
+                    internal_secret_keys(&store, &container.name),
+                    "{shape}"
+                );
+                for forbidden in ["operator-password", "replication-password"] {
+                    assert!(
+                        !keys.iter().any(|k| k == forbidden),
+                        "{shape}/{}",
+                        container.name
+                    );
+                }
+            }
         }
     }
 

@@ -30,6 +30,7 @@ use crate::build::secret::{
     desired_connection_secret, desired_internal_secret, set_ca_certificate,
 };
 use crate::build::{DesiredChildren, StoreCredentials};
+use crate::cache::is_pod_of;
 use crate::controller::{Context, publish};
 use crate::crd::{AuthStatus, SessionStore};
 use crate::error::{Error, Result};
@@ -73,8 +74,9 @@ pub trait PodAddresses: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<LiveTargets>>>;
 }
 
-/// Lists the store's pods by their selector labels (only while a live step is due) and dials each
-/// by its IP (plain) or by its stable DNS name under the headless Service (TLS: the certificate
+/// Lists the store's pods by their selector labels (only while a live step is due), keeps those
+/// the store owns ([`is_store_pod`]: labels are not proof, anyone who can create pods in the
+/// namespace can copy them) and dials each by its IP (plain) or by its stable DNS name under the headless Service (TLS: the certificate
 /// names the Service names, and the store's CA is the only one trusted). The Sentinel of an HA pod
 /// is dialled the same way on its own port (it listens on TLS only when the store has TLS, with the
 /// same certificate).
@@ -118,6 +120,10 @@ impl PodAddresses for ListPods {
             let sentinels = store.is_highly_available();
             for pod in pods.items {
                 let name = pod.metadata.name.clone().unwrap_or_default();
+                if !is_store_pod(&pod, store) {
+                    tracing::warn!(pod = %name, "pod carries the store's labels but is not its pod; not dialled");
+                    continue;
+                }
                 let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
                 let Some(ip) = ip.filter(|ip| !ip.is_empty()) else {
                     tracing::info!(pod = %name, "pod has no IP yet; rotation waits");
@@ -143,6 +149,21 @@ impl PodAddresses for ListPods {
             Ok(Some(targets))
         })
     }
+}
+
+/// Whether a listed pod is one of the store's own: named `<store>-<ordinal>` (as the probe cache
+/// checks) and controlled by the store's StatefulSet. The operator sends this pod its own password
+/// and the app user's new password (in `AUTH`, to verify), so a look-alike must not get them.
+pub fn is_store_pod(pod: &Pod, store: &ValidatedStore) -> bool {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let statefulset = ChildNames::statefulset(&store.name);
+    let controlled = pod.metadata.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true)
+            && o.api_version == "apps/v1"
+            && o.kind == "StatefulSet"
+            && o.name == statefulset
+    });
+    is_pod_of(name, &store.name) && controlled
 }
 
 /// A TLS address trusting only the store's CA, named as the certificate names the pod.
@@ -471,6 +492,52 @@ mod tests {
 
     fn pw(s: &str) -> Password {
         Password::from_secret_value(s.into())
+    }
+
+    #[test]
+    fn only_the_stores_own_pods_are_dialled() {
+        let store = crate::validate::validate(
+            &serde_yaml::from_str::<SessionStore>(
+                "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\n\
+                 metadata: {name: web, namespace: shop, uid: u}\nspec: {clients: {podSelector: {}}}\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let pod = |name: &str, owner: Option<(&str, &str, bool)>| -> Pod {
+            let owners: Vec<_> = owner
+                .into_iter()
+                .map(|(kind, owner, controller)| {
+                    serde_json::json!({"apiVersion": "apps/v1", "kind": kind, "name": owner,
+                                       "uid": "s", "controller": controller})
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({"metadata": {
+                "name": name, "namespace": "shop", "ownerReferences": owners,
+                "labels": {"app.kubernetes.io/instance": "web"}
+            }}))
+            .unwrap()
+        };
+        assert!(is_store_pod(
+            &pod("web-0", Some(("StatefulSet", "web", true))),
+            &store
+        ));
+        assert!(is_store_pod(
+            &pod("web-12", Some(("StatefulSet", "web", true))),
+            &store
+        ));
+        // Same labels, but not the store's: another name, no owner, another owner, not controller.
+        for (name, owner) in [
+            ("web-x", Some(("StatefulSet", "web", true))),
+            ("impostor", Some(("StatefulSet", "web", true))),
+            ("web-web-0", Some(("StatefulSet", "web", true))),
+            ("web-0", None),
+            ("web-0", Some(("StatefulSet", "other", true))),
+            ("web-0", Some(("ReplicaSet", "web", true))),
+            ("web-0", Some(("StatefulSet", "web", false))),
+        ] {
+            assert!(!is_store_pod(&pod(name, owner), &store), "{name} {owner:?}");
+        }
     }
 
     #[test]

@@ -459,6 +459,9 @@ def test_deployment_is_restricted_and_follows_the_run_contract(scenario) -> None
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert dict(kv.split("=", 1) for kv in env["OPERATOR_POD_LABELS"].split(",")) == selector
     assert env["MONITORING_NAMESPACE_LABELS"] == "kubernetes.io/metadata.name=monitoring"
+    # Each store's DNS egress goes to these pods only (README "Who can connect").
+    assert env["DNS_NAMESPACE"] == "kube-system"
+    assert env["DNS_POD_LABELS"] == "k8s-app=kube-dns"
     watched = values.get("watchNamespaces")
     assert env.get("WATCH_NAMESPACES") == (",".join(watched) if watched else None)
 
@@ -661,3 +664,66 @@ def test_example_app_consumes_the_connection_secret() -> None:
     assert {r["key"] for r in refs} <= {"type", "provider", "host", "port", "username",
                                        "password", "previous-password", "uri", "ca.crt"}
     assert refs and mounted
+
+
+# --- admission policy (Kubernetes 1.30+) --------------------------------------------------------
+
+VAP_API = render_deploy.ADMISSION_POLICY_API
+VAP_KINDS = set(render_deploy.ADMISSION_POLICY_KINDS)
+# The versions with admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (GA in 1.30).
+VAP_VERSIONS = [v for v in KUBERNETES_VERSIONS
+                if tuple(int(p) for p in v.split(".")[:2]) >= (1, 30)]
+
+
+def render_on(kube_version: str, values: dict | None = None,
+              api_versions: list[str] | None = None) -> list[dict]:
+    return render_deploy.render_objects(CHART_DIR, values=values, name=RELEASE,
+                                        namespace=NAMESPACE, kube_version=f"v{kube_version}",
+                                        api_versions=api_versions)
+
+
+def test_admission_policy_only_where_the_api_exists() -> None:
+    # Without the API (older clusters, and `helm template` defaults) nothing is rendered.
+    assert not [o for o in render() if o["kind"] in VAP_KINDS]
+    assert not [o for o in render_on("1.29.0") if o["kind"] in VAP_KINDS]
+    # With it: on by default, off with the value.
+    on = [o for o in render_on("1.30.0", api_versions=[VAP_API]) if o["kind"] in VAP_KINDS]
+    assert sorted(o["kind"] for o in on) == sorted(VAP_KINDS)
+    off = render_on("1.30.0", {"admissionPolicy": {"enabled": False}}, api_versions=[VAP_API])
+    assert not [o for o in off if o["kind"] in VAP_KINDS]
+
+
+@pytest.mark.parametrize("version", VAP_VERSIONS)
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_admission_policy_validates_strictly(name: str, version: str) -> None:
+    objects = render_on(version, SCENARIOS[name], api_versions=[VAP_API])
+    policies = [o for o in objects if o["kind"] in VAP_KINDS]
+    assert len(policies) == 2, name
+    for obj in policies:
+        validate_object(obj, version)
+    policy = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"],
+                               "validationActions": ["Deny"]}
+    # Matched on the chart's ServiceAccount, in the release namespace, and nobody else.
+    (condition,) = policy["spec"]["matchConditions"]
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert condition["expression"] == (
+        f'request.userInfo.username == "system:serviceaccount:{NAMESPACE}:{account}"')
+    # Every kind the operator may write is covered (events, leases and the status excepted).
+    covered = {(g, r) for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+               for g in rule["apiGroups"] for r in rule["resources"]}
+    written = {k for k, verbs in CONTRACT_RULES.items() if verbs & {"create", "patch", "delete"}}
+    assert written - covered == {("sessionstore.dev", "sessionstores/status"),
+                                 ("events.k8s.io", "events")}
+
+
+def test_deploy_admission_policy_yaml_matches_a_fresh_render() -> None:
+    committed = (ROOT / "deploy" / "admission-policy.yaml").read_text()
+    assert committed == render_deploy.admission_policy_yaml(CHART_DIR), \
+        "deploy/admission-policy.yaml is stale: run python3 scripts/render-deploy.py"
+    objects = [o for o in yaml.safe_load_all(committed) if o]
+    assert {o["kind"] for o in objects} == VAP_KINDS
+    for version in VAP_VERSIONS:
+        for obj in objects:
+            validate_object(obj, version)

@@ -129,7 +129,10 @@ impl Harness {
             json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": "shop", "labels": {
-                    "app.kubernetes.io/name": "sessionstore", "app.kubernetes.io/instance": "web"}},
+                    "app.kubernetes.io/name": "sessionstore", "app.kubernetes.io/instance": "web"},
+                    // As the StatefulSet controller sets it: the rotation dials only owned pods.
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "name": "web", "uid": "sts-web", "controller": true}]},
                 "status": {"podIP": "127.0.0.1", "phase": "Running"},
             }),
         );
@@ -151,6 +154,7 @@ impl Harness {
             operator: pw("web-internal", "operator-password"),
             replication: pw("web-internal", "replication-password"),
             sentinel: pw("web-internal", "sentinel-password"),
+            probe: pw("web-internal", "probe-password"),
         }
     }
 }

@@ -36,7 +36,7 @@ spec:
   connection: {timeoutSeconds: 120, tcpKeepaliveSeconds: 60, maxClients: 500}
   extraConfig: {hz: "20", notify-keyspace-events: Ex}
   # None of these is in @dangerous or @scripting: refusing them proves the deny-list itself works.
-  disabledCommands: [OBJECT, randomkey, "@pubsub", "client|setname"]
+  disabledCommands: [OBJECT, touch, "@pubsub", "client|setname"]
 "#;
 
 /// Parses one SessionStore manifest (panics on a bad test fixture).

@@ -4,6 +4,11 @@
 //! its server binds it).
 //! Pod host names become 127.0.0.1 and ports differ per pod; everything else is the generated text.
 //! Every process is SIGKILLed when the cluster is dropped.
+//!
+//! With `HaCluster::with_container_mounts` each container gets its own credentials directory
+//! holding only the internal Secret keys its projected volume in the generated StatefulSet names
+//! (`redis`, `sentinel-init`, `sentinel`), which proves those mounts are enough
+//! (tests/least_privilege.rs); otherwise every container reads one directory with every key.
 #![allow(dead_code)]
 
 pub mod scenario;
@@ -20,7 +25,10 @@ use sessionstore_operator::build::config_map::REDIS_CONF_KEY;
 use sessionstore_operator::build::meta::paths;
 use sessionstore_operator::build::sentinel::{SENTINEL_CONF_KEY, master_name};
 use sessionstore_operator::build::startup::{STARTUP_SCRIPT_KEY, startup_env};
-use sessionstore_operator::build::{StoreCredentials, desired_children};
+use sessionstore_operator::build::statefulset::{
+    REDIS_CONTAINER, SENTINEL_CONTAINER, SENTINEL_INIT_CONTAINER,
+};
+use sessionstore_operator::build::{DesiredChildren, StoreCredentials, desired_children};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::DiscoveryOptions;
 use sessionstore_operator::settings::OperatorSettings;
@@ -77,6 +85,8 @@ pub struct HaCluster {
     /// The generated ConfigMap's `redis.conf` and `sentinel.conf` (mount paths not yet mapped).
     redis_conf: String,
     sentinel_template: String,
+    /// Each container reads its own credentials directory (see the module documentation).
+    container_mounts: bool,
     /// The reservations of `redis_ports` and `sentinel_ports`. Last field: fields drop in order,
     /// so the ports are released only after every process above is killed.
     leases: Vec<PortLease>,
@@ -102,12 +112,27 @@ impl HaCluster {
 
     /// `new` with `pods` replicas.
     pub fn sized(pods: usize, down_after_ms: i64) -> Self {
+        Self::prepare(pods, down_after_ms, false)
+    }
+
+    /// `sized`, each container reading only the keys its projected volume mounts.
+    pub fn with_container_mounts(pods: usize, down_after_ms: i64) -> Self {
+        Self::prepare(pods, down_after_ms, true)
+    }
+
+    fn prepare(pods: usize, down_after_ms: i64, container_mounts: bool) -> Self {
         require_binaries();
         let store = Self::store_for(pods, down_after_ms);
         let credentials = StoreCredentials::generate();
         // Every file comes from the children the operator applies: the ConfigMap's redis.conf,
-        // sentinel.conf and startup.sh, and every key of the internal Secret, as a pod mounts them.
+        // sentinel.conf and startup.sh, and each container's keys of the internal Secret, as its
+        // projected volume mounts them.
         let children = desired_children(&store, &credentials, &OperatorSettings::default());
+        let mounted: Vec<(&str, Vec<MountedFile>)> =
+            [REDIS_CONTAINER, SENTINEL_INIT_CONTAINER, SENTINEL_CONTAINER]
+                .into_iter()
+                .map(|c| (c, mounted_credentials(&children, c)))
+                .collect();
         let config = children.config_map.data.unwrap_or_default();
         let config_file = |key: &str| {
             config
@@ -129,11 +154,26 @@ impl HaCluster {
             redis_conf: config_file(REDIS_CONF_KEY),
             sentinel_template: config_file(SENTINEL_CONF_KEY),
             dir,
+            container_mounts,
         };
-        let secret = cluster.secret_dir();
-        fs::create_dir_all(&secret).expect("secret dir");
-        for (key, value) in children.internal_secret.data.iter().flatten() {
-            fs::write(secret.join(key), &value.0).expect("internal Secret file");
+        let mounted = if container_mounts {
+            mounted
+        } else {
+            let every_key = children
+                .internal_secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            vec![(REDIS_CONTAINER, every_key)]
+        };
+        for (container, files) in mounted {
+            let secret = cluster.secret_dir(container);
+            fs::create_dir_all(&secret).expect("secret dir");
+            for (key, value) in files {
+                fs::write(secret.join(key), value).expect("internal Secret file");
+            }
         }
         fs::write(cluster.script(), config_file(STARTUP_SCRIPT_KEY)).expect("script");
         // The harness sets every variable the StatefulSet gives the script (with loopback values),
@@ -185,8 +225,13 @@ impl HaCluster {
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
-    fn secret_dir(&self) -> PathBuf {
-        self.root().join("internal")
+    /// The credentials directory of one container (its projected volume).
+    pub fn secret_dir(&self, container: &str) -> PathBuf {
+        if self.container_mounts {
+            self.root().join(format!("{container}-credentials"))
+        } else {
+            self.root().join("internal")
+        }
     }
     fn script(&self) -> PathBuf {
         self.root().join("startup.sh")
@@ -217,11 +262,12 @@ impl HaCluster {
             .collect()
     }
 
-    /// Maps the mount paths of the generated text to this cluster's directories.
-    fn localize(&self, text: &str) -> String {
+    /// Maps the mount paths of the generated text to this cluster's directories, the credentials
+    /// path to `container`'s own.
+    fn localize(&self, text: &str, container: &str) -> String {
         text.replace(
             paths::INTERNAL_SECRET_DIR,
-            &self.secret_dir().display().to_string(),
+            &self.secret_dir(container).display().to_string(),
         )
         .replace(paths::CONFIG_DIR, &self.root().display().to_string())
     }
@@ -241,7 +287,7 @@ impl HaCluster {
             &data_line,
             &format!("\ndir {}\n", self.data_dir(i).display()),
         );
-        let mut conf = self.localize(&generated);
+        let mut conf = self.localize(&generated, REDIS_CONTAINER);
         conf.push_str(&format!(
             "\n# test overrides\nport {}\nbind 127.0.0.1\n\
              save \"\"\nappendonly no\nlogfile \"\"\nrepl-diskless-sync-delay 0\n",
@@ -268,7 +314,7 @@ impl HaCluster {
             ),
             (
                 "SS_SECRET_DIR".into(),
-                self.secret_dir().display().to_string(),
+                self.secret_dir(REDIS_CONTAINER).display().to_string(),
             ),
             ("SS_RUN_DIR".into(), self.run_dir(i).display().to_string()),
             ("SS_DATA_DIR".into(), self.data_dir(i).display().to_string()),
@@ -361,12 +407,13 @@ impl HaCluster {
             );
             template = template.replace(&from, &to);
         }
-        let template = self.localize(&template);
+        let template = self.localize(&template, SENTINEL_CONTAINER);
         fs::write(self.sentinel_dir(i).join("template.conf"), template).expect("template");
         let status = Command::new("sh")
             .arg(self.script())
             .arg("sentinel-init")
             .envs(self.script_env(i))
+            .env("SS_SECRET_DIR", self.secret_dir(SENTINEL_INIT_CONTAINER))
             .stderr(
                 fs::OpenOptions::new()
                     .create(true)
@@ -490,4 +537,56 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One file of a container's credentials volume: its name (the Secret key) and content.
+pub type MountedFile = (String, Vec<u8>);
+
+/// The internal Secret files a container of the generated StatefulSet mounts at
+/// `paths::INTERNAL_SECRET_DIR`: the items of its projected volume, with the Secret's values.
+pub fn mounted_credentials(children: &DesiredChildren, container: &str) -> Vec<MountedFile> {
+    let pod = children
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod template");
+    let spec = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&pod.containers)
+        .find(|c| c.name == container)
+        .unwrap_or_else(|| panic!("no container {container}"));
+    let mount = spec
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == paths::INTERNAL_SECRET_DIR)
+        .unwrap_or_else(|| panic!("{container} mounts no credentials"));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("no volume {}", mount.name));
+    let data = children.internal_secret.data.clone().unwrap_or_default();
+    let internal = children.internal_secret.metadata.name.clone();
+    let mut files = Vec::new();
+    for source in volume
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.clone())
+        .unwrap_or_else(|| panic!("{} is not a projected volume", mount.name))
+    {
+        let secret = source.secret.expect("a Secret projection");
+        assert_eq!(Some(secret.name.clone()), internal);
+        for item in secret.items.expect("only listed keys") {
+            let value = data
+                .get(&item.key)
+                .unwrap_or_else(|| panic!("the internal Secret has no {}", item.key));
+            files.push((item.path, value.0.clone()));
+        }
+    }
+    files
 }

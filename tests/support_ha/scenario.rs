@@ -22,7 +22,17 @@ pub async fn start_cluster(down_after_ms: i64) -> HaCluster {
 
 /// `start_cluster` with `pods` pods.
 pub async fn start_cluster_sized(pods: usize, down_after_ms: i64) -> HaCluster {
-    let mut cluster = HaCluster::sized(pods, down_after_ms);
+    start_prepared(HaCluster::sized(pods, down_after_ms)).await
+}
+
+/// `start_cluster`, each container reading only the internal Secret keys its projected volume
+/// mounts (`HaCluster::with_container_mounts`).
+pub async fn start_cluster_with_container_mounts(down_after_ms: i64) -> HaCluster {
+    start_prepared(HaCluster::with_container_mounts(PODS, down_after_ms)).await
+}
+
+async fn start_prepared(mut cluster: HaCluster) -> HaCluster {
+    let pods = cluster.pods;
     for i in 0..pods {
         cluster.start_redis(i);
     }

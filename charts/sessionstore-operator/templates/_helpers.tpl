@@ -56,6 +56,14 @@ app.kubernetes.io/part-of: sessionstore
 {{- join "," $pairs }}
 {{- end }}
 
+{{- define "sessionstore-operator.dnsPodLabelsFlag" -}}
+{{- $pairs := list }}
+{{- range $k := keys .Values.clusterDns.podLabels | sortAlpha }}
+{{- $pairs = append $pairs (printf "%s=%s" $k (get $.Values.clusterDns.podLabels $k)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{- define "sessionstore-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "sessionstore-operator.fullname" .) .Values.serviceAccount.name }}
