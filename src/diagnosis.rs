@@ -233,7 +233,7 @@ fn diagnose_pod(store: &ValidatedStore, pod: &Pod, now: Timestamp) -> Option<Dia
         return Some(Diagnosis {
             reason: reason::NOT_READY,
             message: format!(
-                "pod {name}: Redis has run for more than {} minutes without passing its readiness probe (PING as the operator's user). Fix: read kubectl -n {} logs {name} -c redis: a dataset still loading (raise spec.memory.limit if it is close to it), or an ACL file the server refused (the Secret {}-internal was edited: delete the pod to reload it)",
+                "pod {name}: Redis has run for more than {} minutes without passing its readiness probe (PING as the probe user). Fix: read kubectl -n {} logs {name} -c redis: a dataset still loading (raise spec.memory.limit if it is close to it), or an ACL file the server refused (the Secret {}-internal was edited: delete the pod to reload it)",
                 STARTUP_ALLOWANCE.as_secs() / 60,
                 store.namespace,
                 store.name,

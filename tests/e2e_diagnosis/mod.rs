@@ -181,6 +181,25 @@ async fn a_missing_storage_class_is_volume_not_bound() -> Fallible {
     .await
 }
 
+#[tokio::test]
+async fn a_node_selector_no_node_matches_is_unschedulable() -> Fallible {
+    let spec = json!({
+        "profile": "development",
+        "nodeSelector": {"e2e.sessionstore.dev/pool": "nowhere"},
+    });
+    case("unschedulable", spec, async |client, ns, name| {
+        assert_diagnosed(
+            client,
+            ns,
+            name,
+            "Unschedulable",
+            &["pod web-0 cannot be scheduled", "spec.nodeSelector"],
+        )
+        .await
+    })
+    .await
+}
+
 /// A store whose ACL file was broken by hand (someone edited the internal Secret): Redis refuses
 /// it at start-up, and the pod crash-loops with Redis's own words in the status.
 #[tokio::test]
