@@ -149,6 +149,47 @@ impl HaCase {
         .await
     }
 
+    /// Waits until the store has settled after a disruption: Ready with `replicas` pods, every
+    /// pod serving and none of them still one of `gone` (uids deleted before), the pod in
+    /// status.primary labelled primary and alone behind the Service, every other pod a replica.
+    /// Reading sessions through the Service name before that races the Service's EndpointSlice.
+    async fn wait_settled(
+        &self,
+        name: &str,
+        replicas: i32,
+        gone: &[String],
+        seconds: u64,
+    ) -> Fallible<String> {
+        eventually(
+            &format!(
+                "{name} to settle with {replicas} serving pods and one primary behind its Service"
+            ),
+            seconds,
+            || async {
+                let store = self.stores().get(name).await.ok()?;
+                let status = store.status?;
+                let ready = status.phase == Some(Phase::Ready)
+                    && status.observed_generation == store.metadata.generation
+                    && status.ready_replicas == Some(replicas);
+                let primary = status.primary.filter(|_| ready)?;
+                let pods = self.pod_states(name).await.ok()?;
+                let all_serving = pods.len() == usize::try_from(replicas).ok()?
+                    && pods.values().all(|p| p.serving && !gone.contains(&p.uid));
+                let roles_right = pods.iter().all(|(pod, state)| {
+                    let want = if *pod == primary {
+                        "primary"
+                    } else {
+                        "replica"
+                    };
+                    state.role.as_deref() == Some(want)
+                });
+                let endpoints = self.service_endpoints(name).await.ok()?;
+                (all_serving && roles_right && endpoints == [primary.clone()]).then_some(primary)
+            },
+        )
+        .await
+    }
+
     async fn status_primary(&self, name: &str) -> Option<String> {
         self.stores().get(name).await.ok()?.status?.primary
     }
@@ -527,22 +568,35 @@ async fn scale(case: &HaCase) -> Fallible {
     case.write_sessions(store, 2).await?;
 
     case.apply_store(store, 5, json!({})).await?;
-    let mut at_five = case.wait_ready(store, 5, READY_SECONDS).await?;
+    let mut at_five = case.wait_settled(store, 5, &[], READY_SECONDS).await?;
     // The scale-down guard matters only when the primary is a pod about to be removed: delete the
     // primary (a Sentinel failover picks among the other four) a few times to try to get it there.
+    // Each deletion waits for the store to settle again (the deleted pod back as a serving replica,
+    // the Service on the new primary), so no deletion lands while the last one is still restarting.
+    let mut deleted_uids = Vec::new();
     for _ in 0..3 {
         if ordinal(&at_five).is_some_and(|n| n >= 3) {
             break;
         }
+        let uid = case
+            .pod_states(store)
+            .await?
+            .get(&at_five)
+            .map(|p| p.uid.clone())
+            .ok_or_else(|| format!("the primary {at_five} is not listed"))?;
         case.pods()
             .delete(&at_five, &DeleteParams::default())
-            .await?;
+            .await
+            .map_err(|e| format!("deleting the primary {at_five}: {e}"))?;
+        deleted_uids.push(uid);
         let previous = at_five.clone();
         eventually("a failover after deleting the primary", 180, || async {
             case.status_primary(store).await.filter(|p| *p != previous)
         })
         .await?;
-        at_five = case.wait_ready(store, 5, READY_SECONDS).await?;
+        at_five = case
+            .wait_settled(store, 5, &deleted_uids, READY_SECONDS)
+            .await?;
     }
     let guard_exercised = ordinal(&at_five).is_some_and(|n| n >= 3);
     let in_between = case.count_sessions(store, "e2e-reader-5").await?;
@@ -561,7 +615,7 @@ async fn scale(case: &HaCase) -> Fallible {
         ok.then_some(primary)
     })
     .await?;
-    case.wait_ready(store, 3, READY_SECONDS).await?;
+    case.wait_settled(store, 3, &[], READY_SECONDS).await?;
     let survived = case.count_sessions(store, "e2e-reader-3").await?;
     println!(
         "scale: primary at 3 pods {at_three}, at 5 pods {at_five} (guard exercised: \
