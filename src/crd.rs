@@ -48,6 +48,9 @@ const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|
     "(has(self.persistence) && has(self.persistence.storageClassName) ? self.persistence.storageClassName : '') == (has(oldSelf.persistence) && has(oldSelf.persistence.storageClassName) ? oldSelf.persistence.storageClassName : '')"
 ).message("spec.persistence.storageClassName is immutable (including setting or removing it): changing it would orphan the data on the existing volumes"))]
 #[x_kube(validation = Rule::new(
+    "(has(oldSelf.engine) ? oldSelf.engine : 'redis') != 'valkey' || (has(self.engine) ? self.engine : 'redis') == 'valkey'"
+).message("spec.engine cannot change from valkey back to redis: a Redis replica cannot load a Valkey primary's RDB (format 11; Redis 7.0 reads up to 10), so the ordered switch would lose its replicas; create a new SessionStore to go back"))]
+#[x_kube(validation = Rule::new(
     "!has(self.tls) || !self.tls.enabled || has(self.tls.secretName) || has(self.tls.issuerRef)"
 ).message("spec.tls.secretName or spec.tls.issuerRef is required when spec.tls.enabled is true"))]
 #[serde(rename_all = "camelCase")]
@@ -66,7 +69,15 @@ pub struct SessionStoreSpec {
     #[x_kube(validation = Rule::new("self == 1 || (self >= 3 && self <= 9)").message("spec.replicas must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority); 2 is rejected"))]
     pub replicas: Option<i32>,
 
-    /// Redis or Valkey image; defaults to a pinned Redis release.
+    /// The server: `redis` (default) or `valkey`. It chooses the default image, the command and
+    /// config tables `disabledCommands` and `extraConfig` are checked against, and the binaries
+    /// the pods run. Changing it from `redis` to `valkey` on an HA store is an ordered rolling
+    /// update that keeps every session; from `valkey` back to `redis` is refused (a Redis replica
+    /// cannot load a Valkey primary's RDB).
+    #[serde(default)]
+    pub engine: Engine,
+
+    /// Redis or Valkey image, matching `engine`; defaults to a pinned release of the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
@@ -126,6 +137,60 @@ pub struct SessionStoreSpec {
     /// Sentinel timing for stores with 3 or more replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelSpec>,
+}
+
+/// The server a store runs. Both speak the same protocol, replication and Sentinel; they differ
+/// in licence, version, and command and config tables.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Engine {
+    /// Redis (the default image is Redis 7.2, BSD-3-Clause).
+    #[default]
+    Redis,
+    /// Valkey (the Linux Foundation's BSD-3-Clause fork of Redis 7.2; the default image is 8.0).
+    Valkey,
+}
+
+impl Engine {
+    /// The name as the spec and status write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Redis => "redis",
+            Engine::Valkey => "valkey",
+        }
+    }
+
+    /// The server binary in the engine's image.
+    pub fn server_binary(self) -> &'static str {
+        match self {
+            Engine::Redis => "redis-server",
+            Engine::Valkey => "valkey-server",
+        }
+    }
+
+    /// The Sentinel binary in the engine's image.
+    pub fn sentinel_binary(self) -> &'static str {
+        match self {
+            Engine::Redis => "redis-sentinel",
+            Engine::Valkey => "valkey-sentinel",
+        }
+    }
+
+    /// The command-line client in the engine's image (probes and the start-up script).
+    pub fn cli_binary(self) -> &'static str {
+        match self {
+            Engine::Redis => "redis-cli",
+            Engine::Valkey => "valkey-cli",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The environment a store is for; it only changes defaults.

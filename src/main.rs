@@ -8,15 +8,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
+use sessionstore_operator::crd::Engine;
 use sessionstore_operator::observe::ProbeSettings;
 use sessionstore_operator::observe::step::HealthSettings;
 use sessionstore_operator::render;
 use sessionstore_operator::run::RunOptions;
 use sessionstore_operator::settings::{
-    self, DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE, DefaultImages, OperatorSettings,
+    self, DEFAULT_EXPORTER_IMAGE, DEFAULT_REDIS_IMAGE, DEFAULT_VALKEY_IMAGE, DefaultImages,
+    OperatorSettings,
 };
 use sessionstore_operator::telemetry::{self, LogFormat};
-use sessionstore_operator::validate::check_image;
+use sessionstore_operator::validate::{check_image, check_image_engine};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,6 +96,9 @@ struct RunArgs {
     /// Redis image of stores whose spec names none (e.g. a registry mirror).
     #[arg(long, env = "REDIS_IMAGE", default_value = DEFAULT_REDIS_IMAGE)]
     redis_image: String,
+    /// Valkey image of stores with `engine: valkey` whose spec names none.
+    #[arg(long, env = "VALKEY_IMAGE", default_value = DEFAULT_VALKEY_IMAGE)]
+    valkey_image: String,
     /// redis_exporter image of stores with the exporter on whose spec names none.
     #[arg(long, env = "EXPORTER_IMAGE", default_value = DEFAULT_EXPORTER_IMAGE)]
     exporter_image: String,
@@ -131,14 +136,30 @@ fn parse_labels(
         .collect()
 }
 
-/// `--redis-image` and `--exporter-image`, checked as a spec's images are.
-fn default_images(redis: String, exporter: String) -> sessionstore_operator::Result<DefaultImages> {
-    for (flag, image) in [("--redis-image", &redis), ("--exporter-image", &exporter)] {
-        check_image(flag, image).map_err(|e| {
-            sessionstore_operator::Error::Startup(format!("{}: {}", e.field, e.message))
-        })?;
+/// `--redis-image`, `--valkey-image` and `--exporter-image`, checked as a spec's images are (a
+/// server image whose name says the other engine is refused).
+fn default_images(
+    redis: String,
+    valkey: String,
+    exporter: String,
+) -> sessionstore_operator::Result<DefaultImages> {
+    let startup = |e: sessionstore_operator::validate::ValidationError| {
+        sessionstore_operator::Error::Startup(format!("{}: {}", e.field, e.message))
+    };
+    for (flag, image) in [
+        ("--redis-image", &redis),
+        ("--valkey-image", &valkey),
+        ("--exporter-image", &exporter),
+    ] {
+        check_image(flag, image).map_err(startup)?;
     }
-    Ok(DefaultImages { redis, exporter })
+    check_image_engine("--redis-image", &redis, Engine::Redis).map_err(startup)?;
+    check_image_engine("--valkey-image", &valkey, Engine::Valkey).map_err(startup)?;
+    Ok(DefaultImages {
+        redis,
+        valkey,
+        exporter,
+    })
 }
 
 /// A setting that must not be empty: an empty DNS namespace or selector would select no DNS pod
@@ -194,7 +215,7 @@ fn run(args: RunArgs) -> sessionstore_operator::Result<()> {
                 &args.monitoring_namespace_labels,
             )?,
             cluster_domain: args.cluster_domain,
-            images: default_images(args.redis_image, args.exporter_image)?,
+            images: default_images(args.redis_image, args.valkey_image, args.exporter_image)?,
             dns_namespace: non_empty("--dns-namespace", args.dns_namespace)?,
             dns_pod_labels: non_empty_labels(
                 "--dns-pod-labels",

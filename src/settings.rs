@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 /// Default Redis image: a pinned release, so an operator upgrade never changes Redis by surprise.
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2.5";
+/// Default Valkey image (`spec.engine: valkey`), pinned as the Redis one.
+pub const DEFAULT_VALKEY_IMAGE: &str = "valkey/valkey:8.0.1";
 /// Where the cluster DNS pods run by default (CoreDNS and kube-dns both keep this name and label).
 pub const DEFAULT_DNS_NAMESPACE: &str = "kube-system";
 /// Default labels of the cluster DNS pods, as `--dns-pod-labels` takes them.
@@ -12,19 +14,31 @@ pub const DEFAULT_DNS_POD_LABELS: &str = "k8s-app=kube-dns";
 /// Default Prometheus exporter sidecar image.
 pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.62.0";
 
-/// The images a store gets when its spec names none (`--redis-image`, `--exporter-image`): a
+/// The images a store gets when its spec names none (`--redis-image`, `--valkey-image`, `--exporter-image`): a
 /// registry mirror for air-gapped clusters, or a new exporter with an operator upgrade. Changing
 /// them rolls every store that does not pin its own image (an ordered rolling update for HA stores).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DefaultImages {
     pub redis: String,
+    pub valkey: String,
     pub exporter: String,
+}
+
+impl DefaultImages {
+    /// The default image of `engine`.
+    pub fn server(&self, engine: crate::crd::Engine) -> &str {
+        match engine {
+            crate::crd::Engine::Redis => &self.redis,
+            crate::crd::Engine::Valkey => &self.valkey,
+        }
+    }
 }
 
 impl Default for DefaultImages {
     fn default() -> Self {
         DefaultImages {
             redis: DEFAULT_REDIS_IMAGE.into(),
+            valkey: DEFAULT_VALKEY_IMAGE.into(),
             exporter: DEFAULT_EXPORTER_IMAGE.into(),
         }
     }

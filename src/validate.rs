@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{EvictionPolicy, PersistenceMode, Profile, SessionStore};
+use crate::crd::{Engine, EvictionPolicy, PersistenceMode, Profile, SessionStore};
 use crate::quantity::parse_bytes;
 use crate::redis_commands;
 use crate::redis_config;
@@ -139,6 +139,8 @@ pub struct ValidatedStore {
     pub profile: Profile,
     pub clients: Clients,
     pub replicas: i32,
+    /// The server the pods run (`spec.engine`).
+    pub engine: Engine,
     pub image: String,
     pub memory: Memory,
     pub key_prefix: String,
@@ -300,8 +302,13 @@ pub fn validate_with(
         ));
     }
 
-    let image = spec.image.clone().unwrap_or_else(|| images.redis.clone());
+    let engine = spec.engine;
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| images.server(engine).to_string());
     check_image("spec.image", &image)?;
+    check_image_engine("spec.image", &image, engine)?;
 
     let memory = validate_memory(spec.memory.as_ref(), production, spec.persistence.as_ref())?;
 
@@ -389,6 +396,7 @@ pub fn validate_with(
         profile,
         clients,
         replicas,
+        engine,
         image,
         memory,
         key_prefix,
@@ -908,6 +916,38 @@ fn check_free_text(field: &str, value: &str, max: usize) -> Result<(), Validatio
     Ok(())
 }
 
+/// The engine an image's name says it runs (`redis`, `bitnami/valkey`, `mirror/valkey/valkey`):
+/// the last path segment of the repository, without tag or digest. `None` for a name that says
+/// neither (a private build), which is then taken to be the declared engine.
+pub fn engine_of_image(image: &str) -> Option<Engine> {
+    let repository = image.split('@').next().unwrap_or(image);
+    let last = repository.rsplit('/').next().unwrap_or(repository);
+    let name = last.split(':').next().unwrap_or(last).to_ascii_lowercase();
+    if name.contains("valkey") {
+        Some(Engine::Valkey)
+    } else if name.contains("redis") {
+        Some(Engine::Redis)
+    } else {
+        None
+    }
+}
+
+/// Refuses an image whose name says another engine than the one declared: the pods would run
+/// binaries the operator does not call (`valkey-server` in a Redis image) and the spec's tables
+/// would be checked against the wrong server.
+pub fn check_image_engine(field: &str, image: &str, engine: Engine) -> Result<(), ValidationError> {
+    match engine_of_image(image) {
+        Some(named) if named != engine => Err(invalid(
+            field,
+            format!(
+                "{image:?} is a {named} image but spec.engine is {engine}; set spec.engine: {named}, \
+                 or name a {engine} image"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// An image reference as Kubernetes takes it (also the check of `--redis-image`/`--exporter-image`).
 pub fn check_image(field: &str, image: &str) -> Result<(), ValidationError> {
     let ok = !image.is_empty()
@@ -994,6 +1034,7 @@ mod tests {
     fn the_operator_default_images_fill_a_spec_without_images_and_a_pinned_image_wins() {
         let images = DefaultImages {
             redis: "mirror.example/redis:7.2.5".into(),
+            valkey: "mirror.example/valkey/valkey:8.0.1".into(),
             exporter: "mirror.example/redis_exporter:v1.63.0".into(),
         };
         let parse = |spec: &str| -> SessionStore { serde_yaml::from_str(&manifest(spec)).unwrap() };
@@ -1002,6 +1043,37 @@ mod tests {
         assert_eq!(validated.monitoring.exporter_image, images.exporter);
         let pinned = validate_with(&parse("  image: redis:7.0.15\n"), &images).unwrap();
         assert_eq!(pinned.image, "redis:7.0.15");
+        let valkey = validate_with(&parse("  engine: valkey\n"), &images).unwrap();
+        assert_eq!(valkey.image, images.valkey);
+        assert_eq!(valkey.engine, Engine::Valkey);
+    }
+
+    #[test]
+    fn an_image_that_names_the_other_engine_is_refused_naming_both_fields() {
+        let err = check("  image: valkey/valkey:8.0.1\n").unwrap_err();
+        assert_eq!(err.field, "spec.image");
+        assert!(
+            err.message
+                .contains("is a valkey image but spec.engine is redis"),
+            "{}",
+            err.message
+        );
+        let err = check("  engine: valkey\n  image: docker.io/library/redis:7.2.5\n").unwrap_err();
+        assert!(
+            err.message
+                .contains("is a redis image but spec.engine is valkey"),
+            "{}",
+            err.message
+        );
+        // Names that say neither are the declared engine; names that say it are accepted.
+        check("  engine: valkey\n  image: registry.example/sessions/cache:1\n").unwrap();
+        check("  engine: valkey\n  image: bitnami/valkey:8.0.1@sha256:0123\n").unwrap();
+        check("  image: registry.example:5000/redis:7.2.5\n").unwrap();
+        assert_eq!(
+            engine_of_image("registry.example:5000/valkey"),
+            Some(Engine::Valkey)
+        );
+        assert_eq!(engine_of_image("registry.example:5000/app"), None);
     }
 
     fn check(spec: &str) -> Result<ValidatedStore, ValidationError> {

@@ -249,3 +249,14 @@ fn a_memory_limit_too_small_for_redis_is_rejected() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn engine_may_switch_from_redis_to_valkey_but_not_back() {
+    let valkey = "  engine: valkey\n";
+    for old in ["", "  engine: redis\n"] {
+        assert_eq!(failures(valkey, Some(old)), Vec::<String>::new(), "{old}");
+    }
+    rejected("  engine: redis\n", Some(valkey), "spec.engine");
+    rejected("", Some(valkey), "spec.engine");
+    assert_eq!(failures(valkey, Some(valkey)), Vec::<String>::new());
+}

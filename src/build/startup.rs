@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
 
 use crate::build::meta::{ChildNames, paths};
 use crate::build::sentinel::{self, master_name};
+use crate::crd::Engine;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
@@ -50,10 +51,10 @@ pub fn pre_stop_command() -> Vec<String> {
     ]
 }
 
-/// Command of the Sentinel sidecar.
-pub fn sentinel_command() -> Vec<String> {
+/// Command of the Sentinel sidecar (the engine's Sentinel binary).
+pub fn sentinel_command(store: &ValidatedStore) -> Vec<String> {
     vec![
-        "redis-sentinel".into(),
+        store.engine.sentinel_binary().into(),
         format!("{}/{}", paths::SENTINEL_DIR, sentinel::SENTINEL_CONF_KEY),
     ]
 }
@@ -99,6 +100,11 @@ pub fn startup_env(store: &ValidatedStore, settings: &OperatorSettings) -> Vec<(
     ];
     if store.tls.is_some() {
         env.push(("SS_TLS_DIR", paths::TLS_DIR.to_string()));
+    }
+    // Redis's names are the script's defaults, so a Redis store's pod template stays as it was.
+    if store.engine != Engine::Redis {
+        env.push(("SS_SERVER_BIN", store.engine.server_binary().to_string()));
+        env.push(("SS_CLI_BIN", store.engine.cli_binary().to_string()));
     }
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

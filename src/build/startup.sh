@@ -22,6 +22,9 @@ SELF="$SS_SELF_HOST:$SS_SELF_PORT"
 AUTH_USER=${SS_AUTH_USER:-sentinel}
 WAIT_SECONDS=${SS_WAIT_SECONDS:-600}
 CALL_TIMEOUT=${SS_CALL_TIMEOUT_SECONDS:-3}
+# The engine's binaries (valkey-server / valkey-cli in a Valkey image).
+SERVER_BIN=${SS_SERVER_BIN:-redis-server}
+CLI_BIN=${SS_CLI_BIN:-redis-cli}
 
 log() { printf 'sessionstore-startup[%s]: %s\n' "$MODE" "$*" >&2; }
 fail() { log "$*"; exit 1; }
@@ -52,7 +55,7 @@ cli() {
   addr=$1
   shift
   # shellcheck disable=SC2086
-  out=$($TIMEOUT redis-cli -h "${addr%:*}" -p "${addr##*:}" --user "$AUTH_USER" --no-auth-warning $TLS_ARGS "$@" 2>/dev/null | tr -d '\r') || true
+  out=$($TIMEOUT "$CLI_BIN" -h "${addr%:*}" -p "${addr##*:}" --user "$AUTH_USER" --no-auth-warning $TLS_ARGS "$@" 2>/dev/null | tr -d '\r') || true
   [ -n "$out" ] || return 1
   printf '%s\n' "$out"
 }
@@ -221,9 +224,9 @@ start_redis() {
   } >"$SS_RUN_DIR/ha.conf.tmp"
   mv "$SS_RUN_DIR/ha.conf.tmp" "$SS_RUN_DIR/ha.conf"
   if [ "$FAILOVER" = 1 ]; then request_failover; fi
-  log "starting redis-server as $DECISION"
+  log "starting $SERVER_BIN as $DECISION"
   unset REDISCLI_AUTH
-  exec redis-server "$SS_REDIS_CONF" --include "$SS_RUN_DIR/ha.conf"
+  exec "$SERVER_BIN" "$SS_REDIS_CONF" --include "$SS_RUN_DIR/ha.conf"
 }
 
 write_sentinel_conf() {

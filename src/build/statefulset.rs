@@ -235,7 +235,7 @@ fn redis_container(store: &ValidatedStore, settings: &OperatorSettings) -> Conta
     } else {
         (
             vec![
-                "redis-server".into(),
+                store.engine.server_binary().into(),
                 format!("{}/redis.conf", paths::CONFIG_DIR),
             ],
             None,
@@ -352,7 +352,7 @@ fn sentinel_container(store: &ValidatedStore) -> Container {
         name: SENTINEL_CONTAINER.into(),
         image: Some(store.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(startup::sentinel_command()),
+        command: Some(startup::sentinel_command(store)),
         ports: Some(vec![ContainerPort {
             name: Some("sentinel".into()),
             container_port: SENTINEL_PORT,
@@ -465,7 +465,10 @@ enum PingAccepts {
 /// in the pod spec nor on a command line (`ps` would show it), and it is the only password the
 /// script reads.
 pub fn redis_cli_check_script(store: &ValidatedStore, accept_loading: bool) -> String {
-    let mut cli = format!("redis-cli --user {PROBE_USER} -h 127.0.0.1 -p {REDIS_PORT}");
+    let mut cli = format!(
+        "{} --user {PROBE_USER} -h 127.0.0.1 -p {REDIS_PORT}",
+        store.engine.cli_binary()
+    );
     if store.tls.is_some() {
         let dir = paths::TLS_DIR;
         cli.push_str(&format!(

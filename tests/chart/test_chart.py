@@ -503,10 +503,13 @@ def ports_of(rule: dict) -> set[tuple[str, int]]:
 def test_store_images_are_passed_only_when_set() -> None:
     env = container_env(one(render(), "Deployment"))
     assert "REDIS_IMAGE" not in env and "EXPORTER_IMAGE" not in env
+    assert "VALKEY_IMAGE" not in env
     env = container_env(one(render({"storeImages": {
         "redis": "mirror.example/redis:7.2.5",
+        "valkey": "mirror.example/valkey/valkey:8.0.1",
         "exporter": "mirror.example/redis_exporter:v1.63.0"}}), "Deployment"))
     assert env["REDIS_IMAGE"] == "mirror.example/redis:7.2.5"
+    assert env["VALKEY_IMAGE"] == "mirror.example/valkey/valkey:8.0.1"
     assert env["EXPORTER_IMAGE"] == "mirror.example/redis_exporter:v1.63.0"
 
 
