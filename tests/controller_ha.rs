@@ -619,10 +619,12 @@ async fn real_sentinels_move_the_labels_after_a_killed_primary() {
     );
 }
 
-/// A handover that records what it was asked (primary, avoid, pods the store runs) and starts.
+/// A handover that records what it was asked (primary, avoid, pods the store runs) and starts,
+/// reporting `promote` as the pod the Sentinels named when the old primary was demoted.
 #[derive(Default)]
 struct RecordingHandover {
     requests: Mutex<Vec<(String, Vec<String>, i32)>>,
+    promote: Mutex<Option<String>>,
 }
 
 impl Handover for RecordingHandover {
@@ -632,10 +634,12 @@ impl Handover for RecordingHandover {
             request.avoid.to_vec(),
             request.store.replicas,
         ));
-        Box::pin(async {
+        let promoted = self.promote.lock().expect("lock").clone();
+        Box::pin(async move {
             HandoverOutcome::Started {
                 message: "Sentinel failover started".into(),
                 demoted: true,
+                promoted,
             }
         })
     }
@@ -838,6 +842,80 @@ async fn a_stopping_primary_pod_is_handed_over_once_and_a_stopping_replica_is_no
     h.reconcile().await;
     assert_eq!(h.role("web-1").as_deref(), Some("primary"));
     let calls = h.double.take_calls();
+    let changed: Vec<Value> = events(&calls)
+        .into_iter()
+        .filter(|e| e["reason"] == "PrimaryChanged")
+        .collect();
+    assert_eq!(changed.len(), 1, "{:?}", lines(&calls));
+    assert!(
+        changed[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("planned handover")),
+        "{changed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_demoted_primary_s_labels_move_to_the_promoted_pod_before_the_sentinels_agree() {
+    let discovery = Arc::new(FixedDiscovery::default());
+    let handover = Arc::new(RecordingHandover::default());
+    *handover.promote.lock().expect("lock") = Some("web-1".into());
+    let h = Harness::with_hooks(
+        "web",
+        HaHooks {
+            discovery: discovery.clone(),
+            handover: handover.clone(),
+            pods: Arc::new(ApiPods),
+            ..HaHooks::default()
+        },
+    );
+    h.reconcile().await;
+    h.pods_running(
+        "web",
+        3,
+        &[Some("primary"), Some("replica"), Some("replica")],
+    );
+    discovery.primary("web-0");
+    h.reconcile().await;
+    let path = format!("{PODS}/web-0");
+    let mut object = h.double.get(&path).expect("pod");
+    object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    object["metadata"]["uid"] = json!("uid-web-0");
+    h.double.put(&path, object);
+    h.double.take_calls();
+
+    // The handover demoted web-0 under web-1: the Service moves in the same reconcile, while a
+    // majority of the Sentinels still names web-0.
+    h.reconcile().await;
+    assert_eq!(handover.requests.lock().expect("lock").len(), 1);
+    assert_eq!(h.role("web-1").as_deref(), Some("primary"));
+    assert_eq!(h.role("web-0").as_deref(), Some("replica"));
+    let calls = h.double.take_calls();
+    let labels_at = calls
+        .iter()
+        .position(|c| c.method == Method::PATCH && c.path() == format!("{PODS}/web-1"));
+    let event_at = calls
+        .iter()
+        .position(|c| c.method == Method::POST && c.path().ends_with("/events"));
+    assert!(
+        labels_at.is_some() && labels_at < event_at,
+        "the labels move before the Event is published: {:?}",
+        lines(&calls)
+    );
+    assert_eq!(label_patches(&calls), ["web-0=replica", "web-1=primary"]);
+
+    // The Sentinels still name web-0 (they hear of the promotion one by one): the labels stay.
+    h.reconcile().await;
+    assert_eq!(h.role("web-1").as_deref(), Some("primary"));
+    assert_eq!(h.role("web-0").as_deref(), Some("replica"));
+    assert_eq!(handover.requests.lock().expect("lock").len(), 1);
+
+    // Once they agree, status and the planned PrimaryChanged follow; no label moves again.
+    h.double.take_calls();
+    discovery.primary("web-1");
+    h.reconcile().await;
+    let calls = h.double.take_calls();
+    assert_eq!(label_patches(&calls), Vec::<String>::new());
     let changed: Vec<Value> = events(&calls)
         .into_iter()
         .filter(|e| e["reason"] == "PrimaryChanged")

@@ -105,6 +105,7 @@ impl Handover for FakeHandover {
             HandoverOutcome::Started {
                 message: "SENTINEL FAILOVER accepted".into(),
                 demoted: true,
+                promoted: None,
             }
         };
         Box::pin(async move { outcome })

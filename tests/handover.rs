@@ -670,7 +670,12 @@ async fn slow_sentinels_keep_the_writes_paused_until_the_new_primary_is_named() 
         (outcome, call, new)
     };
     let (report, frozen, (outcome, call, new)) = tokio::join!(writer, freezer, driver);
-    let HandoverOutcome::Started { message, demoted } = &outcome else {
+    let HandoverOutcome::Started {
+        message,
+        demoted,
+        promoted,
+    } = &outcome
+    else {
         panic!("the handover started: {outcome:?} (call {call:?})");
     };
     let lost = missing_on(&cluster, new, &report.acknowledged).await;
@@ -685,6 +690,11 @@ async fn slow_sentinels_keep_the_writes_paused_until_the_new_primary_is_named() 
         "the Sentinels were frozen during the failover, before naming the new primary"
     );
     assert!(*demoted, "the old primary was demoted: {message}");
+    assert_eq!(
+        promoted.as_deref(),
+        Some(pod_name(new).as_str()),
+        "the promoted pod is the one a majority names"
+    );
     assert!(
         message.contains("now replicates from it") && message.contains("write pause extended"),
         "the old primary was demoted within an extended pause: {message}"

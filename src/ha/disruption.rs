@@ -90,10 +90,26 @@ pub struct DisruptionMemo {
 
 #[derive(Default)]
 struct StoreMemory {
-    /// (pod name, pod uid, when) of the last handover started from a stopping pod.
-    started: Option<(String, Option<String>, Instant)>,
+    /// The last handover started from a stopping pod.
+    started: Option<StartedHandover>,
     /// The uid of the last stopping primary whose refusal was published as an Event.
     announced: Option<Option<String>>,
+}
+
+struct StartedHandover {
+    pod: String,
+    uid: Option<String>,
+    at: Instant,
+    /// The pod the Sentinels named when the old primary was demoted (the labels moved to it).
+    promoted: Option<String>,
+}
+
+impl StartedHandover {
+    fn is(&self, pod: &str, uid: Option<&str>) -> bool {
+        self.pod == pod
+            && self.uid.as_deref() == uid
+            && self.at.elapsed() < STOPPING_HANDOVER_SETTLE
+    }
 }
 
 impl DisruptionMemo {
@@ -105,9 +121,20 @@ impl DisruptionMemo {
     /// Whether a handover from this pod (same name and uid) started within the settle time.
     pub fn started_recently(&self, key: &str, pod: &str, uid: Option<&str>) -> bool {
         self.with(key, |memory| {
-            memory.started.as_ref().is_some_and(|(name, id, at)| {
-                name == pod && id.as_deref() == uid && at.elapsed() < STOPPING_HANDOVER_SETTLE
-            })
+            memory.started.as_ref().is_some_and(|s| s.is(pod, uid))
+        })
+    }
+
+    /// The pod the primary role went to when this pod (same name and uid) was demoted by a
+    /// handover within the settle time. Sentinels that have not heard of the promotion yet still
+    /// name the old pod; the role labels must not follow them back to it.
+    pub fn demoted_to(&self, key: &str, pod: &str, uid: Option<&str>) -> Option<String> {
+        self.with(key, |memory| {
+            memory
+                .started
+                .as_ref()
+                .filter(|s| s.is(pod, uid))
+                .and_then(|s| s.promoted.clone())
         })
     }
 
@@ -118,13 +145,20 @@ impl DisruptionMemo {
             memory
                 .started
                 .as_ref()
-                .is_some_and(|(name, _, at)| name == pod && at.elapsed() < STOPPING_HANDOVER_SETTLE)
+                .is_some_and(|s| s.pod == pod && s.at.elapsed() < STOPPING_HANDOVER_SETTLE)
         })
     }
 
-    pub fn note_started(&self, key: &str, pod: &str, uid: Option<&str>) {
+    /// A handover from `pod` started; `promoted` is the pod that took the role over when the old
+    /// primary was demoted.
+    pub fn note_started(&self, key: &str, pod: &str, uid: Option<&str>, promoted: Option<&str>) {
         self.with(key, |memory| {
-            memory.started = Some((pod.to_string(), uid.map(str::to_string), Instant::now()));
+            memory.started = Some(StartedHandover {
+                pod: pod.to_string(),
+                uid: uid.map(str::to_string),
+                at: Instant::now(),
+                promoted: promoted.map(str::to_string),
+            });
         });
     }
 
@@ -224,8 +258,14 @@ mod tests {
         assert_eq!(decide(Some("s-0"), &pods, true), StoppingPrimary::Started);
         let memo = DisruptionMemo::default();
         assert!(!memo.started_recently("ns/s", "s-0", Some("a")));
-        memo.note_started("ns/s", "s-0", Some("a"));
+        memo.note_started("ns/s", "s-0", Some("a"), Some("s-1"));
         assert!(memo.started_recently("ns/s", "s-0", Some("a")));
+        assert_eq!(
+            memo.demoted_to("ns/s", "s-0", Some("a")),
+            Some("s-1".into())
+        );
+        assert_eq!(memo.demoted_to("ns/s", "s-0", Some("b")), None);
+        assert_eq!(memo.demoted_to("ns/s", "s-1", Some("a")), None);
         assert!(memo.handed_over_from("ns/s", "s-0"));
         assert!(!memo.handed_over_from("ns/s", "s-1"));
         // The same name recreated (another uid) is another pod.

@@ -47,7 +47,15 @@ pub enum HandoverOutcome {
     /// The new primary shows up in a later discovery. `demoted`: the operator made the old primary
     /// a replica before its writes resumed (false: the Sentinels did not promote in time, so the
     /// paused writes ran on the old primary and may be lost; the caller warns).
-    Started { message: String, demoted: bool },
+    ///
+    /// `promoted`: the pod the Sentinels named as the new primary when the old one was demoted
+    /// (`None` when it was not demoted, or the address is no pod of this store), so the caller can
+    /// move the Service to it before every Sentinel has caught up.
+    Started {
+        message: String,
+        demoted: bool,
+        promoted: Option<String>,
+    },
     /// Nothing was changed (no caught-up replica, a failover already in progress, a Sentinel or
     /// the primary unreachable): try again on a later reconcile. The message says why, without
     /// any secret.
@@ -410,8 +418,18 @@ impl SentinelHandover {
             "{caught_up} had caught up; writes paused for {} ms",
             paused_at.elapsed().as_millis()
         );
+        let promoted = demoted.as_ref().ok().and_then(|(address, _)| {
+            let ordinals = u32::try_from(store.replicas.max(0)).unwrap_or(0);
+            (0..ordinals)
+                .map(|ordinal| format!("{}-{ordinal}", store.name))
+                .find(|pod| {
+                    (self.redis_address)(store, settings, pod)
+                        .is_some_and(|a| a.eq_ignore_ascii_case(address))
+                })
+        });
         HandoverOutcome::Started {
             demoted: demoted.is_ok(),
+            promoted,
             message: match demoted {
                 Ok((new_primary, 0)) => format!(
                     "Sentinel failover of {} started ({replica_note}); the Sentinels name {new_primary} and {} now replicates from it",

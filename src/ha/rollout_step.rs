@@ -252,7 +252,9 @@ pub async fn reconcile_rollout(
             };
             let outcome = ctx.ha.handover.hand_over(request).await;
             let message = match &outcome {
-                HandoverOutcome::Started { message, demoted } => {
+                HandoverOutcome::Started {
+                    message, demoted, ..
+                } => {
                     ctx.ha.rollout.with(&key, |memory| {
                         memory.started = Some((primary.clone(), Instant::now()));
                         memory.refusals = 0;

@@ -170,7 +170,9 @@ pub async fn guard_scale_down(
                 })
                 .await;
             let (what, message) = match &outcome {
-                HandoverOutcome::Started { message, demoted } => {
+                HandoverOutcome::Started {
+                    message, demoted, ..
+                } => {
                     if !demoted {
                         event_type = EventType::Warning;
                     }

@@ -407,10 +407,31 @@ pub async fn reconcile_primary(
                 avoid: &avoid,
             };
             match ctx.ha.handover.hand_over(request).await {
-                HandoverOutcome::Started { message, demoted } => {
-                    ctx.ha
-                        .disruption
-                        .note_started(&key, &primary, uid.as_deref());
+                HandoverOutcome::Started {
+                    message,
+                    demoted,
+                    promoted,
+                } => {
+                    let promoted = promoted
+                        .filter(|to| demoted && pods.iter().any(|p| p.name == *to && p.ready));
+                    ctx.ha.disruption.note_started(
+                        &key,
+                        &primary,
+                        uid.as_deref(),
+                        promoted.as_deref(),
+                    );
+                    // The old primary is a replica of the promoted pod now, and its clients were
+                    // disconnected: move the Service at once rather than when a majority of the
+                    // Sentinels has heard of the promotion (the stopping pod's own Sentinel is
+                    // gone, so that waits for the last one; 0.2 to 1.3 s measured).
+                    if let Some(to) = promoted.as_deref() {
+                        let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
+                        let changes = role_label_changes(&as_pods, to);
+                        for change in &changes {
+                            patch_role(ctx, validated, change).await?;
+                        }
+                        tracing::info!(from = %primary, %to, labels = changes.len(), "role labels moved to the promoted pod");
+                    }
                     tracing::info!(%primary, demoted, "planned handover from a stopping primary pod: {message}");
                     let event_type = if demoted {
                         EventType::Normal
@@ -562,6 +583,25 @@ async fn observe_primary(
         unknown.pods = Some(pods);
         return Ok(Some(unknown));
     }
+    let key = format!("{}/{}", validated.namespace, validated.name);
+    let uid = pods
+        .iter()
+        .find(|p| p.name == primary)
+        .and_then(|p| p.uid.as_deref());
+    if let Some(to) = ctx.ha.disruption.demoted_to(&key, &primary, uid) {
+        // A majority still names the pod the operator just demoted (the Sentinels learn of the
+        // promotion one by one): keep the labels on the promoted pod and ask again shortly.
+        let mut catching_up = PrimaryObservation::unknown(
+            previous,
+            "SentinelsCatchingUp",
+            format!(
+                "the Sentinels still name {primary}, which was just handed over to {to}; waiting for them to agree"
+            ),
+            Some(PRIMARY_FOLLOW),
+        );
+        catching_up.pods = Some(pods);
+        return Ok(Some(catching_up));
+    }
     let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
     let changes = role_label_changes(&as_pods, &primary);
     for change in &changes {
@@ -576,7 +616,6 @@ async fn observe_primary(
     });
     if let Some(f) = &failover {
         tracing::info!(from = %f.from, to = %f.to, "primary changed");
-        let key = format!("{}/{}", validated.namespace, validated.name);
         let planned = ctx.ha.disruption.handed_over_from(&key, &f.from)
             || ctx.ha.rollout.handed_over_from(&key, &f.from);
         publish_failover(ctx, store, f, planned).await;
