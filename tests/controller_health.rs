@@ -371,3 +371,65 @@ async fn an_idle_store_is_written_once_over_ten_intervals() {
     );
     assert_eq!(h.ctx.health.probe().open_connections(), 0);
 }
+
+/// A new store is usually probed once before its pod is Ready (the StatefulSet's status change
+/// brings the reconcile). When the pod turns Ready, the next reconcile probes at once rather than
+/// an interval later, so the store is not left `Provisioning` for up to 30 s while it serves; more
+/// reconciles with the same Ready pods stay within one probe per interval.
+#[tokio::test]
+async fn a_pod_turning_ready_is_probed_at_once_not_an_interval_later() {
+    let (double, cache, credentials, server) = provisioned().await;
+    let h = Harness::new(double, cache, server.port());
+    h.double.fill_cache(&h.cache);
+    h.cache.set_statefulset_status(
+        "shop",
+        "web",
+        StatefulSetStatus {
+            replicas: 1,
+            ready_replicas: Some(0),
+            ..StatefulSetStatus::default()
+        },
+    );
+    let pod = |ready: bool| PodTarget {
+        name: "web-0".into(),
+        ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ready,
+    };
+    h.cache.insert_pod("shop", pod(false));
+    let before = connections_received(&server, &credentials);
+    let writes = h.status_writes().await;
+    assert_ne!(
+        writes.last().map(|s| s["phase"].clone()),
+        Some(Value::from("Ready")),
+        "{writes:?}"
+    );
+    let probed_first = connections_received(&server, &credentials) - before - 1;
+
+    // The pod turns Ready: probed in this reconcile, Healthy and Ready written, no clock advance.
+    h.cache.set_statefulset_status(
+        "shop",
+        "web",
+        StatefulSetStatus {
+            replicas: 1,
+            ready_replicas: Some(1),
+            ..StatefulSetStatus::default()
+        },
+    );
+    h.cache.insert_pod("shop", pod(true));
+    let before = connections_received(&server, &credentials);
+    let writes = h.status_writes().await;
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0]["phase"], "Ready", "{:?}", writes[0]);
+    assert_eq!(condition(&writes[0], "Healthy")["status"], "True");
+    assert_eq!(
+        connections_received(&server, &credentials),
+        before + 2,
+        "one probe connection, plus this test's own read"
+    );
+
+    // Same Ready pods, same interval: no probe.
+    let before = connections_received(&server, &credentials);
+    assert_eq!(h.status_writes().await, Vec::<Value>::new());
+    assert_eq!(connections_received(&server, &credentials), before + 1);
+    println!("probe connections before the pod was Ready: {probed_first}");
+}

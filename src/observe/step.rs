@@ -54,6 +54,11 @@ struct StoreHealth {
     tracker: HealthTracker,
     /// Start of the last probe: the next one is due `interval` later.
     last_probe: Option<Instant>,
+    /// Pods the cache reported Ready at the last probe. More Ready pods than that make a probe
+    /// due at once: a new store's first probe usually runs before its pod is Ready, and waiting a
+    /// whole interval for the next one kept it `Provisioning` for up to 30 s after its pods were
+    /// serving.
+    ready_at_last_probe: usize,
 }
 
 /// The health step: one [`RedisProbe`] (one global connection bound) for the operator, one
@@ -248,9 +253,10 @@ impl HealthStep {
             if state.uid != uid {
                 *state = new_state(&uid, interval, live);
             }
+            let ready = pods.iter().filter(|p| p.ready).count();
             if let Some(last) = state.last_probe {
                 let since = now.saturating_duration_since(last);
-                if since < interval {
+                if since < interval && ready <= state.ready_at_last_probe {
                     return Observed {
                         next_probe_in: Some(interval - since),
                         ..Observed::default()
@@ -258,6 +264,7 @@ impl HealthStep {
                 }
             }
             state.last_probe = Some(now);
+            state.ready_at_last_probe = ready;
         }
 
         let tls = match (&validated.tls, ca_crt) {
@@ -348,6 +355,7 @@ fn new_state(uid: &str, interval: Duration, live: Option<&SessionStoreStatus>) -
         uid: uid.into(),
         tracker,
         last_probe: None,
+        ready_at_last_probe: 0,
     }
 }
 
