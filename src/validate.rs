@@ -38,7 +38,7 @@ const SHUTDOWN_SAVES: &str = "the operator relies on Redis's default shutdown, w
 const NEEDS_PRIVILEGES: &str = "needs privileges the hardened container does not have";
 const NEEDS_BUNDLED_JEMALLOC: &str = "Redis builds without Redis's own jemalloc (Debian's redis-server, for one) refuse to start with active defragmentation enabled";
 const NOT_IN_VALKEY: &str = "Valkey 8.0 does not know this directive and would not start, and a Redis store may move to spec.engine: valkey";
-const HIDES_USER_DATA: &str = "this directive is managed by the operator: Valkey's default (yes) keeps session keys, values and command arguments out of its log (crash reports, protocol errors), which anyone who reads the pod's logs sees; no would write them there";
+const HIDES_USER_DATA: &str = "this directive is managed by the operator: Valkey's default (yes) keeps session keys, values and command arguments out of its log (the arguments and keys a crash report or a failed assertion prints), which anyone who reads the pod's logs sees; no would write them there";
 const DUAL_CHANNEL_SYNC: &str = "Valkey 8.0's dual-channel full sync sends SYNC on its second connection, which the operator's least-privilege replication user (PSYNC, REPLCONF and PING only) is refused: replicas would never finish a full sync (checked on Valkey 8.0.1)";
 const LOG_NOTHING: &str = "the server would log nothing, not even why it stops: the operator quotes a failing pod's last log lines in the Ready condition";
 
