@@ -21,6 +21,9 @@ pub mod rotation;
 pub mod settings;
 pub mod validate;
 
+#[cfg(test)]
+mod test_servers;
+
 pub mod apply;
 pub mod cache;
 pub mod controller;

@@ -15,8 +15,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{Engine, EvictionPolicy, PersistenceMode, Profile, SessionStore};
 use crate::quantity::parse_bytes;
-use crate::redis_commands;
-use crate::redis_config;
+use crate::redis_commands::CommandTable;
+use crate::redis_config::{self, ConfigTable};
 use crate::settings::DefaultImages;
 
 /// Default application key prefix.
@@ -37,11 +37,14 @@ const ONE_DATABASE: &str = "sessions live in database 0, the only one the applic
 const SHUTDOWN_SAVES: &str = "the operator relies on Redis's default shutdown, which saves the data before the pod stops (with persistence) and waits for replicas to catch up";
 const NEEDS_PRIVILEGES: &str = "needs privileges the hardened container does not have";
 const NEEDS_BUNDLED_JEMALLOC: &str = "Redis builds without Redis's own jemalloc (Debian's redis-server, for one) refuse to start with active defragmentation enabled";
-const NOT_IN_VALKEY: &str =
-    "Valkey 8.0 (a supported image) does not know this directive and would not start";
+const NOT_IN_VALKEY: &str = "Valkey 8.0 does not know this directive and would not start, and a Redis store may move to spec.engine: valkey";
+const HIDES_USER_DATA: &str = "this directive is managed by the operator: Valkey's default (yes) keeps session keys, values and command arguments out of its log (the arguments and keys a crash report or a failed assertion prints), which anyone who reads the pod's logs sees; no would write them there";
+const DUAL_CHANNEL_SYNC: &str = "Valkey 8.0's dual-channel full sync sends SYNC on its second connection, which the operator's least-privilege replication user (PSYNC, REPLCONF and PING only) is refused: replicas would never finish a full sync (checked on Valkey 8.0.1)";
+const LOG_NOTHING: &str = "the server would log nothing, not even why it stops: the operator quotes a failing pod's last log lines in the Ready condition";
 
 /// `extraConfig` directives that would undo the hardening, fight the operator or break a
-/// documented guarantee, with the reason. Prefixes end in `-`.
+/// documented guarantee, with the reason, for both engines (Valkey 8.0 knows every directive of
+/// Redis 7.0 but `aof-disable-auto-gc`, under the same name). Prefixes end in `-`.
 const FORBIDDEN_EXTRA_CONFIG: &[(&str, &str)] = &[
     // listening and transport
     ("bind", WEAKENS_HARDENING),
@@ -58,7 +61,7 @@ const FORBIDDEN_EXTRA_CONFIG: &[(&str, &str)] = &[
     ("requirepass", WEAKENS_HARDENING),
     ("masterauth", WEAKENS_HARDENING),
     ("masteruser", WEAKENS_HARDENING),
-    // Valkey's aliases of masterauth / masteruser (Valkey images are supported)
+    // Valkey's aliases of masterauth / masteruser
     ("primaryauth", WEAKENS_HARDENING),
     ("primaryuser", WEAKENS_HARDENING),
     ("user", WEAKENS_HARDENING),
@@ -98,7 +101,27 @@ const FORBIDDEN_EXTRA_CONFIG: &[(&str, &str)] = &[
     ("shutdown-on-sigint", SHUTDOWN_SAVES),
     ("socket-mark-id", NEEDS_PRIVILEGES),
     ("aof-disable-auto-gc", NOT_IN_VALKEY),
-    ("activedefrag", NEEDS_BUNDLED_JEMALLOC),
+];
+
+/// As [`FORBIDDEN_EXTRA_CONFIG`], for Redis stores only: Valkey 8.0.1, built with its own
+/// jemalloc, starts with `activedefrag yes` (checked).
+const FORBIDDEN_FOR_REDIS: &[(&str, &str)] = &[("activedefrag", NEEDS_BUNDLED_JEMALLOC)];
+
+/// As [`FORBIDDEN_EXTRA_CONFIG`], for Valkey stores only: directives Valkey 8.0 added (Redis 7.0
+/// does not know them, and says so) that would undo a guarantee. Valkey's other additions are
+/// refused by the common list (`primaryauth`, `primaryuser`, `unixsocketgroup`, `cluster-*`) or
+/// harmless (`availability-zone`, `extended-redis-compatibility`, `set-max-listpack-*`, the
+/// `*-cpulist` spellings, I/O thread and connection-rate tuning); `locale-collate` is refused
+/// as a directive whose value only Valkey can check.
+const FORBIDDEN_FOR_VALKEY: &[(&str, &str)] = &[
+    ("hide-user-data-from-log", HIDES_USER_DATA),
+    ("dual-channel-replication-enabled", DUAL_CHANNEL_SYNC),
+];
+
+/// `extraConfig` values refused although the engine's table takes them: (directive, value, why).
+const FORBIDDEN_VALUES: &[(&str, &str, &str)] = &[
+    // Valkey 8.0's level below `warning`.
+    ("loglevel", "nothing", LOG_NOTHING),
 ];
 
 /// `extraConfig` directives that have their own spec field.
@@ -345,11 +368,11 @@ pub fn validate_with(
         )?,
     };
 
-    let extra_config = validate_extra_config(&spec.extra_config)?;
+    let extra_config = validate_extra_config(engine, &spec.extra_config)?;
     check_backlog_fits(&extra_config, &memory)?;
     check_volume_fits(&persistence, &memory)?;
     let clients = validate_clients(&spec.clients)?;
-    let disabled_commands = validate_disabled_commands(&spec.disabled_commands)?;
+    let disabled_commands = validate_disabled_commands(engine, &spec.disabled_commands)?;
     let scheduling = validate_scheduling(store)?;
 
     let monitoring_spec = spec.monitoring.clone().unwrap_or_default();
@@ -675,9 +698,17 @@ fn validate_tls(tls: Option<&crate::crd::TlsSpec>) -> Result<Option<Tls>, Valida
 const MAX_EXTRA_CONFIG: usize = 64;
 const MAX_DISABLED_COMMANDS: usize = 128;
 
+/// `extraConfig` checked against the engine's config table ([`ConfigTable::of`]).
 fn validate_extra_config(
+    engine: Engine,
     extra: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ValidationError> {
+    let table = ConfigTable::of(engine);
+    let server = format!("{} {}", table.engine, table.version);
+    let engine_forbidden = match engine {
+        Engine::Redis => FORBIDDEN_FOR_REDIS,
+        Engine::Valkey => FORBIDDEN_FOR_VALKEY,
+    };
     if extra.len() > MAX_EXTRA_CONFIG {
         return Err(invalid(
             "spec.extraConfig",
@@ -697,13 +728,16 @@ fn validate_extra_config(
             ));
         }
         let lower = key.to_ascii_lowercase();
-        let forbidden = FORBIDDEN_EXTRA_CONFIG.iter().find(|(f, _)| {
-            if f.ends_with('-') {
-                lower.starts_with(f)
-            } else {
-                lower == *f
-            }
-        });
+        let forbidden = FORBIDDEN_EXTRA_CONFIG
+            .iter()
+            .chain(engine_forbidden)
+            .find(|(f, _)| {
+                if f.ends_with('-') {
+                    lower.starts_with(f)
+                } else {
+                    lower == *f
+                }
+            });
         if let Some((_, reason)) = forbidden {
             return Err(invalid(field, *reason));
         }
@@ -713,14 +747,16 @@ fn validate_extra_config(
                 format!("this directive is managed by the operator: set {spec_field} instead"),
             ));
         }
-        let Some(kind) = redis_config::kind_of(&lower) else {
-            let hint = redis_config::closest_directive(&lower)
+        let Some(kind) = table.kind_of(&lower) else {
+            let hint = table
+                .closest_directive(&lower)
                 .map(|d| format!("; did you mean `{d}`?"))
                 .unwrap_or_default();
             return Err(invalid(
                 field,
                 format!(
-                    "{key:?} is not a Redis 7.0 directive, and Redis refuses to start with an unknown directive (\"Bad directive or wrong number of arguments\"){hint}"
+                    "{key:?} is not a {server} directive, and {} refuses to start with an unknown directive (\"Bad directive or wrong number of arguments\"){hint}",
+                    table.engine
                 ),
             ));
         };
@@ -728,9 +764,15 @@ fn validate_extra_config(
         redis_config::check_value(&lower, kind, value).map_err(|reason| {
             invalid(
                 &field,
-                format!("{reason}; Redis would refuse this value and not start"),
+                format!("{reason}; {server} would refuse this value and not start"),
             )
         })?;
+        if let Some((_, _, reason)) = FORBIDDEN_VALUES
+            .iter()
+            .find(|(d, v, _)| *d == lower && *v == value)
+        {
+            return Err(invalid(field, format!("{value:?}: {reason}")));
+        }
         if out.insert(lower, value.clone()).is_some() {
             return Err(invalid(
                 field,
@@ -764,7 +806,12 @@ fn check_config_value(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, ValidationError> {
+/// `disabledCommands` checked against the engine's command table ([`CommandTable::of`]).
+fn validate_disabled_commands(
+    engine: Engine,
+    commands: &[String],
+) -> Result<Vec<String>, ValidationError> {
+    let table = CommandTable::of(engine);
     if commands.len() > MAX_DISABLED_COMMANDS {
         return Err(invalid(
             "spec.disabledCommands",
@@ -801,7 +848,7 @@ fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, Valida
             ));
         }
         let lower = command.to_ascii_lowercase();
-        check_known_to_redis(&field, command, &lower)?;
+        check_known_to_server(table, &field, command, &lower)?;
         if !out.contains(&lower) {
             out.push(lower);
         }
@@ -809,27 +856,32 @@ fn validate_disabled_commands(commands: &[String]) -> Result<Vec<String>, Valida
     Ok(out)
 }
 
-/// Redis refuses the whole ACL file, and so does not start, when one rule names a command or
-/// category it does not know: an entry must be in Redis's own table ([`redis_commands`]).
+/// The server refuses the whole ACL file, and so does not start, when one rule names a command or
+/// category it does not know: an entry must be in the engine's own table ([`CommandTable`]).
 /// `lower` is the well-formed, lower-cased entry.
-fn check_known_to_redis(field: &str, command: &str, lower: &str) -> Result<(), ValidationError> {
+fn check_known_to_server(
+    table: &CommandTable,
+    field: &str,
+    command: &str,
+    lower: &str,
+) -> Result<(), ValidationError> {
     // A name of the other kind (`@get`, `pubsub` meant as `@pubsub`) is the likelier mistake
     // than a typo, so it is suggested first.
     let (known, suggestion) = match lower.strip_prefix('@') {
         Some(category) => (
-            redis_commands::is_category(category),
-            if redis_commands::is_command(category) {
+            table.is_category(category),
+            if table.is_command(category) {
                 Some(category.to_string())
             } else {
-                redis_commands::closest_category(category).map(|c| format!("@{c}"))
+                table.closest_category(category).map(|c| format!("@{c}"))
             },
         ),
         None => (
-            redis_commands::is_command(lower),
-            if redis_commands::is_category(lower) {
+            table.is_command(lower),
+            if table.is_category(lower) {
                 Some(format!("@{lower}"))
             } else {
-                redis_commands::closest_command(lower).map(str::to_string)
+                table.closest_command(lower).map(str::to_string)
             },
         ),
     };
@@ -845,7 +897,8 @@ fn check_known_to_redis(field: &str, command: &str, lower: &str) -> Result<(), V
         Some(s) => format!("; did you mean `{s}`?"),
         None if lower.starts_with('@') => format!(
             "; the categories are {}",
-            redis_commands::ACL_CATEGORIES
+            table
+                .categories
                 .iter()
                 .map(|c| format!("@{c}"))
                 .collect::<Vec<_>>()
@@ -856,7 +909,8 @@ fn check_known_to_redis(field: &str, command: &str, lower: &str) -> Result<(), V
     Err(invalid(
         field,
         format!(
-            "{command:?} is not a Redis 7.2 {what}, and Redis refuses to start with an unknown name in its ACL file{hint}"
+            "{command:?} is not a {} {} {what}, and {} refuses to start with an unknown name in its ACL file{hint}",
+            table.engine, table.version, table.engine
         ),
     ))
 }
@@ -1262,10 +1316,12 @@ mod tests {
             "logfile",
             "replica-announce-ip",
         ] {
-            rejects(
-                &format!("  extraConfig: {{{key}: 'x'}}\n"),
-                &format!("spec.extraConfig.{key}"),
-            );
+            for engine in ["redis", "valkey"] {
+                rejects(
+                    &format!("  engine: {engine}\n  extraConfig: {{{key}: 'x'}}\n"),
+                    &format!("spec.extraConfig.{key}"),
+                );
+            }
         }
     }
 
@@ -1315,7 +1371,7 @@ mod tests {
                 &format!("spec.extraConfig.{key}"),
             );
             assert!(
-                error.message.contains("Redis would refuse this value"),
+                error.message.contains("Redis 7.0 would refuse this value"),
                 "{error}"
             );
         }
@@ -1344,6 +1400,106 @@ mod tests {
         ] {
             let error = rejects(
                 &format!("  extraConfig: {{{key}: '1'}}\n"),
+                &format!("spec.extraConfig.{key}"),
+            );
+            assert!(error.message.contains(says), "{error}");
+        }
+    }
+
+    #[test]
+    fn extra_config_is_checked_against_the_engines_table() {
+        // Valkey 8.0 only, known and harmless: refused for Redis, naming Redis 7.0.
+        for (key, value) in [
+            ("extended-redis-compatibility", "yes"),
+            ("availability-zone", "zone-a"),
+            ("set-max-listpack-entries", "256"),
+            ("max-new-connections-per-cycle", "100"),
+            ("activedefrag", "yes"),
+        ] {
+            let spec = format!("  extraConfig: {{{key}: '{value}'}}\n");
+            let store = check(&format!("  engine: valkey\n{spec}")).unwrap();
+            assert_eq!(store.extra_config[key], value);
+            let error = rejects(&spec, &format!("spec.extraConfig.{key}"));
+            if key != "activedefrag" {
+                assert!(
+                    error.message.contains("is not a Redis 7.0 directive"),
+                    "{error}"
+                );
+            }
+        }
+        // Unknown to Valkey 8.0: named in the message, with Valkey's nearest directive.
+        let error = rejects(
+            "  engine: valkey\n  extraConfig: {hide-user-data-from-logs: 'yes'}\n",
+            "spec.extraConfig.hide-user-data-from-logs",
+        );
+        assert!(
+            error.message.contains(
+                "is not a Valkey 8.0 directive, and Valkey refuses to start with an unknown directive"
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .message
+                .contains("did you mean `hide-user-data-from-log`?"),
+            "{error}"
+        );
+        // Valkey's own ranges and words.
+        let error = rejects(
+            "  engine: valkey\n  extraConfig: {maxmemory-samples: '65'}\n",
+            "spec.extraConfig.maxmemory-samples",
+        );
+        assert!(
+            error
+                .message
+                .contains("between 1 and 64, got 65; Valkey 8.0 would refuse this value"),
+            "{error}"
+        );
+        check("  extraConfig: {maxmemory-samples: '65'}\n").unwrap();
+        let error = rejects(
+            "  extraConfig: {loglevel: nothing}\n",
+            "spec.extraConfig.loglevel",
+        );
+        assert!(
+            error.message.contains("Redis 7.0 would refuse this value"),
+            "{error}"
+        );
+        check("  engine: valkey\n  extraConfig: {loglevel: warning}\n").unwrap();
+        // Valkey checks a locale only when it applies it: not a value the operator can check.
+        let error = rejects(
+            "  engine: valkey\n  extraConfig: {locale-collate: C}\n",
+            "spec.extraConfig.locale-collate",
+        );
+        assert!(error.message.contains("its own syntax"), "{error}");
+    }
+
+    #[test]
+    fn valkey_directives_that_break_a_guarantee_are_rejected() {
+        for (key, value, says) in [
+            ("hide-user-data-from-log", "no", "out of its log"),
+            ("dual-channel-replication-enabled", "yes", "SYNC"),
+            ("loglevel", "nothing", "not even why it stops"),
+            ("primaryauth", "x", "weaken the hardening"),
+            ("primaryuser", "x", "weaken the hardening"),
+            ("unixsocketgroup", "x", "weaken the hardening"),
+            ("cluster-slot-stats-enabled", "yes", "failover"),
+            ("cluster-announce-client-ipv4", "x", "failover"),
+            ("aof-disable-auto-gc", "yes", "Valkey 8.0 does not know"),
+        ] {
+            let error = rejects(
+                &format!("  engine: valkey\n  extraConfig: {{{key}: '{value}'}}\n"),
+                &format!("spec.extraConfig.{key}"),
+            );
+            assert!(error.message.contains(says), "{error}");
+        }
+        // Still refused for Redis stores: a Redis store may move to Valkey, and Debian's Redis
+        // has no defragmentation.
+        for (key, says) in [
+            ("aof-disable-auto-gc", "Valkey 8.0 does not know"),
+            ("activedefrag", "jemalloc"),
+        ] {
+            let error = rejects(
+                &format!("  extraConfig: {{{key}: 'yes'}}\n"),
                 &format!("spec.extraConfig.{key}"),
             );
             assert!(error.message.contains(says), "{error}");
@@ -1433,11 +1589,16 @@ mod tests {
             ("tcp-keepalive", 0, 7_200),
             ("maxclients", 1, 100_000),
         ] {
-            let Some(redis_config::Kind::Integer { min, max }) = redis_config::kind_of(directive)
-            else {
-                panic!("{directive} is not an integer directive");
-            };
-            assert!(min <= spec_min && spec_max <= max, "{directive}");
+            for table in [&redis_config::REDIS, &redis_config::VALKEY] {
+                let Some(redis_config::Kind::Integer { min, max }) = table.kind_of(directive)
+                else {
+                    panic!(
+                        "{directive} is not an integer directive of {}",
+                        table.engine
+                    );
+                };
+                assert!(min <= spec_min && spec_max <= max, "{directive}");
+            }
         }
         rejects(
             "  connection: {timeoutSeconds: -1}\n",
@@ -1618,6 +1779,52 @@ mod tests {
                 assert!(!message.contains("did you mean"), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn disabled_commands_are_checked_against_the_engines_table() {
+        // Valkey 8.0's own commands: accepted for Valkey, refused for Redis.
+        for command in ["script|show", "CLIENT|CAPA", "cluster|slot-stats"] {
+            let list = format!("  disabledCommands: [sort, \"{command}\"]\n");
+            let store = check(&format!("  engine: valkey\n{list}")).unwrap();
+            assert_eq!(store.disabled_commands[1], command.to_ascii_lowercase());
+            let error = rejects(&list, "spec.disabledCommands[1]");
+            assert!(error.message.contains("is not a Redis 7.2"), "{error}");
+        }
+        let error = rejects(
+            "  engine: valkey\n  disabledCommands: [get, sort, foo]\n",
+            "spec.disabledCommands[2]",
+        );
+        assert_eq!(
+            error.to_string(),
+            "spec.disabledCommands[2]: \"foo\" is not a Valkey 8.0 command (or `command|subcommand`), \
+             and Valkey refuses to start with an unknown name in its ACL file"
+        );
+        let error = rejects(
+            "  engine: valkey\n  disabledCommands: [\"script|shw\", \"@dangerus\"]\n",
+            "spec.disabledCommands[0]",
+        );
+        assert!(
+            error.message.contains("did you mean `script|show`?"),
+            "{error}"
+        );
+        let error = rejects(
+            "  engine: valkey\n  disabledCommands: [\"@dangerus\"]\n",
+            "spec.disabledCommands[0]",
+        );
+        assert!(
+            error
+                .message
+                .contains("is not a Valkey 8.0 ACL category, and Valkey refuses"),
+            "{error}"
+        );
+        assert!(
+            error.message.contains("did you mean `@dangerous`?"),
+            "{error}"
+        );
+        // Redis 7.2's additions are Valkey's too.
+        check("  engine: valkey\n  disabledCommands: [waitaof, \"client|no-touch\", \"@all\"]\n")
+            .unwrap();
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! Property test: an `extraConfig` that `validate` accepts never keeps the real `redis-server`
-//! from starting. Directives are drawn from Redis's own config table, values from around each
+//! Property test: an `extraConfig` that `validate` accepts never keeps the real server from
+//! starting. Directives are drawn from the engine's own config table, values from around each
 //! directive's kind and bounds (valid, off by one, wrong case, wrong type); every accepted spec is
-//! rendered as the pods would get it and started as Debian's redis-server 7.0.
+//! rendered as the pods would get it and started: Debian's redis-server 7.0 for a Redis store,
+//! Valkey 8.0.1's valkey-server (`VALKEY_BIN_DIR`, default `../shared/bin`; missing, the Valkey
+//! property fails in CI and prints SKIPPED elsewhere) for a Valkey store.
 
 mod support;
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use sessionstore_operator::crd::SessionStore;
-use sessionstore_operator::redis_config::{Kind, REDIS_7_0_CONFIG};
+use proptest::test_runner::{Config, TestRunner};
+use sessionstore_operator::crd::{Engine, SessionStore};
+use sessionstore_operator::redis_config::{ConfigTable, Kind};
 use sessionstore_operator::validate::{ValidatedStore, validate};
 use support::credentials;
 use support::redis_server::RedisServer;
@@ -81,8 +84,8 @@ fn value_for(kind: Kind) -> BoxedStrategy<String> {
     prop_oneof![4 => specific, 1 => words].boxed()
 }
 
-/// Directives of the rarer kinds that `extraConfig` accepts, drawn more often than the table's
-/// proportion (one `BytesOrPercent` in 192) would.
+/// Directives of the rarer kinds that `extraConfig` accepts (in both engines' tables), drawn more
+/// often than the table's proportion (one `BytesOrPercent` in 192) would.
 const RARE_KINDS: &[&str] = &[
     "maxmemory-clients",
     "proc-title-template",
@@ -92,22 +95,23 @@ const RARE_KINDS: &[&str] = &[
     "latency-tracking-info-percentiles",
 ];
 
-/// One `extraConfig` entry: a directive of the table (any case) with a value for its kind.
-fn entry() -> impl Strategy<Value = (String, String)> {
+/// One `extraConfig` entry: a directive of the engine's table (any case) with a value for its kind.
+fn entry(engine: Engine) -> impl Strategy<Value = (String, String)> {
+    let table = ConfigTable::of(engine).directives;
     let rare = prop::sample::select(
         RARE_KINDS
             .iter()
             .map(|name| {
-                REDIS_7_0_CONFIG
+                table
                     .iter()
                     .position(|(n, _)| n == name)
                     .expect("a directive of the table")
             })
             .collect::<Vec<_>>(),
     );
-    let index = prop_oneof![4 => 0..REDIS_7_0_CONFIG.len(), 1 => rare];
-    (index, any::<bool>()).prop_flat_map(|(index, upper_first)| {
-        let (name, kind) = REDIS_7_0_CONFIG[index];
+    let index = prop_oneof![4 => 0..table.len(), 1 => rare];
+    (index, any::<bool>()).prop_flat_map(move |(index, upper_first)| {
+        let (name, kind) = table[index];
         let name = if upper_first {
             let mut chars = name.chars();
             chars
@@ -121,12 +125,13 @@ fn entry() -> impl Strategy<Value = (String, String)> {
     })
 }
 
-fn store(extra: &BTreeMap<String, String>) -> SessionStore {
+fn store(engine: Engine, extra: &BTreeMap<String, String>) -> SessionStore {
     let value = serde_json::json!({
         "apiVersion": "sessionstore.dev/v1alpha1",
         "kind": "SessionStore",
         "metadata": {"name": "checkout", "namespace": "shop"},
         "spec": {
+            "engine": engine.as_str(),
             "profile": "development",
             "clients": {"podSelector": {"matchLabels": {"app": "checkout"}}},
             "extraConfig": extra,
@@ -135,44 +140,82 @@ fn store(extra: &BTreeMap<String, String>) -> SessionStore {
     serde_json::from_value(value).expect("a valid SessionStore object")
 }
 
-fn accepted(extra: &BTreeMap<String, String>) -> Option<ValidatedStore> {
-    validate(&store(extra)).ok()
+fn accepted(engine: Engine, extra: &BTreeMap<String, String>) -> Option<ValidatedStore> {
+    validate(&store(engine, extra)).ok()
+}
+
+/// Each accepted case starts a real server (about 50 ms); 2 cores are shared.
+const CASES: u32 = 128;
+
+/// Starts the engine's server on every accepted `extraConfig` (panics with the server's log and
+/// the redis.conf if it does not start).
+fn server_starts_on_accepted(engine: Engine, extra: Vec<(String, String)>) {
+    let extra: BTreeMap<String, String> = extra.into_iter().collect();
+    if let Some(validated) = accepted(engine, &extra) {
+        assert_eq!(validated.engine, engine);
+        let server = RedisServer::start(&validated, &credentials());
+        drop(server);
+    }
 }
 
 proptest! {
-    // Each accepted case starts a real server (about 50 ms); 2 cores are shared.
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
     #[test]
     fn accepted_extra_config_never_keeps_redis_from_starting(
-        extra in prop::collection::vec(entry(), 1..3)
+        extra in prop::collection::vec(entry(Engine::Redis), 1..3)
     ) {
-        let extra: BTreeMap<String, String> = extra.into_iter().collect();
-        if let Some(validated) = accepted(&extra) {
-            // Panics with the server's log and the redis.conf if Redis does not start.
-            let server = RedisServer::start(&validated, &credentials());
-            drop(server);
-        }
+        server_starts_on_accepted(Engine::Redis, extra);
+    }
+}
+
+/// The same property for Valkey stores, with Valkey's table and `valkey-server` (a runner of its
+/// own, so a missing binary is reported once; failures persist beside the Redis ones).
+#[test]
+fn accepted_extra_config_never_keeps_valkey_from_starting() {
+    if !support::valkey::available("accepted_extra_config_never_keeps_valkey_from_starting") {
+        return;
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        source_file: Some(file!()),
+        ..Config::default()
+    });
+    let result = runner.run(
+        &prop::collection::vec(entry(Engine::Valkey), 1..3),
+        |extra| {
+            server_starts_on_accepted(Engine::Valkey, extra);
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
     }
 }
 
 /// Guards against a vacuous property: with a fixed seed, both accepted and rejected maps are
-/// generated, and every kind of directive is accepted at least once.
+/// generated, and every kind of directive is accepted at least once, for each engine.
 #[test]
 fn generated_configs_are_both_accepted_and_rejected() {
+    for engine in [Engine::Redis, Engine::Valkey] {
+        both_accepted_and_rejected(engine);
+    }
+}
+
+fn both_accepted_and_rejected(engine: Engine) {
     use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
+    let table = ConfigTable::of(engine).directives;
     let mut runner = TestRunner::deterministic();
-    let strategy = entry();
+    let strategy = entry(engine);
     let (mut accepted_count, total) = (0, 400);
     let mut kinds_accepted = std::collections::BTreeSet::new();
     for _ in 0..total {
         let (name, value) = strategy.new_tree(&mut runner).expect("generate").current();
         let extra = BTreeMap::from([(name.clone(), value)]);
-        if accepted(&extra).is_some() {
+        if accepted(engine, &extra).is_some() {
             accepted_count += 1;
             let lower = name.to_ascii_lowercase();
-            let kind = REDIS_7_0_CONFIG
+            let kind = table
                 .iter()
                 .find(|(n, _)| *n == lower)
                 .map(|(_, k)| *k)
@@ -186,19 +229,19 @@ fn generated_configs_are_both_accepted_and_rejected() {
             );
         }
     }
-    println!("accepted {accepted_count} of {total}; kinds accepted: {kinds_accepted:?}");
+    println!("{engine}: accepted {accepted_count} of {total}; kinds accepted: {kinds_accepted:?}");
     assert!(
         accepted_count >= total / 5,
-        "only {accepted_count} of {total} accepted"
+        "{engine}: only {accepted_count} of {total} accepted"
     );
     assert!(
         accepted_count <= total * 4 / 5,
-        "{accepted_count} of {total} accepted"
+        "{engine}: {accepted_count} of {total} accepted"
     );
     // Bool, OneOf, Integer, Bytes, BytesOrPercent, Text, Special.
     assert_eq!(
         kinds_accepted.len(),
         7,
-        "not every kind of directive was accepted: {kinds_accepted:?}"
+        "{engine}: not every kind of directive was accepted: {kinds_accepted:?}"
     );
 }

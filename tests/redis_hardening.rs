@@ -3,6 +3,11 @@
 //! and `default` get nothing, the application user is confined to its key prefix and refused the
 //! admin surface, the operator user can read health and config, the exporter user only metrics,
 //! and TLS closes plaintext.
+//!
+//! The last section proves the same on Valkey 8.0.1 (`spec.engine: valkey`, `valkey-server` from
+//! `VALKEY_BIN_DIR`, default `../shared/bin`; missing, those tests fail in CI and print SKIPPED
+//! elsewhere): the same users.acl loads, every rule holds, and Valkey accepts `-<entry>` for every
+//! entry of its command table.
 
 mod support;
 
@@ -14,7 +19,7 @@ use redis::{Connection, ErrorKind, RedisResult, Value};
 use sessionstore_operator::build::StoreCredentials;
 use sessionstore_operator::build::secret::desired_internal_secret;
 use sessionstore_operator::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_redis_addr};
-use sessionstore_operator::redis_commands;
+use sessionstore_operator::redis_commands::{self, CommandTable};
 use sessionstore_operator::validate::{ValidatedStore, validate};
 use support::redis_server::{RedisServer, connect};
 use support::tls::TestPki;
@@ -841,4 +846,266 @@ fn rotation_accepts_current_and_previous_app_password() {
         run(&mut app, &["SET", "session:r", "1"]).expect("SET");
     }
     assert!(server.connect("app", creds.operator.expose()).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valkey 8.0.1: the same generated files on `valkey-server` (`spec.engine: valkey`).
+
+/// `manifest` with `spec.engine: valkey`.
+fn on_valkey(manifest: &str) -> String {
+    assert!(manifest.contains("\nspec:\n"), "{manifest}");
+    manifest.replacen("\nspec:\n", "\nspec:\n  engine: valkey\n", 1)
+}
+
+/// The server is Valkey 8.0.1 (not a Redis that happened to be started), with its default of
+/// keeping user data out of the log.
+fn assert_is_valkey(server: &RedisServer, creds: &StoreCredentials) {
+    let mut op = as_operator(server, creds);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut op)
+        .expect("INFO server");
+    assert!(info.contains("server_name:valkey"), "{info}");
+    assert!(info.contains("valkey_version:8.0.1"), "{info}");
+    assert_eq!(config_get(&mut op, "hide-user-data-from-log"), "yes");
+}
+
+/// Valkey's own `@scripting` command is refused with the rest of the category.
+fn app_is_refused_valkeys_additions_to_denied_categories(
+    server: &RedisServer,
+    creds: &StoreCredentials,
+) {
+    let mut app = as_app(server, creds);
+    assert_noperm(
+        &mut app,
+        "app",
+        &["SCRIPT", "SHOW", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"],
+    );
+}
+
+#[test]
+fn valkey_development_keeps_every_hardening_check() {
+    if !support::valkey::available("valkey_development_keeps_every_hardening_check") {
+        return;
+    }
+    let (store, creds) = (validated(&on_valkey(DEVELOPMENT)), credentials());
+    let server = RedisServer::start(&store, &creds);
+    assert_is_valkey(&server, &creds);
+    no_credentials_get_noauth(&server);
+    default_user_is_off(&server, &creds);
+    app_is_confined_to_key_prefix(&server, &store, &creds);
+    app_is_refused_the_admin_surface(&server, &store, &creds);
+    app_is_refused_valkeys_additions_to_denied_categories(&server, &creds);
+    operator_reads_health_and_config(&server, &store, &creds);
+    persistence_is(&server, &creds, "", "no");
+    exporter_reads_metrics_and_nothing_else(&server, &store, &creds);
+}
+
+/// Production on Valkey, with Valkey's own `client|capa` disabled and active defragmentation on
+/// (which Valkey 8.0.1, unlike Debian's Redis, starts with): the deny-list, the operator's view,
+/// the exporter and replication with the replication user.
+#[test]
+fn valkey_production_keeps_every_hardening_check_and_replicates() {
+    if !support::valkey::available("valkey_production_keeps_every_hardening_check_and_replicates") {
+        return;
+    }
+    let manifest = on_valkey(PRODUCTION)
+        .replace(
+            "\"client|setname\"]",
+            "\"client|setname\", \"client|capa\"]",
+        )
+        .replace(
+            "extraConfig: {hz: \"20\",",
+            "extraConfig: {activedefrag: \"yes\", hz: \"20\",",
+        );
+    let (store, creds) = (validated(&manifest), credentials());
+    assert_eq!(
+        store.disabled_commands,
+        [
+            "object",
+            "touch",
+            "@pubsub",
+            "client|setname",
+            "client|capa"
+        ]
+    );
+    assert_eq!(store.extra_config["activedefrag"], "yes");
+    let server = RedisServer::start(&store, &creds);
+    assert_is_valkey(&server, &creds);
+    no_credentials_get_noauth(&server);
+    default_user_is_off(&server, &creds);
+    app_is_confined_to_key_prefix(&server, &store, &creds);
+    app_is_refused_the_admin_surface(&server, &store, &creds);
+    app_is_refused_valkeys_additions_to_denied_categories(&server, &creds);
+    let mut app = as_app(&server, &creds);
+    run(&mut app, &["SET", "sess:k", "v"]).expect("SET");
+    for args in [
+        &["OBJECT", "ENCODING", "sess:k"][..],
+        &["TOUCH", "sess:k"],
+        &["PUBSUB", "CHANNELS"],
+        &["PUBLISH", "c", "m"],
+        &["CLIENT", "SETNAME", "web"],
+        &["CLIENT", "CAPA", "redirect"],
+    ] {
+        assert_noperm(&mut app, "app", args);
+    }
+    operator_reads_health_and_config(&server, &store, &creds);
+    let mut op = as_operator(&server, &creds);
+    assert_eq!(config_get(&mut op, "maxmemory"), (100u64 << 20).to_string());
+    assert_eq!(config_get(&mut op, "maxmemory-policy"), "allkeys-lfu");
+    assert_eq!(config_get(&mut op, "hz"), "20");
+    assert_eq!(config_get(&mut op, "notify-keyspace-events"), "xE");
+    assert_eq!(config_get(&mut op, "activedefrag"), "yes");
+    persistence_is(&server, &creds, "", "yes");
+    exporter_reads_metrics_and_nothing_else(&server, &store, &creds);
+    replica_syncs_with_the_replication_user(&server, &store, &creds);
+}
+
+#[test]
+fn valkey_tls_keeps_every_hardening_check_and_replicates_over_tls() {
+    if !support::valkey::available("valkey_tls_keeps_every_hardening_check_and_replicates_over_tls")
+    {
+        return;
+    }
+    install_crypto_provider();
+    let (store, creds, pki) = (
+        validated(&on_valkey(PRODUCTION_TLS)),
+        credentials(),
+        TestPki::generate(),
+    );
+    let server = RedisServer::start_tls(&store, &creds, &pki);
+    assert_is_valkey(&server, &creds);
+    let plaintext = server.client_with(false, None, Some(("app", creds.app.expose())));
+    let reply = connect(&plaintext).and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+    assert!(
+        reply.is_err(),
+        "a plaintext client got an answer from the TLS port"
+    );
+    no_credentials_get_noauth(&server);
+    default_user_is_off(&server, &creds);
+    app_is_confined_to_key_prefix(&server, &store, &creds);
+    app_is_refused_the_admin_surface(&server, &store, &creds);
+    operator_reads_health_and_config(&server, &store, &creds);
+    persistence_is(&server, &creds, "3600 1 300 100 60 10000", "no");
+    replica_syncs_with_the_replication_user(&server, &store, &creds);
+}
+
+/// As [`every_known_command_and_category_is_accepted_by_redis`], for Valkey's table: a Valkey
+/// store disabling every command and category of Valkey 8.0 validates, `valkey-server` starts with
+/// the generated ACL file, and accepts each entry alone; well-formed unknown names are refused by
+/// both. Valkey's own commands are refused for a Redis store, as Redis itself refuses them.
+#[test]
+fn every_valkey_command_and_category_is_accepted_by_valkey() {
+    if !support::valkey::available("every_valkey_command_and_category_is_accepted_by_valkey") {
+        return;
+    }
+    let valkey = CommandTable::of(sessionstore_operator::crd::Engine::Valkey);
+    let entries: Vec<String> = valkey
+        .commands()
+        .map(str::to_string)
+        .chain(valkey.categories.iter().map(|c| format!("@{c}")))
+        .collect();
+    let development = on_valkey(DEVELOPMENT);
+    let creds = credentials();
+    let chunks: Vec<&[String]> = entries.chunks(128).collect();
+    assert!(chunks.len() >= 3, "the table has {} entries", entries.len());
+    let mut store = None;
+    for chunk in &chunks {
+        let list = serde_json::to_string(chunk).expect("a list of strings is JSON");
+        let chunk_store = validated(&format!("{development}  disabledCommands: {list}\n"));
+        assert_eq!(chunk_store.disabled_commands, chunk.to_vec());
+        // Valkey aborts start-up on one unknown name in the ACL file; started means accepted.
+        let chunk_server = RedisServer::start(&chunk_store, &creds);
+        run(&mut as_operator(&chunk_server, &creds), &["PING"]).expect("operator PING");
+        store = Some(chunk_store);
+    }
+    let store = store.expect("at least one chunk");
+    let server = RedisServer::start(&store, &creds);
+    assert_is_valkey(&server, &creds);
+    assert_noperm(&mut as_app(&server, &creds), "app", &["GET", "session:k"]);
+
+    let mut operator = as_operator(&server, &creds);
+    let setuser = |conn: &mut Connection, entry: &str| -> RedisResult<Value> {
+        run(conn, &["ACL", "SETUSER", "probe", &format!("-{entry}")])
+    };
+    for entry in &entries {
+        setuser(&mut operator, entry)
+            .unwrap_or_else(|e| panic!("Valkey 8.0.1 refuses `-{entry}`: {e}"));
+    }
+    for unknown in [
+        "nosuchcommand",
+        "get|x",
+        "client|frobnicate",
+        "@nosuchcategory",
+        "@get",
+        // Newer than Valkey 8.0.
+        "hgetex",
+    ] {
+        let manifest = format!("{development}  disabledCommands: [sort, \"{unknown}\"]\n");
+        let error = validate(&store_from_yaml(&manifest)).expect_err(unknown);
+        assert_eq!(error.field, "spec.disabledCommands[1]", "{error}");
+        assert!(error.message.contains("is not a Valkey 8.0"), "{error}");
+        let err = setuser(&mut operator, unknown).expect_err(unknown);
+        assert!(
+            err.to_string().contains("Unknown command or category"),
+            "Valkey 8.0.1 on `-{unknown}`: {err}"
+        );
+    }
+
+    // Valkey's own commands: refused for a Redis store, and by Redis itself.
+    let redis_table = CommandTable::of(sessionstore_operator::crd::Engine::Redis);
+    let own: Vec<&str> = valkey
+        .commands()
+        .filter(|c| !redis_table.is_command(c))
+        .collect();
+    assert_eq!(own, ["client|capa", "cluster|slot-stats", "script|show"]);
+    let redis_store = validated(DEVELOPMENT);
+    let redis_server = RedisServer::start(&redis_store, &creds);
+    let mut redis_operator = as_operator(&redis_server, &creds);
+    for entry in own {
+        let manifest = format!("{DEVELOPMENT}  disabledCommands: [\"{entry}\"]\n");
+        let error = validate(&store_from_yaml(&manifest)).expect_err(entry);
+        assert!(error.message.contains("is not a Redis 7.2"), "{error}");
+        let err = setuser(&mut redis_operator, entry).expect_err(entry);
+        assert!(
+            err.to_string().contains("Unknown command or category"),
+            "Redis on `-{entry}`: {err}"
+        );
+    }
+}
+
+/// Why `dual-channel-replication-enabled` is refused for Valkey stores: with it, a replica's full
+/// sync sends SYNC on its second (RDB) connection, which the least-privilege replication user
+/// (PSYNC, REPLCONF, PING) is refused, so the replica never syncs. The directive is set here past
+/// `validate` to show it.
+#[test]
+fn valkey_dual_channel_sync_is_refused_to_the_replication_user() {
+    if !support::valkey::available("valkey_dual_channel_sync_is_refused_to_the_replication_user") {
+        return;
+    }
+    let manifest = on_valkey(DEVELOPMENT);
+    let error = validate(&store_from_yaml(&format!(
+        "{manifest}  extraConfig: {{dual-channel-replication-enabled: \"yes\"}}\n"
+    )))
+    .expect_err("refused");
+    assert_eq!(
+        error.field, "spec.extraConfig.dual-channel-replication-enabled",
+        "{error}"
+    );
+    let (mut store, creds) = (validated(&manifest), credentials());
+    store
+        .extra_config
+        .insert("dual-channel-replication-enabled".into(), "yes".into());
+    let primary = RedisServer::start(&store, &creds);
+    let replica = RedisServer::start_replica_of(&primary, &store, &creds);
+    wait_for("the replica's refused SYNC", &replica, || {
+        replica
+            .log()
+            .contains("User replication has no permissions to run the 'sync' command")
+    });
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut as_operator(&replica, &creds))
+        .expect("INFO replication");
+    assert!(info.contains("master_link_status:down"), "{info}");
 }

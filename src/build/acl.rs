@@ -2,7 +2,8 @@
 //!
 //! Passwords appear only as `#<sha256>` hashes, so the file (and a leaked copy of it) never holds
 //! a clear-text password. Rules are those of the Redis ACL documentation where it gives them
-//! (replication and Sentinel users); every rule is valid in Redis 7.0 and later.
+//! (replication and Sentinel users); every rule is valid in Redis 7.0 and later and in Valkey 8.0
+//! (`tests/redis_hardening.rs` loads the file and proves each user's rules on both servers).
 
 use crate::build::StoreCredentials;
 use crate::password::Password;

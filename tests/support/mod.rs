@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests: SessionStore manifests, validated stores and
-//! credentials, the port allocator, a real `redis-server` harness and a throw-away PKI made with
-//! `openssl`.
+//! credentials, the port allocator, a real `redis-server` (or `valkey-server`) harness, where the
+//! Valkey binaries are, and a throw-away PKI made with `openssl`.
 // Each test crate compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
 pub mod ports;
 pub mod redis_server;
 pub mod tls;
+pub mod valkey;
 
 use sessionstore_operator::build::StoreCredentials;
 use sessionstore_operator::crd::SessionStore;

@@ -1,6 +1,7 @@
 //! A real `redis-server` running the operator's generated `redis.conf`, ACL file and replication
 //! credentials, on a reserved loopback port (`super::ports`), so tests prove the hardening against
-//! Redis itself.
+//! Redis itself. A store with `engine: valkey` runs Valkey 8.0.1's `valkey-server` instead
+//! (`super::valkey`), with the same files.
 //!
 //! The files come from `desired_children`, exactly as the pods would mount them; only the mount
 //! paths (`paths::*`), the port and the bind address are rewritten (to a temp dir, a reserved port and
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 use sessionstore_operator::build::meta::paths;
 use sessionstore_operator::build::{StoreCredentials, desired_children};
+use sessionstore_operator::crd::Engine;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::ValidatedStore;
 
@@ -212,14 +214,18 @@ impl RedisServer {
         let conf_path = d.join("conf/redis.conf");
         std::fs::write(&conf_path, &conf).expect("write redis.conf");
         let log = std::fs::File::create(d.join("redis.log")).expect("create log");
-        let child = Command::new("redis-server")
+        let binary = match store.engine {
+            Engine::Redis => PathBuf::from("redis-server"),
+            Engine::Valkey => super::valkey::server_binary(),
+        };
+        let child = Command::new(&binary)
             .arg(&conf_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start `redis-server` ({e}): install Redis 7 (Debian: apt-get install redis-server)")
+                panic!("cannot start `{}` ({e}): install Redis 7 (Debian: apt-get install redis-server)", binary.display())
             });
         let mut server = RedisServer {
             child,
@@ -231,7 +237,8 @@ impl RedisServer {
         };
         if let Err(log) = server.wait_until_answering() {
             panic!(
-                "redis-server did not start with the generated config:\n{log}\n--- redis.conf ---\n{}",
+                "{} did not start with the generated config:\n{log}\n--- redis.conf ---\n{}",
+                binary.display(),
                 server.redis_conf
             );
         }
