@@ -499,8 +499,17 @@ pub struct HealthStatus {
     pub evicted_keys: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_keys: Option<i64>,
+    /// `redis_version` as the primary reports it. Valkey reports the Redis version it is
+    /// compatible with there (7.2.4), not its own: see `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_version: Option<String>,
+    /// The server the primary runs, as it names itself (`server_name` in `INFO server`):
+    /// `valkey`, or `redis` for a server that names none (Redis does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The primary's own version: `valkey_version` on Valkey (8.0.1), `redis_version` on Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodHealth>,
 }

@@ -10,7 +10,15 @@ use crate::crd::{EvictionPolicy, HealthStatus, PodHealth};
 /// some, and a missing figure must show as missing rather than as zero.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RedisInfo {
+    /// `redis_version`: Redis's version, or on Valkey the Redis version it is compatible with
+    /// (Valkey 8.0.1 says 7.2.4), so never the way to tell versions apart.
     pub redis_version: Option<String>,
+    /// The server as it names itself: `server_name` (`valkey`); `redis` when it names none but
+    /// reports a `redis_version` (Redis has no `server_name`).
+    pub engine: Option<String>,
+    /// The server's own version: `<server_name>_version` (`valkey_version`) when it names itself,
+    /// else `redis_version`.
+    pub version: Option<String>,
     pub role: Option<Role>,
     /// `loading:1`: the server is reading its RDB/AOF and refuses most commands.
     pub loading: bool,
@@ -63,7 +71,23 @@ impl RedisInfo {
             }
         }
         let number = |key: &str| fields.get(key).and_then(|v| v.trim().parse::<u64>().ok());
-        info.redis_version = fields.get("redis_version").map(|v| v.trim().to_string());
+        let text = |key: &str| {
+            fields
+                .get(key)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        info.redis_version = text("redis_version");
+        match text("server_name") {
+            Some(name) => {
+                info.version = text(&format!("{name}_version")).or(info.redis_version.clone());
+                info.engine = Some(name);
+            }
+            None => {
+                info.engine = info.redis_version.as_ref().map(|_| "redis".to_string());
+                info.version = info.redis_version.clone();
+            }
+        }
         info.role = match fields.get("role").map(|v| v.trim()) {
             Some("master") => Some(Role::Primary),
             Some("slave") | Some("replica") => Some(Role::Replica),
@@ -253,6 +277,8 @@ impl StoreObservation {
             evicted_keys: int(primary.and_then(|i| i.evicted_keys)),
             expired_keys: int(primary.and_then(|i| i.expired_keys)),
             redis_version: primary.and_then(|i| i.redis_version.clone()),
+            engine: primary.and_then(|i| i.engine.clone()),
+            version: primary.and_then(|i| i.version.clone()),
             pods,
         }
     }
@@ -268,6 +294,11 @@ mod tests {
     const PRIMARY: &str = include_str!("testdata/info_primary_7_0.txt");
     const REPLICA: &str = include_str!("testdata/info_replica_7_0.txt");
     const REPLICA_LINK_DOWN: &str = include_str!("testdata/info_replica_link_down_7_0.txt");
+    // The same captures from valkey-server 8.0.1 (the same store, keys, hits and misses; the
+    // replica with its link up). Its `INFO server` says `redis_version:7.2.4` (the Redis version
+    // it is compatible with), `server_name:valkey`, `valkey_version:8.0.1`, `server_mode`.
+    const VALKEY_PRIMARY: &str = include_str!("testdata/info_primary_valkey_8_0.txt");
+    const VALKEY_REPLICA: &str = include_str!("testdata/info_replica_valkey_8_0.txt");
 
     #[test]
     fn parses_a_real_primary() {
@@ -293,6 +324,88 @@ mod tests {
             info.hit_ratio().map(format_ratio).as_deref(),
             Some("0.6667")
         );
+    }
+
+    #[test]
+    fn the_server_names_its_engine_and_version() {
+        let redis = RedisInfo::parse(PRIMARY);
+        assert_eq!(redis.engine.as_deref(), Some("redis"));
+        assert_eq!(redis.version.as_deref(), Some("7.0.15"));
+        let valkey = RedisInfo::parse(VALKEY_PRIMARY);
+        assert_eq!(valkey.engine.as_deref(), Some("valkey"));
+        assert_eq!(
+            valkey.version.as_deref(),
+            Some("8.0.1"),
+            "valkey_version, not the compatibility string"
+        );
+        assert_eq!(valkey.redis_version.as_deref(), Some("7.2.4"));
+        // A server that names itself without a version of its own falls back to redis_version.
+        let other = RedisInfo::parse("# Server\r\nredis_version:7.2.4\r\nserver_name:fork\r\n");
+        assert_eq!(
+            (other.engine.as_deref(), other.version.as_deref()),
+            (Some("fork"), Some("7.2.4"))
+        );
+        let nothing = RedisInfo::parse("# Replication\r\nrole:master\r\n");
+        assert_eq!((nothing.engine, nothing.version), (None, None));
+    }
+
+    #[test]
+    fn parses_a_real_valkey_primary_and_replica_like_redis() {
+        let primary = RedisInfo::parse(VALKEY_PRIMARY);
+        assert_eq!(primary.role, Some(Role::Primary));
+        assert!(!primary.loading);
+        assert_eq!(primary.maxmemory, Some(2 * 1024 * 1024));
+        assert_eq!(primary.eviction_policy(), Some(EvictionPolicy::VolatileLru));
+        assert_eq!(
+            (
+                primary.keys,
+                primary.keys_with_ttl,
+                primary.keys_without_ttl()
+            ),
+            (7, 5, 2)
+        );
+        assert_eq!(
+            primary.hit_ratio().map(format_ratio).as_deref(),
+            Some("0.6667")
+        );
+        assert_eq!(primary.evicted_keys, Some(0));
+        assert!(primary.used_memory.is_some_and(|m| m > 100_000));
+        assert!(primary.connected_clients.is_some_and(|c| c >= 1));
+        assert_eq!(primary.master_link_up, None);
+        let replica = RedisInfo::parse(VALKEY_REPLICA);
+        assert_eq!(replica.role, Some(Role::Replica));
+        assert_eq!(replica.master_link_up, Some(true));
+        assert_eq!(replica.keys, 7);
+    }
+
+    #[test]
+    fn health_names_the_primarys_engine_and_own_version() {
+        let pod = |name: &str, text: &str| PodObservation {
+            name: name.into(),
+            ready: true,
+            result: Ok(RedisInfo::parse(text)),
+        };
+        let valkey = StoreObservation {
+            pods: vec![pod("s-0", VALKEY_REPLICA), pod("s-1", VALKEY_PRIMARY)],
+        }
+        .health_status();
+        assert_eq!(valkey.engine.as_deref(), Some("valkey"));
+        assert_eq!(valkey.version.as_deref(), Some("8.0.1"));
+        assert_eq!(valkey.redis_version.as_deref(), Some("7.2.4"));
+        assert_eq!(valkey.session_keys, Some(7));
+        // Mid-switch: the figures come from the primary, whatever the replicas run.
+        let switching = StoreObservation {
+            pods: vec![pod("s-0", VALKEY_REPLICA), pod("s-1", PRIMARY)],
+        }
+        .health_status();
+        assert_eq!(
+            (switching.engine.as_deref(), switching.version.as_deref()),
+            (Some("redis"), Some("7.0.15"))
+        );
+        let serialized = serde_json::to_value(&valkey).expect("serializes");
+        assert_eq!(serialized["engine"], "valkey");
+        assert_eq!(serialized["version"], "8.0.1");
+        assert_eq!(serialized["redisVersion"], "7.2.4");
     }
 
     #[test]
@@ -369,6 +482,8 @@ mod tests {
         assert_eq!(health.keys_without_ttl, Some(2));
         assert_eq!(health.hit_rate.as_deref(), Some("0.6667"));
         assert_eq!(health.redis_version.as_deref(), Some("7.0.15"));
+        assert_eq!(health.engine.as_deref(), Some("redis"));
+        assert_eq!(health.version.as_deref(), Some("7.0.15"));
         assert_eq!(
             health.pods,
             vec![
@@ -403,6 +518,7 @@ mod tests {
         let health = observation.health_status();
         assert_eq!(health.used_memory_bytes, None);
         assert_eq!(health.session_keys, None);
+        assert_eq!((health.engine, health.version), (None, None));
         assert_eq!(health.pods.len(), 1);
         assert_eq!(health.pods[0].role, "unreachable");
     }

@@ -69,8 +69,9 @@ pub enum WriteDecision {
 
 /// The part of a report compared to decide whether it "changed".
 ///
-/// Compared: session keys, keys without TTL, max memory, Redis version, every pod's role and
-/// link, each condition's type/status/reason, and used memory by steps (see `MEMORY_STEP_RATIO`).
+/// Compared: session keys, keys without TTL, max memory, the server (engine, its own version and
+/// `redis_version`: a Valkey upgrade keeps the latter), every pod's role and link, each
+/// condition's type/status/reason, and used memory by steps (see `MEMORY_STEP_RATIO`).
 /// Ride along (written when something else changes, never a reason to write): connected clients,
 /// hit rate, evicted and expired keys, condition messages. These move on every probe of a busy
 /// store; evictions that matter surface through the `Evicting` condition. An idle store therefore
@@ -81,6 +82,8 @@ struct Compared {
     keys_without_ttl: Option<i64>,
     max_memory_bytes: Option<i64>,
     redis_version: Option<String>,
+    engine: Option<String>,
+    version: Option<String>,
     pods: Vec<crate::crd::PodHealth>,
     conditions: Vec<(String, String, String)>,
 }
@@ -97,6 +100,8 @@ impl Compared {
             keys_without_ttl: health.keys_without_ttl,
             max_memory_bytes: health.max_memory_bytes,
             redis_version: health.redis_version.clone(),
+            engine: health.engine.clone(),
+            version: health.version.clone(),
             pods: health.pods.clone(),
             conditions,
         }
@@ -601,6 +606,47 @@ mod tests {
         assert_eq!(
             restarted.decide(&changed, &again, Instant::now()),
             WriteDecision::Write
+        );
+    }
+
+    #[test]
+    fn an_engine_upgrade_is_written_though_redis_version_stays() {
+        let valkey = |version: &str| RedisInfo {
+            redis_version: Some("7.2.4".into()),
+            engine: Some("valkey".into()),
+            version: Some(version.into()),
+            ..primary(1 << 20, 5, 0, 1, 0)
+        };
+        let mut tracker = HealthTracker::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let mut conditions = Vec::new();
+        check(
+            &mut tracker,
+            &observe(valkey("8.0.1")),
+            &mut conditions,
+            t0,
+            0,
+        );
+        assert_eq!(
+            check(
+                &mut tracker,
+                &observe(valkey("8.0.1")),
+                &mut conditions,
+                t0 + Duration::from_secs(60),
+                60
+            ),
+            WriteDecision::Unchanged
+        );
+        assert_eq!(
+            check(
+                &mut tracker,
+                &observe(valkey("8.0.2")),
+                &mut conditions,
+                t0 + Duration::from_secs(120),
+                120
+            ),
+            WriteDecision::Write,
+            "the rolled pods run another Valkey; redis_version still says 7.2.4"
         );
     }
 
