@@ -18,9 +18,11 @@ use crate::build::StoreCredentials;
 use crate::build::acl::{APP_USER, REPLICATION_USER, exporter_password, users_acl};
 use crate::build::meta::{ChildNames, Component, object_meta};
 use crate::build::sentinel::{
-    SENTINEL_USERS_ACL_KEY, connection_secret_sentinel_entries, sentinel_users_acl,
+    SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY, connection_secret_sentinel_entries,
+    sentinel_users_acl,
 };
 use crate::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_password_file};
+use crate::crd::Engine;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
@@ -125,11 +127,19 @@ pub fn desired_internal_secret(store: &ValidatedStore, credentials: &StoreCreden
     if store.is_highly_available()
         && let Some(data) = secret.data.as_mut()
     {
-        // Sentinel's own users (hashed passwords), read through `aclfile` in sentinel.conf.
+        // Sentinel's own users (hashed passwords), read through `aclfile` in sentinel.conf. Redis's
+        // file stays in a Valkey store's Secret: the Redis pods of a store switching to Valkey
+        // mount it until they are rolled.
         data.insert(
             SENTINEL_USERS_ACL_KEY.to_string(),
-            bytes(sentinel_users_acl(credentials)),
+            bytes(sentinel_users_acl(credentials, Engine::Redis)),
         );
+        if store.engine == Engine::Valkey {
+            data.insert(
+                VALKEY_SENTINEL_USERS_ACL_KEY.to_string(),
+                bytes(sentinel_users_acl(credentials, Engine::Valkey)),
+            );
+        }
     }
     secret
 }
@@ -423,7 +433,10 @@ mod tests {
                     &exporter_password_file(&store, &exporter_password(&creds)),
                 ),
                 // Production defaults to 3 replicas with Sentinel.
-                ("sentinel-users.acl", &sentinel_users_acl(&creds)),
+                (
+                    "sentinel-users.acl",
+                    &sentinel_users_acl(&creds, Engine::Redis),
+                ),
             ]),
             ..Secret::default()
         };
@@ -453,7 +466,33 @@ mod tests {
             .as_ref()
             .and_then(|d| d.get("sentinel-users.acl"))
             .map(|v| v.0.clone());
-        assert!(acl == Some(sentinel_users_acl(&creds).into_bytes()));
+        assert!(acl == Some(sentinel_users_acl(&creds, Engine::Redis).into_bytes()));
+    }
+
+    #[test]
+    fn a_valkey_store_adds_valkeys_sentinel_users_beside_redis_ones() {
+        let creds = credentials(None);
+        let file = |s: &Secret, key: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| String::from_utf8_lossy(&v.0).to_string())
+        };
+        let valkey = desired_internal_secret(&store("  replicas: 3\n  engine: valkey\n"), &creds);
+        assert_eq!(
+            file(&valkey, "sentinel-users-valkey.acl"),
+            Some(sentinel_users_acl(&creds, Engine::Valkey))
+        );
+        // Still there for the Redis pods of a store switching to Valkey.
+        assert_eq!(
+            file(&valkey, "sentinel-users.acl"),
+            Some(sentinel_users_acl(&creds, Engine::Redis))
+        );
+        let redis = desired_internal_secret(&store("  replicas: 3\n"), &creds);
+        assert_eq!(file(&redis, "sentinel-users-valkey.acl"), None);
+        let standalone =
+            desired_internal_secret(&store("  replicas: 1\n  engine: valkey\n"), &creds);
+        assert_eq!(file(&standalone, "sentinel-users-valkey.acl"), None);
     }
 
     #[test]

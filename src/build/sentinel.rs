@@ -11,13 +11,22 @@
 use crate::build::StoreCredentials;
 use crate::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER};
 use crate::build::meta::{ChildNames, paths};
+use crate::crd::Engine;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
 /// ConfigMap key of the Sentinel template.
 pub const SENTINEL_CONF_KEY: &str = "sentinel.conf";
-/// Internal Secret key of Sentinel's own ACL file (hashed passwords only).
+/// Internal Secret key of Sentinel's own ACL file (hashed passwords only), and the file name every
+/// Sentinel reads it under (`aclfile` in the template).
 pub const SENTINEL_USERS_ACL_KEY: &str = "sentinel-users.acl";
+/// Internal Secret key of the ACL file of Valkey's Sentinels: the same users with, beside Redis's
+/// command names, the names Valkey added (`SENTINEL GET-PRIMARY-ADDR-BY-NAME`, `PRIMARY`,
+/// `PRIMARIES`), so a client written for Valkey is not refused. A key of its own, which a Valkey
+/// pod mounts under [`SENTINEL_USERS_ACL_KEY`]'s file name: Redis's Sentinel refuses to start on
+/// an ACL file naming a subcommand it does not know (checked on redis-sentinel 7.0), and while a
+/// store switches from Redis to Valkey its Redis pods still read `SENTINEL_USERS_ACL_KEY`.
+pub const VALKEY_SENTINEL_USERS_ACL_KEY: &str = "sentinel-users-valkey.acl";
 /// Internal Secret key holding the clear-text `sentinel` user password (Sentinel -> Redis and
 /// Sentinel -> Sentinel authentication, and the start script's queries); one key, defined with the
 /// other internal Secret keys.
@@ -99,24 +108,40 @@ pub fn sentinel_conf(store: &ValidatedStore, settings: &OperatorSettings) -> Str
     conf
 }
 
+/// The internal Secret key of the ACL file `engine`'s Sentinels read.
+pub fn sentinel_users_acl_key(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Redis => SENTINEL_USERS_ACL_KEY,
+        Engine::Valkey => VALKEY_SENTINEL_USERS_ACL_KEY,
+    }
+}
+
 /// Sentinel's own users. `sentinel` is the peer identity (other Sentinels, the start script);
 /// `operator` reads, forces failovers and, during a password rotation, adds and retires the `app`
 /// user's password hashes live (`ACL SETUSER`: Sentinel reads this file only at start); `app` may
-/// only discover the primary.
-pub fn sentinel_users_acl(credentials: &StoreCredentials) -> String {
+/// only discover the primary. For Valkey, each rule that names a master also names Valkey's
+/// primary (see [`VALKEY_SENTINEL_USERS_ACL_KEY`]).
+pub fn sentinel_users_acl(credentials: &StoreCredentials, engine: Engine) -> String {
     let mut app_passwords = credentials.app.acl_hash();
     if let Some(previous) = &credentials.app_previous {
         app_passwords.push(' ');
         app_passwords.push_str(&previous.acl_hash());
     }
+    let (operator_primary, app_primary) = match engine {
+        Engine::Redis => ("", ""),
+        Engine::Valkey => (
+            " +sentinel|get-primary-addr-by-name +sentinel|primary +sentinel|primaries",
+            " +sentinel|get-primary-addr-by-name",
+        ),
+    };
     format!(
         "user default off resetkeys resetchannels -@all\n\
          user {SENTINEL_USER} on {} allkeys allchannels +@all\n\
          user {OPERATOR_USER} on {} resetkeys resetchannels -@all +ping +hello +client|setname +role +info \
-         +sentinel|get-master-addr-by-name +sentinel|master +sentinel|masters +sentinel|replicas \
-         +sentinel|sentinels +sentinel|ckquorum +sentinel|failover +acl|setuser\n\
+         +sentinel|get-master-addr-by-name +sentinel|master +sentinel|masters{operator_primary} \
+         +sentinel|replicas +sentinel|sentinels +sentinel|ckquorum +sentinel|failover +acl|setuser\n\
          user {APP_USER} on {app_passwords} resetkeys resetchannels -@all +ping +hello +client|setname \
-         +sentinel|get-master-addr-by-name +sentinel|replicas +sentinel|sentinels\n",
+         +sentinel|get-master-addr-by-name{app_primary} +sentinel|replicas +sentinel|sentinels\n",
         credentials.sentinel.acl_hash(),
         credentials.operator.acl_hash(),
     )
@@ -223,20 +248,78 @@ sentinel parallel-syncs checkout 1
         let s = store("  replicas: 3\n");
         let creds = credentials();
         let conf = sentinel_conf(&s, &OperatorSettings::default());
-        let acl = sentinel_users_acl(&creds);
-        for secret in ["app-pw", "operator-pw", "replication-pw", "sentinel-pw"] {
-            assert!(!conf.contains(secret));
-            assert!(!acl.contains(secret));
+        for engine in [Engine::Redis, Engine::Valkey] {
+            let acl = sentinel_users_acl(&creds, engine);
+            for secret in ["app-pw", "operator-pw", "replication-pw", "sentinel-pw"] {
+                assert!(!conf.contains(secret));
+                assert!(!acl.contains(secret));
+            }
+            assert!(acl.contains(&creds.sentinel.acl_hash()));
+            assert!(acl.starts_with("user default off"));
         }
-        assert!(acl.contains(&creds.sentinel.acl_hash()));
-        assert!(acl.starts_with("user default off"));
+    }
+
+    #[test]
+    fn redis_acl_names_only_redis_commands_and_valkey_adds_its_primary_names() {
+        let creds = credentials();
+        let line = |acl: &str, user: &str| {
+            acl.lines()
+                .find(|l| l.starts_with(&format!("user {user} ")))
+                .unwrap_or_default()
+                .split_once(" resetkeys")
+                .map(|(_, rules)| rules.to_string())
+                .unwrap_or_default()
+        };
+        // Redis's file is what every Redis store always had: redis-sentinel 7.0 refuses to start
+        // on a subcommand it does not know (`+sentinel|get-primary-addr-by-name`).
+        let redis = sentinel_users_acl(&creds, Engine::Redis);
+        assert!(!redis.contains("primar"), "{redis}");
+        assert_eq!(
+            line(&redis, "app"),
+            " resetchannels -@all +ping +hello +client|setname +sentinel|get-master-addr-by-name \
+             +sentinel|replicas +sentinel|sentinels"
+        );
+        assert_eq!(
+            line(&redis, "operator"),
+            " resetchannels -@all +ping +hello +client|setname +role +info \
+             +sentinel|get-master-addr-by-name +sentinel|master +sentinel|masters \
+             +sentinel|replicas +sentinel|sentinels +sentinel|ckquorum +sentinel|failover +acl|setuser"
+        );
+        let valkey = sentinel_users_acl(&creds, Engine::Valkey);
+        assert_eq!(
+            line(&valkey, "app"),
+            " resetchannels -@all +ping +hello +client|setname +sentinel|get-master-addr-by-name \
+             +sentinel|get-primary-addr-by-name +sentinel|replicas +sentinel|sentinels"
+        );
+        for name in [
+            "+sentinel|get-primary-addr-by-name",
+            "+sentinel|primary ",
+            "+sentinel|primaries ",
+        ] {
+            assert!(line(&valkey, "operator").contains(name), "{valkey}");
+        }
+        // Same users and passwords.
+        let users = |acl: &str| -> Vec<String> {
+            acl.lines()
+                .map(|l| l.split(" resetkeys").next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(users(&redis), users(&valkey));
+        assert_eq!(
+            sentinel_users_acl_key(Engine::Redis),
+            SENTINEL_USERS_ACL_KEY
+        );
+        assert_eq!(
+            sentinel_users_acl_key(Engine::Valkey),
+            VALKEY_SENTINEL_USERS_ACL_KEY
+        );
     }
 
     #[test]
     fn acl_keeps_previous_app_password_during_rotation() {
         let mut creds = credentials();
         creds.app_previous = Some(Password::from_secret_value("old-app-pw".into()));
-        let acl = sentinel_users_acl(&creds);
+        let acl = sentinel_users_acl(&creds, Engine::Valkey);
         let app_line = acl
             .lines()
             .find(|l| l.starts_with("user app "))
@@ -247,7 +330,7 @@ sentinel parallel-syncs checkout 1
 
     #[test]
     fn only_the_operator_may_change_passwords_live() {
-        let acl = sentinel_users_acl(&credentials());
+        let acl = sentinel_users_acl(&credentials(), Engine::Valkey);
         let line = |user: &str| {
             acl.lines()
                 .find(|l| l.starts_with(&format!("user {user} ")))

@@ -35,7 +35,9 @@ use crate::build::meta::{
 use crate::build::secret::{
     PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY, SENTINEL_PASSWORD_KEY, USERS_ACL_KEY,
 };
-use crate::build::sentinel::SENTINEL_USERS_ACL_KEY;
+use crate::build::sentinel::{
+    SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY, sentinel_users_acl_key,
+};
 use crate::build::startup;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
@@ -589,7 +591,7 @@ fn volumes(store: &ValidatedStore) -> Vec<Volume> {
 ///   the Sentinels and peers as the `sentinel` user);
 /// - `sentinel-init`: `sentinel-password` (written into Sentinel's config);
 /// - `sentinel`: `sentinel-users.acl` (its `aclfile`; its password comes with the config the init
-///   container wrote);
+///   container wrote), on Valkey `sentinel-users-valkey.acl` under that file name;
 /// - `exporter`: `exporter-password.json` (`--redis.password-file`).
 ///
 /// `operator-password` and `replication-password` reach no container.
@@ -603,7 +605,7 @@ pub fn internal_secret_keys(store: &ValidatedStore, container: &str) -> Vec<&'st
             keys
         }
         SENTINEL_INIT_CONTAINER => vec![SENTINEL_PASSWORD_KEY],
-        SENTINEL_CONTAINER => vec![SENTINEL_USERS_ACL_KEY],
+        SENTINEL_CONTAINER => vec![sentinel_users_acl_key(store.engine)],
         EXPORTER_CONTAINER => vec![EXPORTER_PASSWORD_FILE_KEY],
         _ => Vec::new(),
     }
@@ -630,8 +632,18 @@ pub fn credentials_volume(container: &str) -> String {
     format!("{container}-credentials")
 }
 
+/// The file name an internal Secret key is mounted under.
+pub fn mounted_file_name(key: &str) -> &str {
+    if key == VALKEY_SENTINEL_USERS_ACL_KEY {
+        SENTINEL_USERS_ACL_KEY
+    } else {
+        key
+    }
+}
+
 /// A projected volume of the internal Secret with only [`internal_secret_keys`], each file named
-/// after its key (so the config files' paths stay those of the whole Secret).
+/// after its key (so the config files' paths stay those of the whole Secret), except Valkey's
+/// Sentinel ACL file, named as Redis's: the `sentinel.conf` template is one for both engines.
 fn credentials_volume_for(store: &ValidatedStore, container: &str) -> Volume {
     Volume {
         name: credentials_volume(container),
@@ -645,7 +657,7 @@ fn credentials_volume_for(store: &ValidatedStore, container: &str) -> Volume {
                             .into_iter()
                             .map(|key| KeyToPath {
                                 key: key.into(),
-                                path: key.into(),
+                                path: mounted_file_name(key).into(),
                                 mode: None,
                             })
                             .collect(),
@@ -1234,6 +1246,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_valkey_sentinel_reads_valkeys_acl_file_under_the_one_file_name() {
+        let items = |spec: &str| -> Vec<(String, String)> {
+            let store = fixtures::store(spec);
+            let volume = credentials_volume_for(&store, SENTINEL_CONTAINER);
+            volume.projected.unwrap().sources.unwrap()[0]
+                .secret
+                .clone()
+                .unwrap()
+                .items
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.key, i.path))
+                .collect()
+        };
+        assert_eq!(
+            items("  replicas: 3\n  engine: valkey\n"),
+            [(
+                "sentinel-users-valkey.acl".to_string(),
+                "sentinel-users.acl".to_string()
+            )]
+        );
+        assert_eq!(
+            items("  replicas: 3\n"),
+            [(
+                "sentinel-users.acl".to_string(),
+                "sentinel-users.acl".to_string()
+            )]
+        );
     }
 
     #[test]
