@@ -166,13 +166,15 @@ impl Harness {
     fn with_hooks(name: &str, hooks: HaHooks) -> Self {
         let double = ApiDouble::new();
         let path = format!("/apis/sessionstore.dev/v1alpha1/namespaces/{NS}/sessionstores/{name}");
+        let mut spec = json!({"profile": "production", "persistence": {"mode": "none"}, "clients": {"podSelector": {"matchLabels": {"app": "web"}}}});
+        support::engine::declare_json(&mut spec);
         double.put(
             &path,
             json!({
                 "apiVersion": "sessionstore.dev/v1alpha1",
                 "kind": "SessionStore",
                 "metadata": {"name": name, "namespace": NS, "uid": "5e55-1", "generation": 1, "resourceVersion": "1"},
-                "spec": {"profile": "production", "persistence": {"mode": "none"}, "clients": {"podSelector": {"matchLabels": {"app": "web"}}}},
+                "spec": spec,
             }),
         );
         let (client, server) = mock_client(&double);
@@ -528,7 +530,7 @@ async fn sentinel_addresses_are_injectable_and_unreachable_ones_give_no_majority
     );
 }
 
-/// Real `discover_primary` answers from 3 redis-sentinel on loopback. Every pod is 127.0.0.1 there,
+/// Real `discover_primary` answers from 3 Sentinels (the test engine's) on loopback. Every pod is 127.0.0.1 there,
 /// so the pod is recovered from the Redis port (in the cluster the host name carries it).
 struct LoopbackDiscovery {
     sentinels: Vec<String>,

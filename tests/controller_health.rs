@@ -40,13 +40,15 @@ const INTERVAL: Duration = Duration::from_secs(30);
 
 fn seeded() -> ApiDouble {
     let double = ApiDouble::new();
+    let mut spec = json!({"profile": "development", "clients": {"podSelector": {"matchLabels": {"app": "web"}}}});
+    support::engine::declare_json(&mut spec);
     double.put(
         STORE_PATH,
         json!({
             "apiVersion": "sessionstore.dev/v1alpha1",
             "kind": "SessionStore",
             "metadata": {"name": "web", "namespace": "shop", "uid": "5e55-1", "generation": 1, "resourceVersion": "1"},
-            "spec": {"profile": "development", "clients": {"podSelector": {"matchLabels": {"app": "web"}}}},
+            "spec": spec,
         }),
     );
     double
@@ -222,6 +224,16 @@ async fn health_is_written_once_then_only_on_change_and_a_stopped_server_is_degr
     assert_eq!(status["health"]["sessionKeys"], 0);
     assert_eq!(status["health"]["keysWithoutTtl"], 0);
     assert!(status["health"]["redisVersion"].is_string(), "{status}");
+    assert_eq!(
+        status["health"]["engine"],
+        support::engine::name(),
+        "{status}"
+    );
+    assert_eq!(
+        status["health"]["version"],
+        server.own_version(&credentials),
+        "{status}"
+    );
     assert_eq!(status["health"]["pods"][0]["name"], "web-0");
     assert_eq!(status["health"]["pods"][0]["role"], "primary");
     assert_eq!(condition(status, "Healthy")["status"], "True");

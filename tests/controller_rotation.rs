@@ -20,6 +20,7 @@ use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use sessionstore_operator::build::acl::APP_USER;
+use sessionstore_operator::build::sentinel::sentinel_users_acl_key;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::PodEndpoint;
 use sessionstore_operator::rotation::live::connect;
@@ -510,8 +511,11 @@ async fn an_ha_rotation_adds_and_retires_the_password_on_the_sentinels_too() {
     // The Sentinel reads the ACL file the reconcile persisted, as the pod mounts it.
     let dir = tempfile::tempdir().expect("temp dir");
     let acl = created
-        .secret_data("web-internal", "sentinel-users.acl")
-        .expect("an HA store's internal Secret has sentinel-users.acl");
+        .secret_data(
+            "web-internal",
+            sentinel_users_acl_key(created.validated().engine),
+        )
+        .expect("an HA store's internal Secret has its Sentinels' ACL file");
     std::fs::write(dir.path().join("sentinel-users.acl"), acl).expect("acl file");
     let sentinel_lease = support::ports::reserve_port();
     let sentinel_port = sentinel_lease.port();
@@ -523,10 +527,9 @@ async fn an_ha_rotation_adds_and_retires_the_password_on_the_sentinels_too() {
     );
     std::fs::write(dir.path().join("sentinel.conf"), conf).expect("sentinel.conf");
     let _sentinel = SentinelProc(
-        std::process::Command::new("redis-sentinel")
-            .arg(dir.path().join("sentinel.conf"))
+        support::engine::sentinel_command(&dir.path().join("sentinel.conf"))
             .spawn()
-            .expect("redis-sentinel starts (install redis-sentinel)"),
+            .expect("the Sentinel starts (install redis-sentinel, or set VALKEY_BIN_DIR)"),
     );
     let mut up = false;
     for _ in 0..100 {

@@ -7,6 +7,7 @@
 mod api_double;
 #[path = "mock/harness.rs"]
 mod harness;
+mod support;
 
 use api_double::{ApiDouble, Call};
 use harness::Harness;

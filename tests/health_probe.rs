@@ -143,6 +143,12 @@ async fn session_counts_and_hit_rate_are_exact() {
             .is_some_and(|v| v.starts_with('7')),
         "{health:?}"
     );
+    // The engine and its own version (Valkey's `redis_version` is a compatibility string).
+    assert_eq!(health.engine.as_deref(), Some(support::engine::name()));
+    assert_eq!(
+        health.version.as_deref(),
+        Some(server.own_version(&credentials).as_str())
+    );
     // The app connection and the probe's own.
     assert_eq!(health.connected_clients, Some(2));
     assert_eq!(health.pods.len(), 1);

@@ -40,7 +40,8 @@ fn store(spec: &str) -> ValidatedStore {
          metadata: {{name: checkout, namespace: shop, uid: u1}}\n\
          spec:\n  clients: {{podSelector: {{matchLabels: {{app: checkout}}}}}}\n{spec}"
     );
-    let parsed: SessionStore = serde_yaml::from_str(&yaml).expect("manifest parses");
+    let mut parsed: SessionStore = serde_yaml::from_str(&yaml).expect("manifest parses");
+    support::engine::declare(&mut parsed);
     validate(&parsed).expect("manifest is valid")
 }
 

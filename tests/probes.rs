@@ -1,13 +1,15 @@
-//! The StatefulSet's exec probes run against a real `redis-server` (Debian's, on loopback): readiness
-//! needs the probe user's password from the mounted file (the user has the operator's real
-//! `PROBE_RULES`: PING only) and refuses a server that is still `LOADING` its dataset, while
-//! liveness and startup accept it. Fails (not skips) without redis-server.
+//! The StatefulSet's exec probes run against a real server on loopback (the test engine's, see
+//! `support::engine`: Debian's `redis-server`, or `valkey-server` with the probes then calling
+//! `valkey-cli` as in a Valkey pod): readiness needs the probe user's password from the mounted
+//! file (the user has the operator's real `PROBE_RULES`: PING only) and refuses a server that is
+//! still `LOADING` its dataset, while liveness and startup accept it. Fails (not skips) without
+//! the server.
 
 mod fixtures;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sessionstore_operator::build::acl::{PROBE_RULES, PROBE_USER};
@@ -20,7 +22,7 @@ use support::tls::TestPki;
 
 const ADMIN_PASSWORD: &str = "test-admin-password";
 
-/// A redis-server child, killed when dropped.
+/// A server child, killed when dropped.
 struct Server(Child);
 
 impl Drop for Server {
@@ -31,7 +33,7 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path, port: u16, extra: &[&str]) -> Server {
-    let child = Command::new("redis-server")
+    let child = support::engine::server_command()
         .args([
             "--port",
             &port.to_string(),
@@ -53,14 +55,17 @@ fn start(dir: &Path, port: u16, extra: &[&str]) -> Server {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("redis-server must be installed (apt-get install redis-server): {e}")
+            panic!(
+                "{} must be installed (apt-get install redis-server; Valkey: VALKEY_BIN_DIR): {e}",
+                support::engine::server_program().display()
+            )
         });
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "redis-server did not listen on {port}"
+            "the server did not listen on {port}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -68,7 +73,7 @@ fn start(dir: &Path, port: u16, extra: &[&str]) -> Server {
 }
 
 fn admin(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
+    let output = support::engine::cli_command()
         .args([
             "--user",
             "admin",
@@ -90,12 +95,15 @@ fn probe(dir: &Path, port: u16, accept_loading: bool) -> Output {
 }
 
 fn probe_store(spec: &str, dir: &Path, port: u16, accept_loading: bool) -> Output {
-    let store = fixtures::validated(spec);
+    let store = support::validated(&fixtures::manifest(spec));
     let script = redis_cli_check_script(&store, accept_loading)
         .replace(paths::INTERNAL_SECRET_DIR, dir.to_str().unwrap())
         .replace(paths::TLS_DIR, dir.to_str().unwrap())
         .replace(&format!("-p {REDIS_PORT}"), &format!("-p {port}"));
-    Command::new("sh").args(["-c", &script]).output().unwrap()
+    support::engine::script_command()
+        .args(["-c", &script])
+        .output()
+        .unwrap()
 }
 
 fn setup(probe_pw: &Password) -> (tempfile::TempDir, PathBuf) {
@@ -248,7 +256,7 @@ fn tls_probe_works_against_a_tls_only_server_that_requires_client_certificates()
 }
 
 fn start_tls(dir: &Path, port: u16, file: &dyn Fn(&str) -> String) -> Server {
-    let child = Command::new("redis-server")
+    let child = support::engine::server_command()
         .args([
             "--port",
             "0",
@@ -279,13 +287,13 @@ fn start_tls(dir: &Path, port: u16, file: &dyn Fn(&str) -> String) -> Server {
         .arg(dir.join("redis.log"))
         .stdout(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("redis-server must be installed: {e}"));
+        .unwrap_or_else(|e| panic!("the server must be installed: {e}"));
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "redis-server did not listen on {port}"
+            "the server did not listen on {port}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use redis::{ConnectionAddr, ErrorKind};
 use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER};
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::sentinel::{SENTINEL_CONF_KEY, SENTINEL_USERS_ACL_KEY, pod_fqdn};
+use sessionstore_operator::build::sentinel::{
+    SENTINEL_CONF_KEY, SENTINEL_USERS_ACL_KEY, pod_fqdn, sentinel_users_acl_key,
+};
 use sessionstore_operator::build::{StoreCredentials, desired_children};
 use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::live::connect;
@@ -73,11 +75,25 @@ async fn sentinel_login(cluster: &HaCluster, i: usize, password: &Password) -> L
         .arg(cluster.master_name())
         .query_async(&mut conn)
         .await;
-    match primary {
-        Ok(addr) if addr.len() == 2 => Login::Works,
-        Ok(other) => Login::Other(format!("unexpected answer {other:?}")),
-        Err(e) => Login::Other(format!("{:?}", e.kind())),
+    let addr = match primary {
+        Ok(addr) if addr.len() == 2 => addr,
+        Ok(other) => return Login::Other(format!("unexpected answer {other:?}")),
+        Err(e) => return Login::Other(format!("{:?}", e.kind())),
+    };
+    // A client written for Valkey asks with Valkey's name, which its Sentinels add.
+    if support::engine::is_valkey() {
+        let primary: redis::RedisResult<Vec<String>> = redis::cmd("SENTINEL")
+            .arg("GET-PRIMARY-ADDR-BY-NAME")
+            .arg(cluster.master_name())
+            .query_async(&mut conn)
+            .await;
+        match primary {
+            Ok(same) if same == addr => {}
+            Ok(other) => return Login::Other(format!("Valkey's name answers {other:?}")),
+            Err(e) => return Login::Other(format!("Valkey's name: {:?}", e.kind())),
+        }
     }
+    Login::Works
 }
 
 /// An application: AUTH as `app` on a Redis pod, then read a session key.
@@ -256,7 +272,7 @@ async fn a_tls_sentinel_gets_the_live_change_over_tls_trusting_only_the_store_ca
         .internal_secret
         .data
         .as_ref()
-        .and_then(|d| d.get(SENTINEL_USERS_ACL_KEY))
+        .and_then(|d| d.get(sentinel_users_acl_key(store.engine)))
         .cloned()
         .expect("an HA store's internal Secret has sentinel-users.acl");
 
@@ -305,12 +321,11 @@ async fn a_tls_sentinel_gets_the_live_change_over_tls_trusting_only_the_store_ca
     std::fs::write(&conf_path, conf).expect("sentinel.conf");
     let log = std::fs::File::create(d.join("sentinel.log")).expect("log");
     let _sentinel = SentinelProc(
-        std::process::Command::new("redis-sentinel")
-            .arg(&conf_path)
+        support::engine::sentinel_command(&conf_path)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("redis-sentinel starts"),
+            .expect("the Sentinel starts"),
     );
 
     let sentinel = |ca: &[u8]| PodEndpoint {

@@ -1,10 +1,10 @@
-//! Primary discovery over TLS against real `redis-sentinel` processes: a TLS store's Sentinels
-//! listen on TLS only, and the operator must trust exactly the store's CA.
+//! Primary discovery over TLS against real Sentinel processes (the test engine's: `support::engine`):
+//! a TLS store's Sentinels listen on TLS only, and the operator must trust exactly the store's CA.
 
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sessionstore_operator::ha::{DiscoveryOptions, discover_primary};
@@ -53,12 +53,15 @@ fn start_sentinel(dir: &Path, index: usize, primary_port: u16) -> Sentinel {
     );
     let path = dir.join(format!("sentinel-{index}.conf"));
     std::fs::write(&path, conf).expect("write sentinel.conf");
-    let child = Command::new("redis-sentinel")
-        .arg(&path)
+    let child = support::engine::sentinel_command(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("redis-sentinel could not start ({e}); install redis-sentinel"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Sentinel could not start ({e}); install redis-sentinel, or set VALKEY_BIN_DIR"
+            )
+        });
     Sentinel {
         child,
         port,

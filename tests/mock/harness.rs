@@ -1,6 +1,7 @@
 //! The real reconcile over the API double, with what rotation and TLS scenarios need on top of the
 //! basic double: spec edits, Secret reads (decoded), pods with a loopback address, and a real
-//! `redis-server` started from the Secrets the reconcile created.
+//! `redis-server` started from the Secrets the reconcile created. The store declares the test
+//! engine (`support::engine`: every crate using this module also declares `mod support`).
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -41,8 +42,10 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A store with `spec`; a rotation dials pods on loopback at `redis_port`.
-    pub fn new(spec: Value, redis_port: u16) -> Self {
+    /// A store with `spec` (declaring the test engine); a rotation dials pods on loopback at
+    /// `redis_port`.
+    pub fn new(mut spec: Value, redis_port: u16) -> Self {
+        crate::support::engine::declare_json(&mut spec);
         let double = ApiDouble::new();
         double.put(STORE_PATH, store_json(spec));
         let cache = MemoryCache::new();

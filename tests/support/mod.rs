@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests: SessionStore manifests, validated stores and
-//! credentials, the port allocator, a real `redis-server` (or `valkey-server`) harness, where the
-//! Valkey binaries are, and a throw-away PKI made with `openssl`.
+//! credentials, the engine the real-server suites run (`engine`), where the Valkey binaries are
+//! (`valkey`), the port allocator, a real server harness and a throw-away PKI made with `openssl`.
 // Each test crate compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod ports;
 pub mod redis_server;
 pub mod tls;
@@ -40,10 +41,13 @@ spec:
   disabledCommands: [OBJECT, touch, "@pubsub", "client|setname"]
 "#;
 
-/// Parses one SessionStore manifest (panics on a bad test fixture).
+/// Parses one SessionStore manifest (panics on a bad test fixture); it declares the test engine
+/// (`engine::declare`).
 pub fn store_from_yaml(yaml: &str) -> SessionStore {
-    serde_yaml::from_str(yaml)
-        .unwrap_or_else(|e| panic!("test manifest does not parse: {e}\n{yaml}"))
+    let mut store: SessionStore = serde_yaml::from_str(yaml)
+        .unwrap_or_else(|e| panic!("test manifest does not parse: {e}\n{yaml}"));
+    engine::declare(&mut store);
+    store
 }
 
 /// Parses and validates a manifest that the test expects to be valid.

@@ -1,7 +1,8 @@
-//! A real `redis-server` running the operator's generated `redis.conf`, ACL file and replication
+//! A real server running the operator's generated `redis.conf`, ACL file and replication
 //! credentials, on a reserved loopback port (`super::ports`), so tests prove the hardening against
-//! Redis itself. A store with `engine: valkey` runs Valkey 8.0.1's `valkey-server` instead
-//! (`super::valkey`), with the same files.
+//! the server itself: the store's engine's (`redis-server`, or Valkey 8.0.1's `valkey-server` for
+//! a store with `engine: valkey`, as every store of a `SESSIONSTORE_TEST_ENGINE=valkey` run is:
+//! `super::engine`), with the same files.
 //!
 //! The files come from `desired_children`, exactly as the pods would mount them; only the mount
 //! paths (`paths::*`), the port and the bind address are rewritten (to a temp dir, a reserved port and
@@ -9,7 +10,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
@@ -19,6 +20,7 @@ use sessionstore_operator::crd::Engine;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::ValidatedStore;
 
+use super::engine;
 use super::ports::{PortLease, reserve_port};
 use super::tls::TestPki;
 
@@ -52,6 +54,8 @@ pub struct RedisServer {
     /// Keeps `port` reserved for this server's whole life (taken out only by `stop`).
     lease: Option<PortLease>,
     tls: Option<TlsFiles>,
+    /// The store's engine: which server this is.
+    pub engine: Engine,
     /// The `redis.conf` Redis actually read (after the path, port and bind rewrite).
     pub redis_conf: String,
 }
@@ -170,6 +174,21 @@ impl RedisServer {
         connect(&self.client(Some((user, password))))
     }
 
+    /// The server's own version, read as the operator user from `INFO server`
+    /// (`engine::version_in_info`: Valkey's `valkey_version`, Redis's `redis_version`).
+    pub fn own_version(&self, credentials: &StoreCredentials) -> String {
+        use sessionstore_operator::build::acl::OPERATOR_USER;
+        let mut connection = self
+            .connect(OPERATOR_USER, credentials.operator.expose())
+            .expect("the operator user connects");
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut connection)
+            .expect("INFO server");
+        engine::version_in_info(self.engine, &info)
+            .unwrap_or_else(|| panic!("no {} version in INFO server:\n{info}", self.engine))
+    }
+
     /// Connects without credentials.
     pub fn connect_anonymous(&self) -> redis::RedisResult<redis::Connection> {
         connect(&self.client(None))
@@ -214,18 +233,18 @@ impl RedisServer {
         let conf_path = d.join("conf/redis.conf");
         std::fs::write(&conf_path, &conf).expect("write redis.conf");
         let log = std::fs::File::create(d.join("redis.log")).expect("create log");
-        let binary = match store.engine {
-            Engine::Redis => PathBuf::from("redis-server"),
-            Engine::Valkey => super::valkey::server_binary(),
-        };
-        let child = Command::new(&binary)
+        let child = engine::server_command_for(store.engine)
             .arg(&conf_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start `{}` ({e}): install Redis 7 (Debian: apt-get install redis-server)", binary.display())
+                panic!(
+                    "cannot start `{}` ({e}): install Redis 7 (Debian: apt-get install \
+                     redis-server), or for Valkey set VALKEY_BIN_DIR",
+                    engine::server_program_for(store.engine).display()
+                )
             });
         let mut server = RedisServer {
             child,
@@ -233,13 +252,13 @@ impl RedisServer {
             port,
             lease: Some(lease),
             tls,
+            engine: store.engine,
             redis_conf: conf,
         };
         if let Err(log) = server.wait_until_answering() {
             panic!(
                 "{} did not start with the generated config:\n{log}\n--- redis.conf ---\n{}",
-                binary.display(),
-                server.redis_conf
+                store.engine, server.redis_conf
             );
         }
         server
@@ -253,7 +272,8 @@ impl RedisServer {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
-                    "redis-server exited with {status}:\n{}",
+                    "{} exited with {status}:\n{}",
+                    self.engine,
                     self.log()
                 ));
             }
@@ -271,7 +291,8 @@ impl RedisServer {
                 }
                 Err(e) if Instant::now() > deadline => {
                     panic!(
-                        "redis-server did not answer within {START_TIMEOUT:?}: {e}\n{}",
+                        "{} did not answer within {START_TIMEOUT:?}: {e}\n{}",
+                        self.engine,
                         self.log()
                     )
                 }

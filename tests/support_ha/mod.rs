@@ -1,9 +1,10 @@
-//! Real-process harness for the HA tests and the failover bench: 3 redis-server started through the
-//! generated `startup.sh`, 3 redis-sentinel with the generated template, on reserved loopback
-//! ports (`ports`: held by the cluster for its whole life, so no other test can take one before
+//! Real-process harness for the HA tests and the failover bench: 3 servers started through the
+//! generated `startup.sh`, 3 Sentinels with the generated template, on reserved loopback ports (`ports`: held by the cluster for its whole life, so no other test can take one before
 //! its server binds it).
 //! Pod host names become 127.0.0.1 and ports differ per pod; everything else is the generated text.
-//! Every process is SIGKILLed when the cluster is dropped.
+//! Every process is SIGKILLed when the cluster is dropped. The engine (Redis, or Valkey with
+//! `SESSIONSTORE_TEST_ENGINE=valkey`) is the test run's (`support::engine`): the store declares it,
+//! so `startup.sh` runs that engine's binaries as in its image.
 //!
 //! With `HaCluster::with_container_mounts` each container gets its own credentials directory
 //! holding only the internal Secret keys its projected volume in the generated StatefulSet names
@@ -15,7 +16,7 @@ pub mod scenario;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -52,24 +53,14 @@ impl Drop for Proc {
     }
 }
 
-// The one allocator: every crate using this module also declares `mod support`.
+// The one allocator and the one engine selection: every crate using this module also declares
+// `mod support`.
+use crate::support::engine;
 pub use crate::support::ports::{PortLease, reserve_port};
 
-/// Fails (never skips) when the Redis binaries are missing: CI installs them.
+/// Fails (never skips) when the engine's binaries are missing: CI installs them.
 pub fn require_binaries() {
-    for bin in ["redis-server", "redis-sentinel", "redis-cli"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {bin}"))
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{bin} is required on PATH for the HA tests (apt-get install redis-server redis-sentinel)"
-        );
-    }
+    engine::require_binaries();
 }
 
 pub struct HaCluster {
@@ -106,7 +97,8 @@ impl HaCluster {
              \x20 persistence: {{mode: none}}\n\
              \x20 sentinel: {{downAfterMilliseconds: {down_after_ms}, failoverTimeoutMilliseconds: 10000}}\n"
         );
-        let parsed: SessionStore = serde_yaml::from_str(&manifest).expect("manifest parses");
+        let mut parsed: SessionStore = serde_yaml::from_str(&manifest).expect("manifest parses");
+        engine::declare(&mut parsed);
         validate(&parsed).expect("manifest is valid")
     }
 
@@ -159,13 +151,22 @@ impl HaCluster {
         let mounted = if container_mounts {
             mounted
         } else {
-            let every_key = children
+            // Every key under its own name, then each container's files under the names it
+            // mounts them (Valkey's Sentinel reads `sentinel-users-valkey.acl` as
+            // `sentinel-users.acl`).
+            let mut every_key: Vec<MountedFile> = children
                 .internal_secret
                 .data
                 .iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.0.clone()))
                 .collect();
+            for (_, files) in mounted {
+                for (path, value) in files {
+                    every_key.retain(|(existing, _)| *existing != path);
+                    every_key.push((path, value));
+                }
+            }
             vec![(REDIS_CONTAINER, every_key)]
         };
         for (container, files) in mounted {
@@ -301,7 +302,7 @@ impl HaCluster {
     fn script_env(&self, i: usize) -> Vec<(String, String)> {
         let peers: Vec<String> = (0..self.pods).map(|j| self.addr(j)).collect();
         let template = self.sentinel_dir(i).join("template.conf");
-        vec![
+        let mut env = vec![
             ("SS_MASTER_NAME".into(), self.master_name()),
             ("SS_SELF_HOST".into(), "127.0.0.1".into()),
             ("SS_SELF_PORT".into(), self.redis_ports[i].to_string()),
@@ -339,7 +340,15 @@ impl HaCluster {
             ("SS_WAIT_SECONDS".into(), "60".into()),
             ("SS_RETRY_SECONDS".into(), "0.2".into()),
             ("SS_CALL_TIMEOUT_SECONDS".into(), "2".into()),
-        ]
+        ];
+        // The engine's binaries by name, as in its image (`engine::script_command` puts them on
+        // PATH); Redis's are the script's defaults.
+        if engine::is_valkey() {
+            let e = engine::engine();
+            env.push(("SS_SERVER_BIN".into(), e.server_binary().into()));
+            env.push(("SS_CLI_BIN".into(), e.cli_binary().into()));
+        }
+        env
     }
 
     fn spawn(&self, log: &str, cmd: &mut Command) -> Proc {
@@ -352,10 +361,11 @@ impl HaCluster {
         Proc(cmd.stdout(out).stderr(err).spawn().expect("process starts"))
     }
 
-    /// Starts pod `i`'s Redis the way the container does: `sh startup.sh redis` (which execs redis-server).
+    /// Starts pod `i`'s Redis the way the container does: `sh startup.sh redis` (which execs the
+    /// engine's server).
     pub fn start_redis(&mut self, i: usize) {
         self.write_redis_conf(i);
-        let mut cmd = Command::new("sh");
+        let mut cmd = engine::script_command();
         cmd.arg(self.script()).arg("redis").envs(self.script_env(i));
         let proc = self.spawn(&format!("redis-{i}"), &mut cmd);
         self.redis[i] = Some(proc);
@@ -366,7 +376,7 @@ impl HaCluster {
         self.redis[i] = None;
     }
 
-    /// The pid of pod `i`'s redis-server (startup.sh execs it), while it runs.
+    /// The pid of pod `i`'s server (startup.sh execs it), while it runs.
     pub fn redis_pid(&self, i: usize) -> Option<u32> {
         self.redis.get(i)?.as_ref().map(Proc::pid)
     }
@@ -409,7 +419,7 @@ impl HaCluster {
         }
         let template = self.localize(&template, SENTINEL_CONTAINER);
         fs::write(self.sentinel_dir(i).join("template.conf"), template).expect("template");
-        let status = Command::new("sh")
+        let status = engine::script_command()
             .arg(self.script())
             .arg("sentinel-init")
             .envs(self.script_env(i))
@@ -428,8 +438,7 @@ impl HaCluster {
             "sentinel-init {i} failed; see {}",
             self.log(&format!("sentinel-init-{i}")).display()
         );
-        let mut cmd = Command::new("redis-sentinel");
-        cmd.arg(self.sentinel_dir(i).join("sentinel.conf"));
+        let mut cmd = engine::sentinel_command(&self.sentinel_dir(i).join("sentinel.conf"));
         let proc = self.spawn(&format!("sentinel-{i}"), &mut cmd);
         self.sentinels[i] = Some(proc);
     }

@@ -1,4 +1,4 @@
-//! Test support for the rotation tests: Redis pods (the shared real-`redis-server` harness, started
+//! Test support for the rotation tests: Redis pods (the shared real-server harness, started
 //! from the operator's own `redis.conf` and persisted `users.acl`), and a simulated controller that drives the rotation plan
 //! against them with the two Secrets held in memory (what would be in the API server).
 
@@ -32,7 +32,8 @@ spec:
   auth: {{rotation: "{rotation}", rotationGracePeriodSeconds: {grace_seconds}}}
 "#
     );
-    let stores = parse_stores(&yaml, "test.yaml").expect("parse");
+    let mut stores = parse_stores(&yaml, "test.yaml").expect("parse");
+    crate::support::engine::declare(&mut stores[0]);
     validate(&stores[0]).expect("valid store")
 }
 
