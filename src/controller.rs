@@ -17,7 +17,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::apply::{DriftMemo, apply_children};
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{Cached, ChildCache, ChildKind};
-use crate::crd::{Phase, SessionStore, SessionStoreStatus};
+use crate::crd::{Engine, PersistenceMode, Phase, SessionStore, SessionStoreStatus};
 use crate::diagnosis::{self, Diagnosis};
 use crate::error::{Error, Result};
 use crate::ha::step::{HaHooks, reconcile_primary};
@@ -27,7 +27,7 @@ use crate::rotation::step::{ListPods, PodAddresses};
 use crate::secrets::{CredentialMemo, read_credentials};
 use crate::settings::OperatorSettings;
 use crate::status::{self, OwnedStatus, Progress, READY};
-use crate::validate::{ValidatedStore, validate_with};
+use crate::validate::{ValidatedStore, check_engine_switch, validate_with};
 
 /// A healthy store is reconciled again after this long even without events: the Secrets are not
 /// watched, so this is when a deleted Secret is noticed.
@@ -147,7 +147,10 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
             .forget(&store.namespace().unwrap_or_default(), &store.name_any());
         return Ok(Action::await_change());
     }
-    let validated = match validate_with(store, &ctx.settings.images) {
+    let running = running_engine(store);
+    let checked = validate_with(store, &ctx.settings.images)
+        .and_then(|validated| check_engine_switch(validated.engine, running).map(|()| validated));
+    let validated = match checked {
         Ok(validated) => validated,
         Err(error) => {
             tracing::warn!(field = %error.field, "invalid spec: {}", error.message);
@@ -167,6 +170,7 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
             return Ok(Action::await_change());
         }
     };
+    announce_engine_switch(ctx, store, &validated, running).await;
     match pipeline(ctx, store, &validated, true).await {
         // Someone created a Secret between our read and our create: read again, once.
         Err(Error::Conflict { context }) => {
@@ -176,6 +180,55 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
         }
         other => other,
     }
+}
+
+/// The engine the store's primary runs, as the health probe last read it (`INFO server`).
+fn running_engine(store: &SessionStore) -> Option<Engine> {
+    match store.status.as_ref()?.health.as_ref()?.engine.as_deref()? {
+        "valkey" => Some(Engine::Valkey),
+        "redis" => Some(Engine::Redis),
+        _ => None,
+    }
+}
+
+/// Says once per spec generation that the engine changes and what that costs: an ordered rolling
+/// update for an HA store, a restart of the only pod for a standalone one.
+async fn announce_engine_switch(
+    ctx: &Context,
+    store: &SessionStore,
+    validated: &ValidatedStore,
+    running: Option<Engine>,
+) {
+    let Some(from) = running.filter(|running| *running != validated.engine) else {
+        return;
+    };
+    let observed = store.status.as_ref().and_then(|s| s.observed_generation);
+    if observed == store.meta().generation {
+        return;
+    }
+    let to = validated.engine;
+    let note = if validated.is_highly_available() {
+        format!(
+            "Switching {from} -> {to}: an ordered rolling update (replicas first, one handover, \
+             the old primary last) that keeps every session"
+        )
+    } else {
+        let kept = match validated.persistence.mode {
+            PersistenceMode::None => "sessions are lost (persistence none)",
+            _ => "sessions are kept (the new server loads the data on the volume)",
+        };
+        format!("Switching {from} -> {to} restarts the only pod of this standalone store: {kept}")
+    };
+    tracing::info!(%from, %to, "engine switch");
+    publish(
+        ctx,
+        store,
+        EventType::Normal,
+        "SwitchingEngine",
+        "Updating",
+        note,
+    )
+    .await;
 }
 
 /// Read Secrets -> build -> apply -> status, for a valid store.

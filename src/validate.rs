@@ -1002,6 +1002,25 @@ pub fn check_image_engine(field: &str, image: &str, engine: Engine) -> Result<()
     }
 }
 
+/// Refuses `spec.engine: redis` while the store's primary runs Valkey (`running`, as the health
+/// probe read it from the primary's `INFO server`). A Redis replica cannot load a Valkey primary's
+/// RDB (format 11; Redis 7.0 reads up to 10, checked), so the ordered switch back would leave
+/// every restarted replica unable to sync. The reverse, Redis to Valkey, is an ordinary ordered
+/// rolling update: Valkey 8 loads Redis's RDB. The CRD refuses the same change at admission on
+/// API servers with CEL transition rules; this covers the others, and stores edited mid-switch.
+pub fn check_engine_switch(engine: Engine, running: Option<Engine>) -> Result<(), ValidationError> {
+    match running {
+        Some(Engine::Valkey) if engine == Engine::Redis => Err(invalid(
+            "spec.engine",
+            "cannot switch from valkey back to redis: the primary runs Valkey, whose RDB (format \
+             11) a Redis replica cannot load (Redis 7.0 reads up to 10), so the restarted pods \
+             could not sync; set spec.engine: valkey again (nothing was changed), or create a new \
+             SessionStore with engine redis and move the sessions",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// An image reference as Kubernetes takes it (also the check of `--redis-image`/`--exporter-image`).
 pub fn check_image(field: &str, image: &str) -> Result<(), ValidationError> {
     let ok = !image.is_empty()
@@ -1100,6 +1119,22 @@ mod tests {
         let valkey = validate_with(&parse("  engine: valkey\n"), &images).unwrap();
         assert_eq!(valkey.image, images.valkey);
         assert_eq!(valkey.engine, Engine::Valkey);
+    }
+
+    #[test]
+    fn switching_back_to_redis_is_refused_while_the_primary_runs_valkey() {
+        let err = check_engine_switch(Engine::Redis, Some(Engine::Valkey)).unwrap_err();
+        assert_eq!(err.field, "spec.engine");
+        assert!(
+            err.message.contains("set spec.engine: valkey again"),
+            "{}",
+            err.message
+        );
+        // Forward, unchanged, or not yet observed: nothing to refuse.
+        check_engine_switch(Engine::Valkey, Some(Engine::Redis)).unwrap();
+        check_engine_switch(Engine::Valkey, Some(Engine::Valkey)).unwrap();
+        check_engine_switch(Engine::Redis, Some(Engine::Redis)).unwrap();
+        check_engine_switch(Engine::Redis, None).unwrap();
     }
 
     #[test]

@@ -452,7 +452,7 @@ fn known_injections_are_rejected_and_clean_input_renders() {
         extra_config: vec![("hz".into(), "20".into())],
         disabled_commands: vec!["SORT".into(), "client|kill".into()],
         rotation: "2024-06".into(),
-        image: "valkey/valkey:8.0".into(),
+        image: "registry.example:5000/redis:7.2.5".into(),
         existing_secret: "app-pw".into(),
         tls_secret: "tls".into(),
         storage_class: "ssd".into(),

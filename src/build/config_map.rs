@@ -16,7 +16,7 @@ use crate::build::meta::{ChildNames, Component, object_meta, paths};
 use crate::build::secret::{REPLICATION_CONF_KEY, USERS_ACL_KEY};
 use crate::build::sentinel::{SENTINEL_CONF_KEY, sentinel_conf};
 use crate::build::startup::{STARTUP_SCRIPT, STARTUP_SCRIPT_KEY};
-use crate::crd::PersistenceMode;
+use crate::crd::{Engine, PersistenceMode};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
@@ -128,6 +128,13 @@ pub fn redis_conf(store: &ValidatedStore) -> String {
     // Replication (replicas are set up at run time by the operator and Sentinel).
     line("replica-read-only", "yes");
     line("repl-diskless-sync", "yes");
+    // Valkey 8's default backlog is 10mb, Redis's 1mb. It lives outside maxmemory, and the memory
+    // headroom is sized (and `extraConfig.repl-backlog-size` checked) for Redis's 1mb, so a small
+    // Valkey store gets the same backlog unless extraConfig sets one. Redis stores keep their
+    // config as it was.
+    if store.engine == Engine::Valkey && !store.extra_config.contains_key("repl-backlog-size") {
+        line("repl-backlog-size", "1mb");
+    }
 
     if !store.extra_config.is_empty() {
         conf.push_str("# spec.extraConfig\n");
@@ -263,6 +270,27 @@ repl-diskless-sync yes
                 "appendfsync everysec",
                 "aof-use-rdb-preamble yes"
             ]
+        );
+    }
+
+    #[test]
+    fn a_valkey_store_keeps_redis_s_backlog_size_unless_extra_config_sets_one() {
+        let backlog = |conf: &str| {
+            conf.lines()
+                .filter(|l| l.starts_with("repl-backlog-size"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(backlog(&redis_conf(&store(""))), Vec::<String>::new());
+        assert_eq!(
+            backlog(&redis_conf(&store("  engine: valkey\n"))),
+            ["repl-backlog-size 1mb"]
+        );
+        assert_eq!(
+            backlog(&redis_conf(&store(
+                "  engine: valkey\n  extraConfig: {repl-backlog-size: 4mb}\n"
+            ))),
+            ["repl-backlog-size 4mb"]
         );
     }
 

@@ -26,6 +26,7 @@ use sessionstore_operator::build::meta::ROLE_LABEL;
 use sessionstore_operator::crd::{Phase, SessionStore};
 
 mod disruption;
+mod engine_switch;
 mod writer;
 
 use super::{
@@ -111,18 +112,27 @@ impl HaCase {
     }
 
     async fn apply_store(&self, name: &str, replicas: i32, extra_config: Value) -> Fallible {
+        self.apply_store_spec(name, replicas, json!({"extraConfig": extra_config}))
+            .await
+    }
+
+    /// Applies the HA test store with `more` merged into its spec (top-level fields).
+    async fn apply_store_spec(&self, name: &str, replicas: i32, more: Value) -> Fallible {
+        let mut spec = json!({
+            "profile": "production",
+            "replicas": replicas,
+            "clients": {"podSelector": {"matchLabels": {"app": "e2e-client"}}},
+            "persistence": {"mode": "none"},
+            "memory": {"limit": "256Mi"},
+            "sentinel": {"downAfterMilliseconds": 5000},
+        });
+        if let (Some(spec), Value::Object(more)) = (spec.as_object_mut(), more) {
+            spec.extend(more);
+        }
         let manifest = json!({
             "apiVersion": "sessionstore.dev/v1alpha1", "kind": "SessionStore",
             "metadata": {"name": name},
-            "spec": {
-                "profile": "production",
-                "replicas": replicas,
-                "clients": {"podSelector": {"matchLabels": {"app": "e2e-client"}}},
-                "persistence": {"mode": "none"},
-                "memory": {"limit": "256Mi"},
-                "sentinel": {"downAfterMilliseconds": 5000},
-                "extraConfig": extra_config,
-            },
+            "spec": spec,
         });
         self.stores()
             .patch(name, &self.ssa, &Patch::Apply(manifest))
