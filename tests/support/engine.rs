@@ -183,7 +183,9 @@ pub fn require_binaries() {
     }
 }
 
-/// Makes a parsed manifest declare the test engine (unless it declares Valkey itself).
+/// Makes a parsed manifest that names no engine declare the test engine (`spec.engine` parses to
+/// `redis` whether or not the manifest names it, so this keeps only an explicit `valkey`; a test
+/// that pins `engine: redis` parses through `super::store_from_yaml`, which leaves it).
 pub fn declare(store: &mut SessionStore) {
     if store.spec.engine == Engine::Redis {
         store.spec.engine = engine();

@@ -41,12 +41,17 @@ spec:
   disabledCommands: [OBJECT, touch, "@pubsub", "client|setname"]
 "#;
 
-/// Parses one SessionStore manifest (panics on a bad test fixture); it declares the test engine
-/// (`engine::declare`).
+/// Parses one SessionStore manifest (panics on a bad test fixture). A manifest that names no
+/// `spec.engine` declares the test engine (`engine::declare`); one that names it keeps it.
 pub fn store_from_yaml(yaml: &str) -> SessionStore {
-    let mut store: SessionStore = serde_yaml::from_str(yaml)
+    let value: serde_yaml::Value = serde_yaml::from_str(yaml)
         .unwrap_or_else(|e| panic!("test manifest does not parse: {e}\n{yaml}"));
-    engine::declare(&mut store);
+    let names_engine = value.get("spec").and_then(|s| s.get("engine")).is_some();
+    let mut store: SessionStore = serde_yaml::from_value(value)
+        .unwrap_or_else(|e| panic!("test manifest is not a SessionStore: {e}\n{yaml}"));
+    if !names_engine {
+        engine::declare(&mut store);
+    }
     store
 }
 
