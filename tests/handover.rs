@@ -227,7 +227,11 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_under_writes_loses_no_acknowledged_write_and_the_old_primary_follows() {
-    let cluster = start_cluster(1000).await;
+    // The handover forces its failover (`SENTINEL FAILOVER`), so nothing here waits for
+    // down-after. A 1 s down-after let a Sentinel on a loaded machine mark the just-promoted
+    // primary down (it stalls while it starts serving its replicas) and fail over a second time,
+    // which this test would misread as a lost handover: 5 s is the default's order of magnitude.
+    let cluster = start_cluster(5000).await;
     let mut primary = 0;
     let mut agreed_times = Vec::new();
     for run in 0..3 {
