@@ -184,11 +184,7 @@ async fn reconcile_store(store: &SessionStore, ctx: &Context) -> Result<Action> 
 
 /// The engine the store's primary runs, as the health probe last read it (`INFO server`).
 fn running_engine(store: &SessionStore) -> Option<Engine> {
-    match store.status.as_ref()?.health.as_ref()?.engine.as_deref()? {
-        "valkey" => Some(Engine::Valkey),
-        "redis" => Some(Engine::Redis),
-        _ => None,
-    }
+    Engine::from_server_name(store.status.as_ref()?.health.as_ref()?.engine.as_deref()?)
 }
 
 /// Says once per spec generation that the engine changes and what that costs: an ordered rolling

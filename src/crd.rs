@@ -162,6 +162,13 @@ impl Engine {
         }
     }
 
+    /// The engine a server names itself as (`status.health.engine`, from `INFO server`).
+    pub fn from_server_name(name: &str) -> Option<Engine> {
+        [Engine::Redis, Engine::Valkey]
+            .into_iter()
+            .find(|engine| engine.as_str() == name)
+    }
+
     /// The server binary in the engine's image.
     pub fn server_binary(self) -> &'static str {
         match self {

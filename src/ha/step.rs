@@ -425,12 +425,8 @@ pub async fn reconcile_primary(
                     // Sentinels has heard of the promotion (the stopping pod's own Sentinel is
                     // gone, so that waits for the last one; 0.2 to 1.3 s measured).
                     if let Some(to) = promoted.as_deref() {
-                        let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
-                        let changes = role_label_changes(&as_pods, to);
-                        for change in &changes {
-                            patch_role(ctx, validated, change).await?;
-                        }
-                        tracing::info!(from = %primary, %to, labels = changes.len(), "role labels moved to the promoted pod");
+                        let moved = move_role_labels(ctx, validated, pods, to).await?;
+                        tracing::info!(from = %primary, %to, labels = moved, "role labels moved to the promoted pod");
                     }
                     tracing::info!(%primary, demoted, "planned handover from a stopping primary pod: {message}");
                     let event_type = if demoted {
@@ -602,13 +598,9 @@ async fn observe_primary(
         catching_up.pods = Some(pods);
         return Ok(Some(catching_up));
     }
-    let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
-    let changes = role_label_changes(&as_pods, &primary);
-    for change in &changes {
-        patch_role(ctx, validated, change).await?;
-    }
-    if !changes.is_empty() {
-        tracing::info!(%primary, labels = changes.len(), "role labels moved");
+    let label_writes = move_role_labels(ctx, validated, &pods, &primary).await?;
+    if label_writes > 0 {
+        tracing::info!(%primary, labels = label_writes, "role labels moved");
     }
     let failover = previous.filter(|p| *p != primary).map(|from| Failover {
         from,
@@ -638,10 +630,26 @@ async fn observe_primary(
         known: true,
         reason: "SentinelMajority",
         failover,
-        label_writes: changes.len(),
+        label_writes,
         requeue: Some(requeue),
         pods: Some(pods),
     }))
+}
+
+/// Labels `primary` primary and every other pod replica (only the labels that differ); returns
+/// how many were written.
+async fn move_role_labels(
+    ctx: &Context,
+    store: &ValidatedStore,
+    pods: &[PodRole],
+    primary: &str,
+) -> Result<usize> {
+    let as_pods: Vec<Pod> = pods.iter().map(PodRole::as_pod).collect();
+    let changes = role_label_changes(&as_pods, primary);
+    for change in &changes {
+        patch_role(ctx, store, change).await?;
+    }
+    Ok(changes.len())
 }
 
 /// Whether a container that exited at `exited` (Unix seconds) did so within `window` of `now`.

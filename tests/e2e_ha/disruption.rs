@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, EvictParams, ListParams};
@@ -56,18 +55,7 @@ async fn disruption(case: &HaCase, stop: Stop) -> Fallible {
         .map(|p| p.uid.clone())
         .ok_or("the primary pod is not listed")?;
 
-    let secret: Secret = Api::namespaced(case.client.clone(), &case.ns)
-        .get(&format!("{store}-connection"))
-        .await?;
-    let value = |key: &str| -> Fallible<String> {
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .ok_or("connection Secret key missing")?;
-        Ok(String::from_utf8(data.0.clone())?)
-    };
-    let client = writer::client(&value("host")?, &value("username")?, &value("password")?)?;
+    let client = case.service_client(store).await?;
     let prefix = "session:drain:";
     let writing = writer::ServiceWriter::start(client.clone(), prefix, Duration::from_secs(600));
     tokio::time::sleep(Duration::from_secs(3)).await;

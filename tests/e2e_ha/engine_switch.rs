@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
@@ -56,18 +56,7 @@ async fn switch(case: &HaCase) -> Fallible {
     let before = case.pod_states(store).await?;
     let events_before = case.primary_changed_events(store).await?;
 
-    let secret: Secret = Api::namespaced(case.client.clone(), &case.ns)
-        .get(&format!("{store}-connection"))
-        .await?;
-    let value = |key: &str| -> Fallible<String> {
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .ok_or("connection Secret key missing")?;
-        Ok(String::from_utf8(data.0.clone())?)
-    };
-    let client = writer::client(&value("host")?, &value("username")?, &value("password")?)?;
+    let client = case.service_client(store).await?;
     let prefix = "session:switch:";
     let writing = writer::ServiceWriter::start(client.clone(), prefix, Duration::from_secs(900));
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -200,6 +200,27 @@ impl HaCase {
         .await
     }
 
+    /// A client of the store as an application is one: the connection Secret's host (the
+    /// Service name), username and password.
+    async fn service_client(&self, store: &str) -> Fallible<redis::Client> {
+        let secret: Secret = Api::namespaced(self.client.clone(), &self.ns)
+            .get(&format!("{store}-connection"))
+            .await?;
+        let value = |key: &str| -> Fallible<String> {
+            let data = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .ok_or("connection Secret key missing")?;
+            Ok(String::from_utf8(data.0.clone())?)
+        };
+        Ok(writer::client(
+            &value("host")?,
+            &value("username")?,
+            &value("password")?,
+        )?)
+    }
+
     async fn status_primary(&self, name: &str) -> Option<String> {
         self.stores().get(name).await.ok()?.status?.primary
     }
@@ -679,19 +700,7 @@ async fn upgrade(case: &mut HaCase) -> Fallible {
     let before = case.pod_states(store).await?;
     let events_before = case.primary_changed_events(store).await?;
 
-    let secret: Secret = Api::namespaced(case.client.clone(), &case.ns)
-        .get(&format!("{store}-connection"))
-        .await?;
-    let value = |key: &str| -> Fallible<String> {
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .ok_or("connection Secret key missing")?;
-        Ok(String::from_utf8(data.0.clone())?)
-    };
-    let host = value("host")?;
-    let client = writer::client(&host, &value("username")?, &value("password")?)?;
+    let client = case.service_client(store).await?;
     let prefix = "session:upgrade:";
     let writing = writer::ServiceWriter::start(client.clone(), prefix, Duration::from_secs(900));
     tokio::time::sleep(Duration::from_secs(3)).await;
