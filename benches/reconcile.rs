@@ -14,9 +14,10 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 use sessionstore_operator::cache::{ChildKind, LiveChild, MemoryCache};
-use sessionstore_operator::controller::{Context, reconcile};
+use sessionstore_operator::context::Context;
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::metrics;
+use sessionstore_operator::reconcile::reconcile;
 use sessionstore_operator::settings::OperatorSettings;
 
 const STORES: usize = 1000;

@@ -6,9 +6,8 @@
 //! or resourceVersion for kinds without one, is what we last saw), so an unchanged store costs no
 //! write and no read, while a deleted or hand-edited child is applied again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
@@ -20,59 +19,12 @@ use serde::de::DeserializeOwned;
 use crate::build::DesiredChildren;
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::{APPLIED_HASH_ANNOTATION, Cached, ChildKind, LiveChild, describe, drift_key};
-use crate::controller::Context;
+use crate::context::Context;
+use crate::context::memo::{ChildKey, RememberedCredentials};
 use crate::error::{Error, Result};
+use crate::hash::object_hash;
 use crate::secrets::{self, SecretApplied, SecretRole, SecretsRead};
 use crate::validate::ValidatedStore;
-
-/// Hex SHA-256 of an object's JSON form (serde_json maps are sorted, so this is stable).
-pub fn object_hash<T: Serialize>(object: &T) -> Result<String> {
-    let bytes = serde_json::to_vec(object).map_err(|source| Error::Serialize {
-        what: std::any::type_name::<T>().into(),
-        source,
-    })?;
-    Ok(crate::build::meta::sha256_hex(&bytes))
-}
-
-/// Drift keys of the children as our own applies left them, keyed by kind/namespace/name.
-/// Empty after a restart: then the hash annotation alone decides (a restart writes nothing).
-#[derive(Default)]
-pub struct DriftMemo {
-    applied: Mutex<HashMap<String, Option<String>>>,
-}
-
-impl DriftMemo {
-    fn key(kind: ChildKind, namespace: &str, name: &str) -> String {
-        format!("{}/{namespace}/{name}", kind.as_str())
-    }
-
-    /// Whether the live object is as our last apply left it (unknown counts as yes).
-    fn untouched(&self, key: &str, live: &Option<String>) -> bool {
-        match self
-            .applied
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        {
-            Some(ours) => ours == live,
-            None => true,
-        }
-    }
-
-    fn record(&self, key: String, drift: Option<String>) {
-        self.applied
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, drift);
-    }
-
-    fn forget(&self, key: &str) {
-        self.applied
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
-    }
-}
 
 /// What the apply step did, for status and Events.
 #[derive(Clone, Debug, Default)]
@@ -137,8 +89,16 @@ pub async fn apply_children(
     outcome.count(!matches!(internal, SecretApplied::Unchanged(_)));
     outcome.count(!matches!(connection, SecretApplied::Unchanged(_)));
     outcome.created = matches!(connection, SecretApplied::Created(_));
-    ctx.credentials
-        .remember(store, secrets_read, connection.hash(), internal.hash());
+    ctx.credentials.remember(
+        store,
+        RememberedCredentials {
+            credentials: secrets_read.credentials.clone(),
+            rotation: secrets_read.rotation.clone(),
+            supplied_password: secrets_read.supplied_password.clone(),
+            connection_hash: connection.hash().into(),
+            internal_hash: internal.hash().into(),
+        },
+    );
 
     outcome.count(
         apply_child(ctx, ChildKind::Service, headless_service)
@@ -206,7 +166,7 @@ where
     let name = desired.name_any();
     let what = describe(&desired);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    let memo_key = DriftMemo::key(kind, &namespace, &name);
+    let memo_key = ChildKey::new(kind, &namespace, &name);
 
     let live = match ctx.cache.lookup(kind, &namespace, &name) {
         Cached::Unknown => {
@@ -281,6 +241,6 @@ where
             ));
         }
     }
-    ctx.drift.forget(&DriftMemo::key(kind, namespace, name));
+    ctx.drift.forget(&ChildKey::new(kind, namespace, name));
     Ok(true)
 }

@@ -26,11 +26,15 @@ mod test_servers;
 
 pub mod apply;
 pub mod cache;
-pub mod controller;
+pub mod cluster;
+pub mod context;
 pub mod fault;
+pub mod hash;
 pub mod http;
+pub mod key;
 pub mod leader;
 pub mod metrics;
+pub mod reconcile;
 pub mod run;
 pub mod secrets;
 pub mod service_monitor;

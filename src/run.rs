@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::build::meta::{Component, managed_by_selector};
 use crate::cache::{Cached, ChildCache, ChildKind, WatchCache, store_of_pod, strip_pod};
-use crate::controller::{Context, error_policy, reconcile};
+use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::fault;
@@ -34,6 +34,7 @@ use crate::leader::Leader;
 use crate::metrics;
 use crate::observe::PodTarget;
 use crate::observe::step::{self, HealthSettings, HealthStep};
+use crate::reconcile::{error_policy, reconcile};
 use crate::settings::OperatorSettings;
 
 /// Everything `run` is configured with (flags and env, see the run contract).

@@ -13,21 +13,19 @@
 //! - Publish: the connection Secret's `password` changes in exactly one place,
 //!   [`publish_connection_password`], called by a rotation step (see `rotation::step`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use crate::apply::object_hash;
 use crate::build::StoreCredentials;
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::APPLIED_HASH_ANNOTATION;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::hash::object_hash;
 use crate::password::Password;
 use crate::rotation::RotationState;
 use crate::validate::ValidatedStore;
@@ -42,9 +40,7 @@ pub use crate::build::secret::PROBE_PASSWORD_KEY;
 /// Key of the user's own Secret named by `spec.auth.existingSecret`.
 pub const EXISTING_SECRET_KEY: &str = "password";
 
-/// How long remembered credentials are trusted before the Secrets are read again. Shorter than the
-/// periodic requeue, so every periodic reconcile re-reads them.
-pub const CREDENTIALS_RECHECK: Duration = Duration::from_secs(240);
+pub use crate::context::memo::CREDENTIALS_RECHECK;
 
 /// Which of the two Secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,81 +127,6 @@ impl SecretApplied {
             }
         }
     }
-}
-
-/// Credentials remembered per store (keyed by namespace/name, checked against the uid).
-#[derive(Clone)]
-struct Remembered {
-    uid: String,
-    generation: Option<i64>,
-    credentials: StoreCredentials,
-    rotation: RotationState,
-    supplied_password: Option<Password>,
-    connection_hash: String,
-    internal_hash: String,
-    at: Instant,
-}
-
-/// In-memory credentials of recently reconciled stores.
-#[derive(Default)]
-pub struct CredentialMemo {
-    entries: Mutex<HashMap<String, Remembered>>,
-}
-
-impl CredentialMemo {
-    fn fresh(&self, store: &ValidatedStore) -> Option<Remembered> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.get(&store_key(store)).and_then(|r| {
-            (r.uid == store.owner_reference.uid
-                && r.generation == store.generation
-                && r.at.elapsed() < CREDENTIALS_RECHECK)
-                .then(|| r.clone())
-        })
-    }
-
-    /// Records what was just applied. A rotation in progress is not remembered: each of its
-    /// steps must start from what the Secrets say now.
-    pub fn remember(
-        &self,
-        store: &ValidatedStore,
-        read: &SecretsRead,
-        connection_hash: &str,
-        internal_hash: &str,
-    ) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if matches!(read.rotation, RotationState::InProgress(_)) {
-            entries.remove(&store_key(store));
-            return;
-        }
-        // Stores deleted while we were not looking (no finalizer) drop out here: every live store
-        // is reconciled at least every resync interval, well within this bound.
-        entries.retain(|_, r| r.at.elapsed() < CREDENTIALS_RECHECK * 3);
-        entries.insert(
-            store_key(store),
-            Remembered {
-                uid: store.owner_reference.uid.clone(),
-                generation: store.generation,
-                credentials: read.credentials.clone(),
-                rotation: read.rotation.clone(),
-                supplied_password: read.supplied_password.clone(),
-                connection_hash: connection_hash.into(),
-                internal_hash: internal_hash.into(),
-                at: Instant::now(),
-            },
-        );
-    }
-
-    /// Forgets a store (after a conflict, or when it is gone).
-    pub fn forget(&self, store: &ValidatedStore) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&store_key(store));
-    }
-}
-
-fn store_key(store: &ValidatedStore) -> String {
-    format!("{}/{}", store.namespace, store.name)
 }
 
 /// Builds the credentials from the Secrets that exist, generating only what is missing.

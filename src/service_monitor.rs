@@ -19,13 +19,13 @@ use kube::api::{
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use crate::apply::object_hash;
 use crate::build::meta::{ChildNames, Component, MANAGER, object_meta};
 use crate::build::service::desired_headless_service;
 use crate::cache::APPLIED_HASH_ANNOTATION;
-use crate::controller::{Context, publish};
+use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
+use crate::hash::object_hash;
 use crate::status::SERVICE_MONITOR_UNAVAILABLE;
 use crate::tls::DISCOVERY_RECHECK;
 use crate::validate::ValidatedStore;
@@ -145,8 +145,7 @@ pub async fn reconcile_service_monitor(
         });
         if !already_said {
             tracing::warn!("{message}");
-            publish(
-                ctx,
+            ctx.publish(
                 store,
                 EventType::Warning,
                 SERVICE_MONITOR_UNAVAILABLE,

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::build::meta::{ChildNames, MANAGER};
-use crate::controller::Context;
+use crate::context::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::diagnosis::Diagnosis;
 use crate::error::{Error, Result};

@@ -15,12 +15,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::json;
 
-use crate::apply::object_hash;
 use crate::build::meta::{ChildNames, Component, MANAGER, object_meta, sha256_hex};
 use crate::build::secret::CA_CERT_KEY;
 use crate::cache::APPLIED_HASH_ANNOTATION;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::hash::object_hash;
 use crate::rotation::step::TlsInputs;
 use crate::settings::OperatorSettings;
 use crate::validate::{TlsSource, ValidatedStore};

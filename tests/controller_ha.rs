@@ -18,15 +18,16 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use sessionstore_operator::cache::MemoryCache;
-use sessionstore_operator::controller::{Context, reconcile};
+use sessionstore_operator::context::Context;
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::handover::{
     Handover, HandoverOutcome, HandoverRequest, ReplicationRequest,
 };
-use sessionstore_operator::ha::step::{ApiPods, HaHooks, PrimaryDiscovery, SentinelDiscovery};
+use sessionstore_operator::ha::hooks::{ApiPods, HaHooks, PrimaryDiscovery, SentinelDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
 use sessionstore_operator::password::Password;
+use sessionstore_operator::reconcile::reconcile;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::ValidatedStore;
 

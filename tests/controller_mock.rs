@@ -12,10 +12,11 @@ use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use sessionstore_operator::cache::{ChildKind, MemoryCache};
-use sessionstore_operator::controller::{Context, error_policy, reconcile};
+use sessionstore_operator::context::Context;
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::metrics::{self, Metrics};
 use sessionstore_operator::password::Password;
+use sessionstore_operator::reconcile::{error_policy, reconcile};
 use sessionstore_operator::settings::OperatorSettings;
 
 const STORE_PATH: &str = "/apis/sessionstore.dev/v1alpha1/namespaces/shop/sessionstores/web";

@@ -19,15 +19,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use sessionstore_operator::cache::{MemoryCache, StatefulSetRevision};
-use sessionstore_operator::controller::{Context, reconcile};
+use sessionstore_operator::context::Context;
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::handover::{
     Handover, HandoverOutcome, HandoverRequest, ReplicationRequest,
 };
-use sessionstore_operator::ha::step::{HaHooks, PrimaryDiscovery};
+use sessionstore_operator::ha::hooks::{HaHooks, PrimaryDiscovery};
 use sessionstore_operator::ha::{DiscoveryError, PrimaryAnswer};
 use sessionstore_operator::metrics::{self, Metrics};
 use sessionstore_operator::password::Password;
+use sessionstore_operator::reconcile::reconcile;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::ValidatedStore;
 

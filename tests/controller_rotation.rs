@@ -23,8 +23,8 @@ use sessionstore_operator::build::acl::APP_USER;
 use sessionstore_operator::build::sentinel::sentinel_users_acl_key;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::PodEndpoint;
+use sessionstore_operator::rotation::addresses::ListPods;
 use sessionstore_operator::rotation::live::connect;
-use sessionstore_operator::rotation::step::ListPods;
 use support::redis_server::RedisServer;
 
 /// Grace period of the rotation scenario; the slow client switches well within it.

@@ -21,8 +21,8 @@ use api_double::{Call, Fault};
 use harness::{Harness, SECRETS, secret_json};
 use http::Method;
 use serde_json::json;
-use sessionstore_operator::controller::error_policy;
 use sessionstore_operator::password::Password;
+use sessionstore_operator::reconcile::error_policy;
 use support::redis_server::RedisServer;
 use tracing_subscriber::fmt::MakeWriter;
 

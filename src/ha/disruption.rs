@@ -15,16 +15,10 @@
 //! that is Ready and not stopping. The handover itself checks the rest (a reachable primary, every
 //! promotable replica caught up, a Sentinel that sees a candidate).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::ha::step::PodRole;
+use crate::ha::hooks::PodRole;
 
-/// After a handover from a stopping pod started, no second one is asked for that pod for this
-/// long (the Sentinels need a moment to agree on the new primary; the pod's preStop hook gives up
-/// after [`PRESTOP_WAIT`] anyway).
-pub const STOPPING_HANDOVER_SETTLE: Duration = Duration::from_secs(30);
 /// How long the preStop hook of a primary with connected replicas waits to be demoted (well inside
 /// the pod's 60 s termination grace period; the handover takes about a second).
 pub const PRESTOP_WAIT: Duration = Duration::from_secs(15);
@@ -81,104 +75,11 @@ pub fn decide(primary: Option<&str>, pods: &[PodRole], started_recently: bool) -
     }
 }
 
-/// Per-store memory of handovers from stopping pods, held in `HaHooks`: which pod (by uid) was
-/// handed over when, and whether its refusal was already announced.
-#[derive(Default)]
-pub struct DisruptionMemo {
-    stores: Mutex<HashMap<String, StoreMemory>>,
-}
-
-#[derive(Default)]
-struct StoreMemory {
-    /// The last handover started from a stopping pod.
-    started: Option<StartedHandover>,
-    /// The uid of the last stopping primary whose refusal was published as an Event.
-    announced: Option<Option<String>>,
-}
-
-struct StartedHandover {
-    pod: String,
-    uid: Option<String>,
-    at: Instant,
-    /// The pod the Sentinels named when the old primary was demoted (the labels moved to it).
-    promoted: Option<String>,
-}
-
-impl StartedHandover {
-    fn is(&self, pod: &str, uid: Option<&str>) -> bool {
-        self.pod == pod
-            && self.uid.as_deref() == uid
-            && self.at.elapsed() < STOPPING_HANDOVER_SETTLE
-    }
-}
-
-impl DisruptionMemo {
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut StoreMemory) -> T) -> T {
-        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        f(stores.entry(key.to_string()).or_default())
-    }
-
-    /// Whether a handover from this pod (same name and uid) started within the settle time.
-    pub fn started_recently(&self, key: &str, pod: &str, uid: Option<&str>) -> bool {
-        self.with(key, |memory| {
-            memory.started.as_ref().is_some_and(|s| s.is(pod, uid))
-        })
-    }
-
-    /// The pod the primary role went to when this pod (same name and uid) was demoted by a
-    /// handover within the settle time. Sentinels that have not heard of the promotion yet still
-    /// name the old pod; the role labels must not follow them back to it.
-    pub fn demoted_to(&self, key: &str, pod: &str, uid: Option<&str>) -> Option<String> {
-        self.with(key, |memory| {
-            memory
-                .started
-                .as_ref()
-                .filter(|s| s.is(pod, uid))
-                .and_then(|s| s.promoted.clone())
-        })
-    }
-
-    /// Whether the last handover from a stopping pod was from `pod`, within the settle time (the
-    /// `PrimaryChanged` Event then says the change was planned).
-    pub fn handed_over_from(&self, key: &str, pod: &str) -> bool {
-        self.with(key, |memory| {
-            memory
-                .started
-                .as_ref()
-                .is_some_and(|s| s.pod == pod && s.at.elapsed() < STOPPING_HANDOVER_SETTLE)
-        })
-    }
-
-    /// A handover from `pod` started; `promoted` is the pod that took the role over when the old
-    /// primary was demoted.
-    pub fn note_started(&self, key: &str, pod: &str, uid: Option<&str>, promoted: Option<&str>) {
-        self.with(key, |memory| {
-            memory.started = Some(StartedHandover {
-                pod: pod.to_string(),
-                uid: uid.map(str::to_string),
-                at: Instant::now(),
-                promoted: promoted.map(str::to_string),
-            });
-        });
-    }
-
-    /// True the first time it is called for this pod uid: a refusal is announced once per pod.
-    pub fn first_refusal(&self, key: &str, uid: Option<&str>) -> bool {
-        self.with(key, |memory| {
-            let uid = uid.map(str::to_string);
-            if memory.announced.as_ref() == Some(&uid) {
-                false
-            } else {
-                memory.announced = Some(uid);
-                true
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ha::memo::DisruptionMemo;
+    use crate::key::StoreKey;
 
     fn pod(name: &str, ready: bool, terminating: bool) -> PodRole {
         PodRole {
@@ -257,23 +158,29 @@ mod tests {
         ];
         assert_eq!(decide(Some("s-0"), &pods, true), StoppingPrimary::Started);
         let memo = DisruptionMemo::default();
-        assert!(!memo.started_recently("ns/s", "s-0", Some("a")));
-        memo.note_started("ns/s", "s-0", Some("a"), Some("s-1"));
-        assert!(memo.started_recently("ns/s", "s-0", Some("a")));
+        assert!(!memo.started_recently(&StoreKey::new("ns", "s"), "s-0", Some("a")));
+        memo.note_started(&StoreKey::new("ns", "s"), "s-0", Some("a"), Some("s-1"));
+        assert!(memo.started_recently(&StoreKey::new("ns", "s"), "s-0", Some("a")));
         assert_eq!(
-            memo.demoted_to("ns/s", "s-0", Some("a")),
+            memo.demoted_to(&StoreKey::new("ns", "s"), "s-0", Some("a")),
             Some("s-1".into())
         );
-        assert_eq!(memo.demoted_to("ns/s", "s-0", Some("b")), None);
-        assert_eq!(memo.demoted_to("ns/s", "s-1", Some("a")), None);
-        assert!(memo.handed_over_from("ns/s", "s-0"));
-        assert!(!memo.handed_over_from("ns/s", "s-1"));
+        assert_eq!(
+            memo.demoted_to(&StoreKey::new("ns", "s"), "s-0", Some("b")),
+            None
+        );
+        assert_eq!(
+            memo.demoted_to(&StoreKey::new("ns", "s"), "s-1", Some("a")),
+            None
+        );
+        assert!(memo.handed_over_from(&StoreKey::new("ns", "s"), "s-0"));
+        assert!(!memo.handed_over_from(&StoreKey::new("ns", "s"), "s-1"));
         // The same name recreated (another uid) is another pod.
-        assert!(!memo.started_recently("ns/s", "s-0", Some("b")));
-        assert!(!memo.started_recently("ns/other", "s-0", Some("a")));
-        assert!(memo.first_refusal("ns/s", Some("a")));
-        assert!(!memo.first_refusal("ns/s", Some("a")));
-        assert!(memo.first_refusal("ns/s", Some("b")));
+        assert!(!memo.started_recently(&StoreKey::new("ns", "s"), "s-0", Some("b")));
+        assert!(!memo.started_recently(&StoreKey::new("ns", "other"), "s-0", Some("a")));
+        assert!(memo.first_refusal(&StoreKey::new("ns", "s"), Some("a")));
+        assert!(!memo.first_refusal(&StoreKey::new("ns", "s"), Some("a")));
+        assert!(memo.first_refusal(&StoreKey::new("ns", "s"), Some("b")));
     }
 }
 

@@ -4,6 +4,8 @@
 
 pub mod disruption;
 pub mod handover;
+pub mod hooks;
+pub mod memo;
 pub mod primary;
 pub mod rollout;
 pub mod rollout_step;

@@ -11,6 +11,11 @@ use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConn
 
 use crate::build::meta::ROLE_LABEL;
 use crate::password::Password;
+use crate::settings::OperatorSettings;
+use crate::validate::ValidatedStore;
+
+/// Sentinel addresses for a store.
+pub type AddressFn = dyn Fn(&ValidatedStore, &OperatorSettings) -> Vec<String> + Send + Sync;
 
 /// How to reach the Sentinels. Credentials are those of Sentinel's `operator` ACL user.
 #[derive(Clone)]

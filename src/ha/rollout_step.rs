@@ -4,33 +4,30 @@
 //! a uid precondition, or a deliberate handover through `ctx.ha.handover`. It reports an `Updating`
 //! condition and asks for a quick requeue while the update runs (pods do not wake the reconcile).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource};
+use kube::runtime::events::EventType;
 
 use crate::build::StoreCredentials;
 use crate::cache::StatefulSetRevision;
-use crate::controller::{Context, publish};
+use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest, ReplicationRequest};
+use crate::ha::hooks::PodRole;
+use crate::ha::memo::HANDOVER_SETTLE;
 use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
-use crate::ha::step::{PodRole, PrimaryObservation};
+use crate::ha::step::PrimaryObservation;
 use crate::validate::ValidatedStore;
 
 /// Condition: whether a rolling update of the pods is in progress.
 pub const UPDATING: &str = "Updating";
 /// How soon to look again while pods are being updated.
 pub const ROLLOUT_REQUEUE: Duration = Duration::from_secs(3);
-/// After a handover started, how long the same primary may still be named before another
-/// handover is asked for (the Sentinels need a few seconds to promote and announce).
-pub const HANDOVER_SETTLE: Duration = Duration::from_secs(30);
 /// Consecutive refused handovers after which a Warning Event is published (then every as many).
 pub const HANDOVER_REFUSALS_WARNING: u32 = 3;
 
@@ -49,45 +46,6 @@ pub struct RolloutObservation {
     pub condition: Option<UpdatingCondition>,
     pub decision: Option<Decision>,
     pub requeue: Option<Duration>,
-}
-
-/// Per-store memory of handovers, held in `HaHooks`.
-#[derive(Default)]
-pub struct RolloutMemo {
-    stores: Mutex<HashMap<String, HandoverMemory>>,
-}
-
-#[derive(Default)]
-struct HandoverMemory {
-    /// The primary a handover was started from, and when.
-    started: Option<(String, Instant)>,
-    /// Consecutive `NotNow` answers.
-    refusals: u32,
-}
-
-impl RolloutMemo {
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut HandoverMemory) -> T) -> T {
-        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        f(stores.entry(key.to_string()).or_default())
-    }
-
-    /// Whether the rolling update handed the primary role over from `primary` within
-    /// [`HANDOVER_SETTLE`] (the `PrimaryChanged` Event then says the change was planned).
-    pub fn handed_over_from(&self, key: &str, primary: &str) -> bool {
-        self.with(key, |memory| {
-            memory
-                .started
-                .as_ref()
-                .is_some_and(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
-        })
-    }
-
-    fn forget(&self, key: &str) {
-        self.stores
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
-    }
 }
 
 /// The StatefulSet's update revision is not known yet (just written, or its controller has not
@@ -114,7 +72,7 @@ pub async fn reconcile_rollout(
     if !validated.is_highly_available() {
         return Ok(None);
     }
-    let key = format!("{}/{}", validated.namespace, validated.name);
+    let key = crate::key::StoreKey::of_validated(validated);
     if statefulset_written {
         return Ok(Some(revision_pending()));
     }
@@ -130,7 +88,7 @@ pub async fn reconcile_rollout(
     };
     let pods: Vec<PodRole> = match ha.and_then(|h| h.pods.clone()) {
         Some(pods) => pods,
-        None => ctx.ha.pods.pods(ctx, validated).await?,
+        None => ctx.ha.pods.pods(ctx.cluster(), validated).await?,
     };
     let rollout_pods: Vec<RolloutPod> = pods
         .iter()
@@ -266,9 +224,7 @@ pub async fn reconcile_rollout(
                     } else {
                         EventType::Warning
                     };
-                    publish(
-                        ctx,
-                        store,
+                    ctx.publish(store,
                         event_type,
                         "HandingOverPrimary",
                         "RollingUpdate",
@@ -286,9 +242,7 @@ pub async fn reconcile_rollout(
                     });
                     tracing::info!(%primary, refusals, "rolling update: handover refused: {message}");
                     if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
-                        publish(
-                            ctx,
-                            store,
+                        ctx.publish(store,
                             EventType::Warning,
                             "HandoverRefused",
                             "RollingUpdate",
@@ -317,7 +271,7 @@ pub async fn reconcile_rollout(
 
 /// The `RestartingPod` Event, with the pod as its related object: the Event recorder folds Events
 /// with the same reason and objects into one series (keeping the first note), so each pod gets its
-/// own. A failure is logged, never fatal.
+/// own (see `Context::publish_related`).
 async fn publish_restart(
     ctx: &Context,
     store: &SessionStore,
@@ -325,23 +279,22 @@ async fn publish_restart(
     pod: &str,
     summary: &str,
 ) {
-    ctx.metrics.api_request("create");
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "RestartingPod".into(),
-        note: Some(format!("{summary}; restarting {pod} to update it")),
-        action: "RollingUpdate".into(),
-        secondary: Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.into()),
-            namespace: Some(validated.namespace.clone()),
-            ..ObjectReference::default()
-        }),
+    let pod_ref = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.into()),
+        namespace: Some(validated.namespace.clone()),
+        ..ObjectReference::default()
     };
-    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
-        tracing::warn!(%error, "could not publish the RestartingPod Event");
-    }
+    ctx.publish_related(
+        store,
+        EventType::Normal,
+        "RestartingPod",
+        "RollingUpdate",
+        format!("{summary}; restarting {pod} to update it"),
+        pod_ref,
+    )
+    .await;
 }
 
 /// The StatefulSet's revision state from the cache, or one GET when there is no cache.
@@ -349,8 +302,7 @@ async fn statefulset_revision(
     ctx: &Context,
     store: &ValidatedStore,
 ) -> Result<Option<StatefulSetRevision>> {
-    crate::controller::read_statefulset(
-        ctx,
+    ctx.read_statefulset(
         store,
         |cache, namespace, name| cache.statefulset_revision(namespace, name),
         StatefulSetRevision::of,

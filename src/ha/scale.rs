@@ -5,15 +5,13 @@
 //! shrink the StatefulSet once the Sentinels name a primary in range. The same guard covers an HA
 //! store scaled to 1 (standalone): pod 0 must be the primary before pods 1.. go.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
 
 use crate::build::StoreCredentials;
 use crate::build::meta::ChildNames;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::Result;
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
@@ -72,35 +70,6 @@ pub fn scale_down_decision(
     }
 }
 
-/// The last Event note per store, so an unchanged held scale-down is not announced on every
-/// reconcile.
-#[derive(Default)]
-pub struct ScaleGuardMemo {
-    last_note: Mutex<HashMap<String, String>>,
-}
-
-impl ScaleGuardMemo {
-    /// Whether `note` differs from the last one for `key` (and remembers it).
-    fn is_new(&self, key: &str, note: &str) -> bool {
-        let mut last = self
-            .last_note
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if last.get(key).map(String::as_str) == Some(note) {
-            return false;
-        }
-        last.insert(key.to_string(), note.to_string());
-        true
-    }
-
-    fn forget(&self, key: &str) {
-        self.last_note
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
-    }
-}
-
 /// A held scale-down: build the children from `store` (the current pod count) and requeue soon.
 pub struct ScaleHold {
     pub store: ValidatedStore,
@@ -115,7 +84,7 @@ pub async fn guard_scale_down(
     credentials: &StoreCredentials,
     tls_ca: Option<&[u8]>,
 ) -> Result<Option<ScaleHold>> {
-    let key = format!("{}/{}", validated.namespace, validated.name);
+    let key = crate::key::StoreKey::of_validated(validated);
     let running = running_pods(ctx, validated).await?;
     if running <= validated.replicas || running < 3 {
         ctx.ha.scale_memo.forget(&key);
@@ -188,15 +157,8 @@ pub async fn guard_scale_down(
     };
     tracing::info!("{note}");
     if ctx.ha.scale_memo.is_new(&key, &note) {
-        crate::controller::publish(
-            ctx,
-            store,
-            event_type,
-            SCALE_DOWN_HANDOVER,
-            "ScaleDown",
-            note,
-        )
-        .await;
+        ctx.publish(store, event_type, SCALE_DOWN_HANDOVER, "ScaleDown", note)
+            .await;
     }
     Ok(Some(ScaleHold {
         store: held,
@@ -207,23 +169,25 @@ pub async fn guard_scale_down(
 /// Pods the StatefulSet runs now (`status.replicas`), from the watch cache or the API server;
 /// 0 before it exists.
 async fn running_pods(ctx: &Context, store: &ValidatedStore) -> Result<i32> {
-    let running = crate::controller::read_statefulset(
-        ctx,
-        store,
-        |cache, namespace, name| {
-            cache
-                .statefulset_status(namespace, name)
-                .map(|s| s.replicas)
-        },
-        |sts| sts.status.as_ref().map_or(0, |s| s.replicas),
-    )
-    .await?;
+    let running = ctx
+        .read_statefulset(
+            store,
+            |cache, namespace, name| {
+                cache
+                    .statefulset_status(namespace, name)
+                    .map(|s| s.replicas)
+            },
+            |sts| sts.status.as_ref().map_or(0, |s| s.replicas),
+        )
+        .await?;
     Ok(running.unwrap_or(0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ha::memo::ScaleGuardMemo;
+    use crate::key::StoreKey;
 
     fn pods(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
@@ -311,11 +275,11 @@ mod tests {
     #[test]
     fn an_unchanged_note_is_announced_once() {
         let memo = ScaleGuardMemo::default();
-        assert!(memo.is_new("ns/web", "held: a"));
-        assert!(!memo.is_new("ns/web", "held: a"));
-        assert!(memo.is_new("ns/web", "held: b"));
-        assert!(memo.is_new("ns/other", "held: b"));
-        memo.forget("ns/web");
-        assert!(memo.is_new("ns/web", "held: b"));
+        assert!(memo.is_new(&StoreKey::new("ns", "web"), "held: a"));
+        assert!(!memo.is_new(&StoreKey::new("ns", "web"), "held: a"));
+        assert!(memo.is_new(&StoreKey::new("ns", "web"), "held: b"));
+        assert!(memo.is_new(&StoreKey::new("ns", "other"), "held: b"));
+        memo.forget(&StoreKey::new("ns", "web"));
+        assert!(memo.is_new(&StoreKey::new("ns", "web"), "held: b"));
     }
 }

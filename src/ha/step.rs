@@ -17,32 +17,22 @@
 //! cannot conflict, needs no `force`, and leaves no managedFields entry to keep consistent. We only
 //! send it when the label is wrong, so a steady store costs no write.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
 
 use crate::build::StoreCredentials;
-use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
-use crate::build::sentinel::{master_name, sentinel_addresses};
-use crate::build::statefulset::REDIS_CONTAINER;
-use crate::cache::REVISION_LABEL;
-use crate::controller::{Context, publish};
+use crate::build::meta::ROLE_LABEL;
+use crate::context::Context;
 use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
 use crate::ha::disruption::{StoppingPrimary, decide as decide_stopping};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
-use crate::ha::primary::{
-    DiscoveryError, DiscoveryOptions, PrimaryAnswer, RoleChange, discover_primary, pod_for_host,
-    role_label_changes,
-};
-use crate::password::Password;
-use crate::settings::OperatorSettings;
+use crate::ha::hooks::PodRole;
+use crate::ha::primary::{RoleChange, role_label_changes};
 use crate::validate::ValidatedStore;
 
 /// Condition: whether a majority of Sentinels names a primary pod (and the labels follow it).
@@ -69,228 +59,6 @@ pub const PRIMARY_FOLLOW: Duration = Duration::from_secs(1);
 /// would follow only on the next [`PRIMARY_RECHECK`]. Covers `downAfterMilliseconds` (at most
 /// 60 s) should the Sentinels refuse the early failover request.
 pub const RESTART_FOLLOW: Duration = Duration::from_secs(60);
-
-/// What the HA step and the rolling update need of a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodRole {
-    pub name: String,
-    pub ip: Option<String>,
-    /// Current value of `sessionstore.dev/role`.
-    pub role_label: Option<String>,
-    /// `metadata.uid`: the precondition of a rolling-update delete (never a recreated pod).
-    pub uid: Option<String>,
-    /// `controller-revision-hash`: the StatefulSet revision the pod was made from.
-    pub revision: Option<String>,
-    /// The Ready condition is True.
-    pub ready: bool,
-    /// `metadata.deletionTimestamp` is set: the pod is going away.
-    pub terminating: bool,
-    /// When the Redis container last exited (`lastState.terminated.finishedAt`, Unix seconds): a
-    /// primary whose Redis just crashed is followed closely (see [`RESTART_FOLLOW`]).
-    pub redis_exited_at: Option<i64>,
-}
-
-impl PodRole {
-    pub fn of(pod: &Pod) -> Option<Self> {
-        let label = |key: &str| {
-            pod.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(key).cloned())
-        };
-        Some(PodRole {
-            name: pod.metadata.name.clone()?,
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            role_label: label(ROLE_LABEL),
-            uid: pod.metadata.uid.clone(),
-            revision: label(REVISION_LABEL),
-            ready: pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-            redis_exited_at: pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|statuses| statuses.iter().find(|c| c.name == REDIS_CONTAINER))
-                .and_then(|c| {
-                    c.last_state
-                        .as_ref()?
-                        .terminated
-                        .as_ref()?
-                        .finished_at
-                        .as_ref()
-                })
-                .map(|t| t.0.as_second()),
-        })
-    }
-
-    /// Only what [`role_label_changes`] looks at.
-    fn as_pod(&self) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                labels: self
-                    .role_label
-                    .clone()
-                    .map(|role| [(ROLE_LABEL.to_string(), role)].into()),
-                ..ObjectMeta::default()
-            },
-            ..Pod::default()
-        }
-    }
-}
-
-/// Where the step gets the store's pods.
-pub trait PodSource: Send + Sync {
-    fn pods<'a>(
-        &'a self,
-        ctx: &'a Context,
-        store: &'a ValidatedStore,
-    ) -> BoxFuture<'a, Result<Vec<PodRole>>>;
-}
-
-/// Lists the pods from the API server with the store's pod selector (one `list` per call).
-pub struct ApiPods;
-
-impl PodSource for ApiPods {
-    fn pods<'a>(
-        &'a self,
-        ctx: &'a Context,
-        store: &'a ValidatedStore,
-    ) -> BoxFuture<'a, Result<Vec<PodRole>>> {
-        Box::pin(async move {
-            let selector = pod_selector_labels(store)
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            ctx.metrics.api_request("list");
-            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
-            let list = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| Error::kube(format!("listing pods of {}", store.name), e))?;
-            Ok(list.items.iter().filter_map(PodRole::of).collect())
-        })
-    }
-}
-
-/// Reads the pods from the shared pod watch cache (no API call) once it has synced; lists them from
-/// the API server ([`ApiPods`]) only when there is no cache.
-pub struct CachedPods;
-
-impl PodSource for CachedPods {
-    fn pods<'a>(
-        &'a self,
-        ctx: &'a Context,
-        store: &'a ValidatedStore,
-    ) -> BoxFuture<'a, Result<Vec<PodRole>>> {
-        match ctx.cache.pods_of_store(&store.namespace, &store.name) {
-            Some(pods) => {
-                let pods = pods.iter().filter_map(PodRole::of).collect();
-                Box::pin(async move { Ok(pods) })
-            }
-            None => ApiPods.pods(ctx, store),
-        }
-    }
-}
-
-/// How the step learns the primary.
-pub trait PrimaryDiscovery: Send + Sync {
-    fn discover<'a>(
-        &'a self,
-        store: &'a ValidatedStore,
-        settings: &'a OperatorSettings,
-        operator_password: &'a Password,
-        tls_ca: Option<&'a [u8]>,
-    ) -> BoxFuture<'a, std::result::Result<PrimaryAnswer, DiscoveryError>>;
-}
-
-/// Sentinel addresses for a store.
-pub type AddressFn = dyn Fn(&ValidatedStore, &OperatorSettings) -> Vec<String> + Send + Sync;
-
-/// Asks the Sentinels with [`discover_primary`] as the `operator` user.
-pub struct SentinelDiscovery {
-    addresses: Arc<AddressFn>,
-}
-
-impl SentinelDiscovery {
-    /// The pods' headless DNS names: what the operator dials in the cluster.
-    pub fn in_cluster() -> Self {
-        Self::with_addresses(Arc::new(
-            |store: &ValidatedStore, settings: &OperatorSettings| {
-                sentinel_addresses(store, settings)
-            },
-        ))
-    }
-
-    /// Other addresses (tests: Sentinels on loopback).
-    pub fn with_addresses(addresses: Arc<AddressFn>) -> Self {
-        SentinelDiscovery { addresses }
-    }
-}
-
-impl PrimaryDiscovery for SentinelDiscovery {
-    fn discover<'a>(
-        &'a self,
-        store: &'a ValidatedStore,
-        settings: &'a OperatorSettings,
-        operator_password: &'a Password,
-        tls_ca: Option<&'a [u8]>,
-    ) -> BoxFuture<'a, std::result::Result<PrimaryAnswer, DiscoveryError>> {
-        Box::pin(async move {
-            let mut options = DiscoveryOptions::new("operator", operator_password.clone());
-            // TLS stores: trust only the store's own CA; the Sentinels are dialled by their
-            // headless names, which the store's certificate covers.
-            options.tls = tls_ca.map(|ca| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            });
-            let mut answer = discover_primary(
-                &(self.addresses)(store, settings),
-                &master_name(store),
-                &options,
-            )
-            .await?;
-            // Sentinel announces the pods' headless names; the StatefulSet is named after the store.
-            answer.pod = answer
-                .pod
-                .or_else(|| pod_for_host(&answer.host, &store.name));
-            Ok(answer)
-        })
-    }
-}
-
-/// The step's two inputs, held by the controller's `Context`.
-#[derive(Clone)]
-pub struct HaHooks {
-    pub pods: Arc<dyn PodSource>,
-    pub discovery: Arc<dyn PrimaryDiscovery>,
-    /// Deliberate primary handover (rolling update, scale-down guard).
-    pub handover: Arc<dyn crate::ha::handover::Handover>,
-    /// What the scale-down guard last announced per store (see `ha::scale`).
-    pub scale_memo: Arc<crate::ha::scale::ScaleGuardMemo>,
-    /// What the rolling update remembers between reconciles (handovers started and refused).
-    pub rollout: Arc<crate::ha::rollout_step::RolloutMemo>,
-    /// Handovers from stopping primary pods (see `ha::disruption`).
-    pub disruption: Arc<crate::ha::disruption::DisruptionMemo>,
-}
-
-impl Default for HaHooks {
-    fn default() -> Self {
-        HaHooks {
-            pods: Arc::new(CachedPods),
-            discovery: Arc::new(SentinelDiscovery::in_cluster()),
-            handover: crate::ha::handover::default_handover(),
-            scale_memo: Arc::default(),
-            rollout: Arc::default(),
-            disruption: Arc::default(),
-        }
-    }
-}
 
 /// A change of primary seen by the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -366,7 +134,7 @@ pub async fn reconcile_primary(
     let Some(pods) = first.pods.as_ref() else {
         return Ok(Some(first));
     };
-    let key = format!("{}/{}", validated.namespace, validated.name);
+    let key = crate::key::StoreKey::of_validated(validated);
     let primary = if first.known {
         first.primary.as_deref()
     } else {
@@ -385,8 +153,7 @@ pub async fn reconcile_primary(
         StoppingPrimary::Cannot(why) => {
             tracing::info!("the primary pod is stopping and cannot be handed over: {why}");
             if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
-                publish(
-                    ctx,
+                ctx.publish(
                     store,
                     EventType::Warning,
                     "HandoverRefused",
@@ -434,9 +201,7 @@ pub async fn reconcile_primary(
                     } else {
                         EventType::Warning
                     };
-                    publish(
-                        ctx,
-                        store,
+                    ctx.publish(store,
                         event_type,
                         "HandingOverPrimary",
                         "PodStopping",
@@ -469,9 +234,7 @@ pub async fn reconcile_primary(
                 HandoverOutcome::NotNow { message } => {
                     tracing::info!(%primary, "the primary pod is stopping; handover not possible: {message}");
                     if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
-                        publish(
-                            ctx,
-                            store,
+                        ctx.publish(store,
                             EventType::Warning,
                             "HandoverRefused",
                             "PodStopping",
@@ -521,7 +284,7 @@ async fn observe_primary(
             previous,
             "SentinelTlsCaMissing",
             "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
-            Some(crate::controller::RESYNC_INTERVAL),
+            Some(crate::context::RESYNC_INTERVAL),
         )));
     }
 
@@ -565,7 +328,7 @@ async fn observe_primary(
             Some(PRIMARY_RETRY),
         )));
     };
-    let pods = ctx.ha.pods.pods(ctx, validated).await?;
+    let pods = ctx.ha.pods.pods(ctx.cluster(), validated).await?;
     if !pods.iter().any(|p| p.name == primary) {
         // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
         let mut unknown = PrimaryObservation::unknown(
@@ -579,7 +342,7 @@ async fn observe_primary(
         unknown.pods = Some(pods);
         return Ok(Some(unknown));
     }
-    let key = format!("{}/{}", validated.namespace, validated.name);
+    let key = crate::key::StoreKey::of_validated(validated);
     let uid = pods
         .iter()
         .find(|p| p.name == primary)
@@ -688,25 +451,17 @@ async fn patch_role(ctx: &Context, store: &ValidatedStore, change: &RoleChange) 
 /// (no failover happened: status.primary simply appears).
 /// `planned`: the operator handed the role over (a stopping primary pod, the rolling update).
 async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failover, planned: bool) {
-    ctx.metrics.api_request("create");
     let how = if planned {
         "planned handover by the operator"
     } else {
         "Sentinel failover"
     };
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "PrimaryChanged".into(),
-        note: Some(format!(
-            "Primary changed from {} to {} ({how}); the Service follows it",
-            failover.from, failover.to
-        )),
-        action: "Failover".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
-        tracing::warn!(%error, "could not publish the PrimaryChanged Event");
-    }
+    let note = format!(
+        "Primary changed from {} to {} ({how}); the Service follows it",
+        failover.from, failover.to
+    );
+    ctx.publish(store, EventType::Normal, "PrimaryChanged", "Failover", note)
+        .await;
 }
 
 #[cfg(test)]

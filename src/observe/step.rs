@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::build::StoreCredentials;
 use crate::build::secret::CA_CERT_KEY;
-use crate::controller::Context;
+use crate::cluster::Cluster;
 use crate::crd::{HealthStatus, SessionStore, SessionStoreStatus};
 use crate::metrics::Metrics;
 use crate::observe::info::{PodObservation, PodProblem, StoreObservation};
@@ -219,7 +219,7 @@ impl HealthStep {
     /// Secret's `ca.crt` as the TLS step read it (TLS stores only).
     pub async fn observe(
         &self,
-        ctx: &Context,
+        cluster: Cluster<'_>,
         store: &SessionStore,
         validated: &ValidatedStore,
         credentials: &StoreCredentials,
@@ -228,7 +228,10 @@ impl HealthStep {
         let (namespace, name) = (validated.namespace.as_str(), validated.name.as_str());
         let key = store_key(namespace, name);
         let interval = self.settings.interval;
-        let Some(pods) = ctx.cache.store_pods(namespace, name, validated.replicas) else {
+        let Some(pods) = cluster
+            .cache
+            .store_pods(namespace, name, validated.replicas)
+        else {
             // No synced pod cache yet: look again in one interval rather than list pods.
             return Observed {
                 next_probe_in: Some(interval),
@@ -289,7 +292,7 @@ impl HealthStep {
                 let target = StoreTarget {
                     tls: Some(TlsTarget {
                         ca_pem,
-                        cluster_domain: ctx.settings.cluster_domain.clone(),
+                        cluster_domain: cluster.settings.cluster_domain.clone(),
                     }),
                     ..target
                 };

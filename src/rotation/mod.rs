@@ -5,6 +5,7 @@
 //! [`plan::plan`] for the next [`Step`], perform it, then persist [`Plan::then`]. Every step is
 //! idempotent, so an operator restart at any point resumes from what was persisted and finishes.
 
+pub mod addresses;
 pub mod live;
 pub mod plan;
 pub mod state;

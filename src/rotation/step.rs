@@ -3,7 +3,7 @@
 //! publishing the connection Secret), persists each step's state in the internal Secret, and says
 //! when to come back; [`desired_children`] gives the apply step children that agree with that state.
 //!
-//! Pod addresses come through the [`PodAddresses`] trait, asked only while a live step is due, so
+//! Pod addresses come through the [`crate::rotation::addresses::PodAddresses`] trait, asked only while a live step is due, so
 //! a store that is not rotating never lists its pods. A highly available store's Sentinels get the
 //! same live changes as its Redis servers (see [`crate::rotation::live`]).
 //!
@@ -16,33 +16,28 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
-use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
 
 use crate::build::acl::OPERATOR_USER;
-use crate::build::meta::{ChildNames, pod_selector_labels};
+use crate::build::meta::ChildNames;
 use crate::build::secret::{
     desired_connection_secret, desired_internal_secret, set_ca_certificate,
 };
 use crate::build::{DesiredChildren, StoreCredentials};
-use crate::cache::is_pod_of;
-use crate::controller::{Context, publish};
+use crate::context::Context;
 use crate::crd::{AuthStatus, SessionStore};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::password::Password;
 use crate::rotation::state::Stage;
 use crate::rotation::{
-    LiveAcl, LiveTargets, PodEndpoint, RotationError, RotationInput, RotationState, Step,
-    auth_status, plan,
+    LiveAcl, LiveTargets, RotationInput, RotationState, Step, auth_status, plan,
 };
 use crate::secrets::{self, SecretRole, SecretState, SecretsRead};
 use crate::settings::OperatorSettings;
-use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
+use crate::validate::ValidatedStore;
 
 /// How often a rotation waiting for pods (none yet, or one without an IP) looks again.
 pub const POD_RETRY: Duration = Duration::from_secs(30);
@@ -60,170 +55,6 @@ pub struct TlsInputs {
     pub ca_crt: Option<ByteString>,
     /// Hex SHA-256 of the certificate (`tls.crt` and `ca.crt`), for the pod template.
     pub fingerprint: String,
-}
-
-/// Where the Redis pods (and Sentinels) of a store can be reached, for the live ACL changes.
-pub trait PodAddresses: Send + Sync {
-    /// Every pod of the store, and for a highly available store every pod's Sentinel.
-    /// `Ok(None)`: some pod has no address yet (the caller waits).
-    fn endpoints<'a>(
-        &'a self,
-        ctx: &'a Context,
-        store: &'a ValidatedStore,
-        tls: Option<&'a TlsInputs>,
-    ) -> BoxFuture<'a, Result<Option<LiveTargets>>>;
-}
-
-/// Lists the store's pods by their selector labels (only while a live step is due), keeps those
-/// the store owns ([`is_store_pod`]: labels are not proof, anyone who can create pods in the
-/// namespace can copy them) and dials each by its IP (plain) or by its stable DNS name under the headless Service (TLS: the certificate
-/// names the Service names, and the store's CA is the only one trusted). The Sentinel of an HA pod
-/// is dialled the same way on its own port (it listens on TLS only when the store has TLS, with the
-/// same certificate).
-#[derive(Clone, Debug)]
-pub struct ListPods {
-    /// Redis port of every pod.
-    pub port: u16,
-    /// Sentinel port of every pod (highly available stores).
-    pub sentinel_port: u16,
-}
-
-impl Default for ListPods {
-    fn default() -> Self {
-        ListPods {
-            port: u16::try_from(REDIS_PORT).unwrap_or(6379),
-            sentinel_port: u16::try_from(SENTINEL_PORT).unwrap_or(26379),
-        }
-    }
-}
-
-impl PodAddresses for ListPods {
-    fn endpoints<'a>(
-        &'a self,
-        ctx: &'a Context,
-        store: &'a ValidatedStore,
-        tls: Option<&'a TlsInputs>,
-    ) -> BoxFuture<'a, Result<Option<LiveTargets>>> {
-        Box::pin(async move {
-            let selector = pod_selector_labels(store)
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
-            ctx.metrics.api_request("list");
-            let pods = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| Error::kube(format!("listing Pods of {}", store.name), e))?;
-            let mut targets = LiveTargets::default();
-            let sentinels = store.is_highly_available();
-            for pod in pods.items {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                if !is_store_pod(&pod, store) {
-                    tracing::warn!(pod = %name, "pod carries the store's labels but is not its pod; not dialled");
-                    continue;
-                }
-                let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-                let Some(ip) = ip.filter(|ip| !ip.is_empty()) else {
-                    tracing::info!(pod = %name, "pod has no IP yet; rotation waits");
-                    return Ok(None);
-                };
-                let addr = |port: u16| match store.tls.as_ref() {
-                    None => Ok(ConnectionAddr::Tcp(ip.clone(), port)),
-                    Some(_) => {
-                        tls_addr(ctx, store, &name, port, tls.and_then(|t| t.ca_crt.as_ref()))
-                    }
-                };
-                if sentinels {
-                    targets.sentinels.push(PodEndpoint {
-                        name: format!("{name} (sentinel)"),
-                        addr: addr(self.sentinel_port)?,
-                    });
-                }
-                targets.redis.push(PodEndpoint {
-                    addr: addr(self.port)?,
-                    name,
-                });
-            }
-            Ok(Some(targets))
-        })
-    }
-}
-
-/// Whether a listed pod is one of the store's own: named `<store>-<ordinal>` (as the probe cache
-/// checks) and controlled by the store's StatefulSet. The operator sends this pod its own password
-/// and the app user's new password (in `AUTH`, to verify), so a look-alike must not get them.
-pub fn is_store_pod(pod: &Pod, store: &ValidatedStore) -> bool {
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let statefulset = ChildNames::statefulset(&store.name);
-    let controlled = pod.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true)
-            && o.api_version == "apps/v1"
-            && o.kind == "StatefulSet"
-            && o.name == statefulset
-    });
-    is_pod_of(name, &store.name) && controlled
-}
-
-/// A TLS address trusting only the store's CA, named as the certificate names the pod.
-fn tls_addr(
-    ctx: &Context,
-    store: &ValidatedStore,
-    pod: &str,
-    port: u16,
-    ca: Option<&ByteString>,
-) -> Result<ConnectionAddr> {
-    let host = format!(
-        "{pod}.{}.{}.svc.{}",
-        ChildNames::headless_service(&store.name),
-        store.namespace,
-        ctx.settings.cluster_domain.trim_end_matches('.')
-    );
-    let Some(ca) = ca else {
-        return Err(RotationError::Live {
-            action: "connect over TLS",
-            failed: 1,
-            total: 1,
-            details: format!("{pod}: the TLS Secret has no ca.crt to verify the pod with"),
-        }
-        .into());
-    };
-    tls_connection_addr(host, port, &ca.0).map_err(|e| {
-        RotationError::Live {
-            action: "connect over TLS",
-            failed: 1,
-            total: 1,
-            details: format!("{pod}: unusable CA certificate ({:?})", e.kind()),
-        }
-        .into()
-    })
-}
-
-/// A TLS address for `host:port` (verified against that name) that trusts only `ca` (PEM): what
-/// the live ACL changes dial, on the Redis and on the Sentinel port alike.
-pub fn tls_connection_addr(
-    host: String,
-    port: u16,
-    ca: &[u8],
-) -> std::result::Result<ConnectionAddr, redis::RedisError> {
-    let info = ConnectionAddr::TcpTls {
-        host,
-        port,
-        insecure: false,
-        tls_params: None,
-    }
-    .into_connection_info()
-    .and_then(|info| {
-        redis::Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            },
-        )
-    })?;
-    Ok(info.get_connection_info().addr().clone())
 }
 
 /// What the rotation step tells the rest of the reconcile.
@@ -347,7 +178,10 @@ pub async fn reconcile_rotation(
             Step::Begin => {}
             Step::AddNewPasswordLive { password } | Step::RetireOldPasswordLive { password } => {
                 if pods.is_none() {
-                    pods = ctx.pod_addresses.endpoints(ctx, validated, tls).await?;
+                    pods = ctx
+                        .pod_addresses
+                        .endpoints(ctx.cluster(), validated, tls)
+                        .await?;
                 }
                 let targets = match pods.as_ref() {
                     Some(targets) if !targets.redis.is_empty() => targets,
@@ -478,7 +312,8 @@ async fn announce(ctx: &Context, store: &SessionStore, step: &Step, state: &Rota
         ),
         _ => return,
     };
-    publish(ctx, store, EventType::Normal, reason, "Rotating", note).await;
+    ctx.publish(store, EventType::Normal, reason, "Rotating", note)
+        .await;
 }
 
 fn store_name(store: &SessionStore) -> String {
@@ -492,52 +327,6 @@ mod tests {
 
     fn pw(s: &str) -> Password {
         Password::from_secret_value(s.into())
-    }
-
-    #[test]
-    fn only_the_stores_own_pods_are_dialled() {
-        let store = crate::validate::validate(
-            &serde_yaml::from_str::<SessionStore>(
-                "apiVersion: sessionstore.dev/v1alpha1\nkind: SessionStore\n\
-                 metadata: {name: web, namespace: shop, uid: u}\nspec: {clients: {podSelector: {}}}\n",
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let pod = |name: &str, owner: Option<(&str, &str, bool)>| -> Pod {
-            let owners: Vec<_> = owner
-                .into_iter()
-                .map(|(kind, owner, controller)| {
-                    serde_json::json!({"apiVersion": "apps/v1", "kind": kind, "name": owner,
-                                       "uid": "s", "controller": controller})
-                })
-                .collect();
-            serde_json::from_value(serde_json::json!({"metadata": {
-                "name": name, "namespace": "shop", "ownerReferences": owners,
-                "labels": {"app.kubernetes.io/instance": "web"}
-            }}))
-            .unwrap()
-        };
-        assert!(is_store_pod(
-            &pod("web-0", Some(("StatefulSet", "web", true))),
-            &store
-        ));
-        assert!(is_store_pod(
-            &pod("web-12", Some(("StatefulSet", "web", true))),
-            &store
-        ));
-        // Same labels, but not the store's: another name, no owner, another owner, not controller.
-        for (name, owner) in [
-            ("web-x", Some(("StatefulSet", "web", true))),
-            ("impostor", Some(("StatefulSet", "web", true))),
-            ("web-web-0", Some(("StatefulSet", "web", true))),
-            ("web-0", None),
-            ("web-0", Some(("StatefulSet", "other", true))),
-            ("web-0", Some(("ReplicaSet", "web", true))),
-            ("web-0", Some(("StatefulSet", "web", false))),
-        ] {
-            assert!(!is_store_pod(&pod(name, owner), &store), "{name} {owner:?}");
-        }
     }
 
     #[test]

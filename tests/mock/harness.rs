@@ -11,11 +11,12 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use sessionstore_operator::build::StoreCredentials;
 use sessionstore_operator::cache::MemoryCache;
-use sessionstore_operator::controller::{Context, reconcile};
+use sessionstore_operator::context::Context;
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::metrics::{self, Metrics};
 use sessionstore_operator::password::Password;
-use sessionstore_operator::rotation::step::ListPods;
+use sessionstore_operator::reconcile::reconcile;
+use sessionstore_operator::rotation::addresses::ListPods;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::{ValidatedStore, validate};
 
