@@ -13,10 +13,10 @@ use crate::error::Error;
 use crate::key::StoreKey;
 
 /// First and largest delay of the per-store error backoff.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Smallest delay after the API server answered 429 (too many requests).
-pub const THROTTLED_MIN: Duration = Duration::from_secs(30);
+const THROTTLED_MIN: Duration = Duration::from_secs(30);
 
 /// A reconcile succeeded: counted, and the store's backoff starts over.
 pub(super) fn succeeded(ctx: &Context, store: &SessionStore) {
@@ -47,7 +47,7 @@ pub fn error_policy(store: Arc<SessionStore>, error: &Error, ctx: Arc<Context>) 
 }
 
 /// `BACKOFF_BASE * 2^(failures-1)`, capped at `BACKOFF_MAX`; at least `THROTTLED_MIN` after a 429.
-pub fn backoff_delay(failures: u32, throttled: bool) -> Duration {
+fn backoff_delay(failures: u32, throttled: bool) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     let delay = BACKOFF_BASE
         .saturating_mul(1u32 << exponent)

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-pub use error_policy::{BACKOFF_BASE, BACKOFF_MAX, THROTTLED_MIN, backoff_delay, error_policy};
-pub use read::EXISTING_SECRET_RETRY;
+pub use error_policy::error_policy;
 
 use crate::context::Context;
 use crate::crd::SessionStore;
@@ -35,9 +34,8 @@ pub async fn reconcile(store: Arc<SessionStore>, ctx: Arc<Context>) -> Result<Ac
 }
 
 async fn valid_store(store: &SessionStore, ctx: &Context) -> Result<Action> {
-    let validated = match read::spec(ctx, store).await? {
-        Continue(validated) => validated,
-        Break(action) => return Ok(action),
+    let Continue(validated) = read::spec(ctx, store).await? else {
+        return Ok(Action::await_change()); // deleted, or invalid: wait for a change
     };
     match pipeline(ctx, store, &validated, read::Secrets::CreateIfMissing).await {
         // Someone created a Secret between our read and our create: read again, once.
@@ -58,7 +56,7 @@ async fn pipeline(
 ) -> Result<Action> {
     let inputs = match read::inputs(ctx, store, validated, secrets).await? {
         Continue(inputs) => inputs,
-        Break(action) => return Ok(action),
+        Break(waiting) => return Ok(waiting), // for the TLS Secret or spec.auth.existingSecret
     };
     let decided = decide::decide(ctx, store, validated, inputs).await?;
     let children = build::children(ctx, &decided);

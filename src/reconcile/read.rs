@@ -2,7 +2,7 @@
 //! outside the spec: the TLS Secret (cert-manager or the user's) and the store's Secrets. Each
 //! can end the reconcile with a status that says what the store waits for.
 
-use std::ops::ControlFlow::{Break, Continue};
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
@@ -23,7 +23,7 @@ use crate::validate::{ValidatedStore, check_engine_switch, validate_with};
 pub(super) type Flow<T> = std::ops::ControlFlow<Action, T>;
 
 /// How often a store waiting for its `spec.auth.existingSecret` looks again.
-pub const EXISTING_SECRET_RETRY: Duration = Duration::from_secs(60);
+const EXISTING_SECRET_RETRY: Duration = Duration::from_secs(60);
 
 /// How the store's Secrets are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,14 +40,17 @@ pub(super) struct Inputs {
     pub secrets: SecretsRead,
 }
 
-/// The valid spec, or the end of the reconcile: a deleted store (the garbage collector removes
-/// the children) or an invalid spec (the status and an Event name the field; retrying cannot
-/// help, so the store waits for a change).
-pub(super) async fn spec(ctx: &Context, store: &SessionStore) -> Result<Flow<ValidatedStore>> {
+/// The valid spec, or `Break` for a deleted store (the garbage collector removes the children) or
+/// an invalid spec (the status and an Event name the field; retrying cannot help, so the store
+/// waits for a change).
+pub(super) async fn spec(
+    ctx: &Context,
+    store: &SessionStore,
+) -> Result<ControlFlow<(), ValidatedStore>> {
     if store.meta().deletion_timestamp.is_some() {
         ctx.health
             .forget(&store.namespace().unwrap_or_default(), &store.name_any());
-        return Ok(Break(Action::await_change()));
+        return Ok(Break(()));
     }
     let running = running_engine(store);
     let checked = validate_with(store, &ctx.settings.images)
@@ -61,7 +64,7 @@ pub(super) async fn spec(ctx: &Context, store: &SessionStore) -> Result<Flow<Val
                 ctx.publish(store, EventType::Warning, "InvalidSpec", "Validating", note)
                     .await;
             }
-            return Ok(Break(Action::await_change()));
+            return Ok(Break(()));
         }
     };
     announce_engine_switch(ctx, store, &validated, running).await;
