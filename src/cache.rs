@@ -235,18 +235,6 @@ pub fn store_of_pod(
     Some(kube::runtime::reflector::ObjectRef::new(store).within(namespace))
 }
 
-/// No cache at all: every lookup asks the API server.
-pub struct NoCache;
-
-impl ChildCache for NoCache {
-    fn lookup(&self, _: ChildKind, _: &str, _: &str) -> Cached {
-        Cached::Unknown
-    }
-    fn statefulset_status(&self, _: &str, _: &str) -> Option<StatefulSetStatus> {
-        None
-    }
-}
-
 type Key = (ChildKind, String, String);
 
 /// A synced cache held in memory: for tests and the benchmark, which feed it what the watches of a
@@ -271,17 +259,6 @@ impl MemoryCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((kind, namespace.into(), name.into()), live);
-    }
-
-    /// Records a child from the object the API server returned.
-    pub fn insert_object<K: Resource>(&self, kind: ChildKind, object: &K) {
-        let meta = object.meta();
-        self.insert(
-            kind,
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
-            LiveChild::from_meta(meta),
-        );
     }
 
     /// Forgets a child, as a watch does on deletion.
@@ -638,7 +615,6 @@ mod tests {
             .map(|p| p.name_any())
             .collect();
         assert_eq!(names, ["checkout-0", "checkout-1"]);
-        assert!(NoCache.pods_of_store("shop", "checkout").is_none());
     }
 
     #[test]
