@@ -30,11 +30,11 @@ use crate::build::secret::{
     desired_connection_secret, desired_internal_secret, set_ca_certificate,
 };
 use crate::build::{DesiredChildren, StoreCredentials};
-use crate::cache::is_pod_of;
 use crate::controller::{Context, publish};
 use crate::crd::{AuthStatus, SessionStore};
 use crate::error::{Error, Result};
 use crate::password::Password;
+use crate::pods::{is_pod_of, label_selector};
 use crate::rotation::state::Stage;
 use crate::rotation::{
     LiveAcl, LiveTargets, PodEndpoint, RotationError, RotationInput, RotationState, Step,
@@ -105,11 +105,7 @@ impl PodAddresses for ListPods {
         tls: Option<&'a TlsInputs>,
     ) -> BoxFuture<'a, Result<Option<LiveTargets>>> {
         Box::pin(async move {
-            let selector = pod_selector_labels(store)
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let selector = label_selector(&pod_selector_labels(store));
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
             ctx.metrics.api_request("list");
             let pods = api
