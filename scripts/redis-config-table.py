@@ -138,7 +138,7 @@ def main():
     print(f"//! {version}")
     print("//! Do not edit: regenerate, and review the diff.")
     print()
-    print("use super::Kind;")
+    print("use super::kind::Kind;")
     print()
     print("/// Every directive `CONFIG GET *` lists, sorted (byte order), with the value it takes.")
     print(f"pub const {engine.upper()}_{major_minor}_CONFIG: &[(&str, Kind)] = &[")

@@ -22,6 +22,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::build::meta::ROLE_LABEL;
 use crate::observe::PodTarget;
+use crate::pods::{is_pod_of, is_ready, pod_names};
 
 /// Annotation on every applied child: the hash of the desired object last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "sessionstore.dev/applied-hash";
@@ -143,20 +144,8 @@ impl StatefulSetRevision {
     }
 }
 
-/// Whether `pod` is named `<store>-<ordinal>`.
-pub fn is_pod_of(pod: &str, store: &str) -> bool {
-    pod.strip_prefix(store)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// Label the pods carry (from the StatefulSet's pod template) naming their store.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-
-/// The names a store's pods have (StatefulSet ordinals).
-pub fn pod_names(store: &str, replicas: i32) -> impl Iterator<Item = String> + '_ {
-    (0..replicas.max(0)).map(move |ordinal| format!("{store}-{ordinal}"))
-}
 
 /// What the health probe needs from a pod: its name, `status.podIP` and Ready condition.
 pub fn pod_target(pod: &Pod) -> PodTarget {
@@ -166,9 +155,7 @@ pub fn pod_target(pod: &Pod) -> PodTarget {
         ip: status
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok()),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        ready: is_ready(pod),
     }
 }
 
@@ -235,18 +222,6 @@ pub fn store_of_pod(
     Some(kube::runtime::reflector::ObjectRef::new(store).within(namespace))
 }
 
-/// No cache at all: every lookup asks the API server.
-pub struct NoCache;
-
-impl ChildCache for NoCache {
-    fn lookup(&self, _: ChildKind, _: &str, _: &str) -> Cached {
-        Cached::Unknown
-    }
-    fn statefulset_status(&self, _: &str, _: &str) -> Option<StatefulSetStatus> {
-        None
-    }
-}
-
 type Key = (ChildKind, String, String);
 
 /// A synced cache held in memory: for tests and the benchmark, which feed it what the watches of a
@@ -271,17 +246,6 @@ impl MemoryCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((kind, namespace.into(), name.into()), live);
-    }
-
-    /// Records a child from the object the API server returned.
-    pub fn insert_object<K: Resource>(&self, kind: ChildKind, object: &K) {
-        let meta = object.meta();
-        self.insert(
-            kind,
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
-            LiveChild::from_meta(meta),
-        );
     }
 
     /// Forgets a child, as a watch does on deletion.
@@ -638,7 +602,6 @@ mod tests {
             .map(|p| p.name_any())
             .collect();
         assert_eq!(names, ["checkout-0", "checkout-1"]);
-        assert!(NoCache.pods_of_store("shop", "checkout").is_none());
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub struct Inputs<'a> {
 pub fn pods_missing(store: &ValidatedStore, pods: &[Pod], created: Option<i32>) -> bool {
     let existing = (0..store.replicas)
         .filter(|i| {
-            let name = format!("{}-{i}", store.name);
+            let name = crate::pods::pod_name(&store.name, i);
             pods.iter().any(|p| p.name_any() == name)
         })
         .count();
@@ -90,7 +90,7 @@ pub fn pods_missing(store: &ValidatedStore, pods: &[Pod], created: Option<i32>) 
 pub fn diagnose(inputs: &Inputs<'_>) -> Option<Diagnosis> {
     let store = inputs.store;
     for ordinal in 0..store.replicas {
-        let name = format!("{}-{ordinal}", store.name);
+        let name = crate::pods::pod_name(&store.name, ordinal);
         let Some(pod) = inputs.pods.iter().find(|p| p.name_any() == name) else {
             continue;
         };

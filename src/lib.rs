@@ -13,6 +13,7 @@ pub mod error;
 pub mod ha;
 pub mod observe;
 pub mod password;
+pub mod pods;
 pub mod quantity;
 pub mod redis_commands;
 pub mod redis_config;

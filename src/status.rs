@@ -318,7 +318,7 @@ pub fn desired_status(
 
 /// The phase of a store whose replicas are all ready, from the last written `Healthy` condition:
 /// Ready when healthy (or not probed yet), Provisioning while pods start or load, else Degraded.
-fn phase_from_health(healthy: Option<&Condition>) -> Phase {
+pub fn phase_from_health(healthy: Option<&Condition>) -> Phase {
     match healthy {
         None => Phase::Ready,
         Some(c) if c.status == "True" => Phase::Ready,

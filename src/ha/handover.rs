@@ -147,11 +147,7 @@ impl SentinelHandover {
         Self::with_addresses(
             Arc::new(
                 |store: &ValidatedStore, settings: &OperatorSettings, pod: &str| {
-                    let ordinal = pod
-                        .strip_prefix(store.name.as_str())?
-                        .strip_prefix('-')?
-                        .parse::<i32>()
-                        .ok()?;
+                    let ordinal = i32::try_from(crate::pods::ordinal(&store.name, pod)?).ok()?;
                     Some(format!(
                         "{}:{REDIS_PORT}",
                         pod_fqdn(store, ordinal, settings)
@@ -419,13 +415,10 @@ impl SentinelHandover {
             paused_at.elapsed().as_millis()
         );
         let promoted = demoted.as_ref().ok().and_then(|(address, _)| {
-            let ordinals = u32::try_from(store.replicas.max(0)).unwrap_or(0);
-            (0..ordinals)
-                .map(|ordinal| format!("{}-{ordinal}", store.name))
-                .find(|pod| {
-                    (self.redis_address)(store, settings, pod)
-                        .is_some_and(|a| a.eq_ignore_ascii_case(address))
-                })
+            crate::pods::pod_names(&store.name, store.replicas).find(|pod| {
+                (self.redis_address)(store, settings, pod)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(address))
+            })
         });
         HandoverOutcome::Started {
             demoted: demoted.is_ok(),
@@ -479,9 +472,7 @@ impl SentinelHandover {
             .map_err(|error| format!("INFO replication on {} failed: {error}", request.primary))?;
         let online = online_replica_addresses(&info)
             .ok_or_else(|| format!("{} is no longer primary", request.primary))?;
-        let ordinals = u32::try_from(store.replicas.max(0)).unwrap_or(0);
-        Ok((0..ordinals)
-            .map(|ordinal| format!("{}-{ordinal}", store.name))
+        Ok(crate::pods::pod_names(&store.name, store.replicas)
             .filter(|pod| {
                 (self.redis_address)(store, settings, pod)
                     .is_some_and(|address| online.iter().any(|o| o.eq_ignore_ascii_case(&address)))

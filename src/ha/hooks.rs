@@ -61,11 +61,7 @@ impl PodRole {
             role_label: label(ROLE_LABEL),
             uid: pod.metadata.uid.clone(),
             revision: label(REVISION_LABEL),
-            ready: pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            ready: crate::pods::is_ready(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             redis_exited_at: pod
                 .status
@@ -119,11 +115,7 @@ impl PodSource for ApiPods {
         store: &'a ValidatedStore,
     ) -> BoxFuture<'a, Result<Vec<PodRole>>> {
         Box::pin(async move {
-            let selector = pod_selector_labels(store)
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let selector = crate::pods::label_selector(&pod_selector_labels(store));
             cluster.metrics.api_request("list");
             let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &store.namespace);
             let list = api

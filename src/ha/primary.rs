@@ -226,8 +226,7 @@ pub(crate) fn split_host_port(address: &str) -> Option<(String, u16)> {
 /// The pod behind a headless-Service host name: `<store>-<n>.<store>-headless...` -> `<store>-<n>`.
 pub fn pod_for_host(host: &str, store_name: &str) -> Option<String> {
     let label = host.split('.').next()?;
-    let ordinal = label.strip_prefix(store_name)?.strip_prefix('-')?;
-    (!ordinal.is_empty() && ordinal.chars().all(|c| c.is_ascii_digit())).then(|| label.to_string())
+    crate::pods::is_pod_of(label, store_name).then(|| label.to_string())
 }
 
 /// Value of the `sessionstore.dev/role` label.

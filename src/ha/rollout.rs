@@ -19,13 +19,6 @@ pub struct RolloutPod {
     pub terminating: bool,
 }
 
-impl RolloutPod {
-    /// The ordinal from a pod name `<store>-<ordinal>`; `None` for any other name.
-    pub fn ordinal_of(store: &str, pod: &str) -> Option<u32> {
-        pod.strip_prefix(store)?.strip_prefix('-')?.parse().ok()
-    }
-}
-
 /// Everything the decision depends on, read in this reconcile.
 #[derive(Clone, Debug)]
 pub struct RolloutInput<'a> {
@@ -411,13 +404,5 @@ mod tests {
             replicas_online: Some(&nobody),
         };
         assert_eq!(decide(&input), Decision::UpToDate);
-    }
-
-    #[test]
-    fn ordinals_come_from_the_store_name_only() {
-        assert_eq!(RolloutPod::ordinal_of("checkout", "checkout-2"), Some(2));
-        assert_eq!(RolloutPod::ordinal_of("checkout", "checkout-x"), None);
-        assert_eq!(RolloutPod::ordinal_of("checkout", "checkout2-1"), None);
-        assert_eq!(RolloutPod::ordinal_of("a", "a-1-0"), None);
     }
 }

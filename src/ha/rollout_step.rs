@@ -94,7 +94,7 @@ pub async fn reconcile_rollout(
         .iter()
         .filter_map(|pod| {
             Some(RolloutPod {
-                ordinal: RolloutPod::ordinal_of(&validated.name, &pod.name)?,
+                ordinal: crate::pods::ordinal(&validated.name, &pod.name)?,
                 name: pod.name.clone(),
                 revision: pod.revision.clone(),
                 ready: pod.ready,

@@ -53,17 +53,14 @@ pub fn scale_down_decision(
     let Some(primary) = primary else {
         return ScaleDecision::HoldUntilPrimaryKnown { replicas: running };
     };
-    let ordinal = primary
-        .strip_prefix(store_name)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .and_then(|n| n.parse::<i32>().ok());
+    let ordinal = crate::pods::ordinal(store_name, primary).and_then(|n| i32::try_from(n).ok());
     match ordinal {
         Some(ordinal) if ordinal < desired => ScaleDecision::Proceed,
         Some(_) => ScaleDecision::Hold {
             replicas: running,
             primary: primary.to_string(),
             avoid: (desired..running)
-                .map(|i| format!("{}-{i}", ChildNames::statefulset(store_name)))
+                .map(|i| crate::pods::pod_name(&ChildNames::statefulset(store_name), i))
                 .collect(),
         },
         None => ScaleDecision::HoldUntilPrimaryKnown { replicas: running },

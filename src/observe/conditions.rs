@@ -10,7 +10,6 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::Phase;
 use crate::observe::info::{PodProblem, RedisInfo, Role, StoreObservation};
 
 pub const HEALTHY: &str = "Healthy";
@@ -51,24 +50,6 @@ pub struct Verdict {
     pub problems: Vec<Problem>,
     /// A one-line summary of the figures when healthy (for the `Healthy=True` message).
     pub summary: String,
-}
-
-impl Verdict {
-    /// A phase the controller can use when nothing else (apply errors, rollout) decides it:
-    /// serving without problems is Ready, serving with problems Degraded, pods still starting or
-    /// loading Provisioning, anything else Degraded (the store exists but does not answer).
-    pub fn suggested_phase(&self) -> Phase {
-        match (self.serving, self.problems.first()) {
-            (true, None) => Phase::Ready,
-            (true, Some(_)) => Phase::Degraded,
-            (false, Some(p))
-                if p.reason == reason::PODS_NOT_RUNNING || p.reason == reason::LOADING =>
-            {
-                Phase::Provisioning
-            }
-            (false, _) => Phase::Degraded,
-        }
-    }
 }
 
 /// Judges an observation. `previous_evicted_keys` is the primary's `evicted_keys` at the previous
@@ -351,6 +332,14 @@ pub fn upsert_conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Phase;
+
+    /// The phase the status step derives from the verdict's `Healthy` condition.
+    fn phase_of(v: &Verdict) -> Phase {
+        let now = time(0);
+        let [healthy, _] = health_conditions(v, None, &[], &now);
+        crate::status::phase_from_health(Some(&healthy))
+    }
     use crate::observe::info::PodObservation;
 
     fn primary(
@@ -414,7 +403,7 @@ mod tests {
         );
         assert!(v.serving);
         assert!(v.problems.is_empty(), "{:?}", v.problems);
-        assert_eq!(v.suggested_phase(), Phase::Ready);
+        assert_eq!(phase_of(&v), Phase::Ready);
         assert_eq!(
             v.summary,
             "primary s-0 answers: memory 1.0 MiB of 100.0 MiB (1%), 5 session keys"
@@ -454,7 +443,7 @@ mod tests {
             v.problems[2].message,
             "3 keys have no TTL; under volatile-lru they are never evicted and writes will fail once memory is full"
         );
-        assert_eq!(v.suggested_phase(), Phase::Degraded);
+        assert_eq!(phase_of(&v), Phase::Degraded);
     }
 
     #[test]
@@ -507,7 +496,7 @@ mod tests {
             v.problems[0].message,
             "no pod is running yet (s-0, s-1); waiting for them to start"
         );
-        assert_eq!(v.suggested_phase(), Phase::Provisioning);
+        assert_eq!(phase_of(&v), Phase::Provisioning);
     }
 
     #[test]
@@ -532,7 +521,7 @@ mod tests {
         assert!(v.problems[0].message.starts_with(
             "the operator cannot log in to Redis: s-0: Redis refused the operator's ACL user"
         ));
-        assert_eq!(v.suggested_phase(), Phase::Degraded);
+        assert_eq!(phase_of(&v), Phase::Degraded);
     }
 
     #[test]
@@ -542,7 +531,7 @@ mod tests {
         let v = assess(&store(vec![("s-0", Ok(info))]), None);
         assert!(!v.serving);
         assert_eq!(reasons(&v), vec![reason::LOADING]);
-        assert_eq!(v.suggested_phase(), Phase::Provisioning);
+        assert_eq!(phase_of(&v), Phase::Provisioning);
     }
 
     #[test]

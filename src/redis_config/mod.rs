@@ -19,32 +19,15 @@
 
 use crate::crd::Engine;
 
+mod kind;
 #[rustfmt::skip]
 mod table;
 #[rustfmt::skip]
 mod valkey_table;
 
+pub use kind::Kind;
 pub use table::REDIS_7_0_CONFIG;
 pub use valkey_table::VALKEY_8_0_CONFIG;
-
-/// The value a directive takes, as Redis's start-up parser checks it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// `yes` or `no`.
-    Bool,
-    /// One of these words.
-    OneOf(&'static [&'static str]),
-    /// A decimal integer within these bounds.
-    Integer { min: i64, max: i64 },
-    /// A byte count (`64`, `1mb`, `2gb`) within these bounds.
-    Bytes { min: u64, max: u64 },
-    /// A byte count or a percentage of `maxmemory` (`maxmemory-clients`).
-    BytesOrPercent,
-    /// A free-form word (one argument).
-    Text,
-    /// A directive with its own syntax (several arguments, flags).
-    Special,
-}
 
 /// Directives of [`REDIS_7_0_CONFIG`] that Valkey 8.0.1 does not know (a Redis store may move to
 /// `spec.engine: valkey`).

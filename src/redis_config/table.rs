@@ -2,7 +2,7 @@
 //! Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=ae4d7c971a948f0
 //! Do not edit: regenerate, and review the diff.
 
-use super::Kind;
+use super::kind::Kind;
 
 /// Every directive `CONFIG GET *` lists, sorted (byte order), with the value it takes.
 pub const REDIS_7_0_CONFIG: &[(&str, Kind)] = &[

@@ -2,7 +2,7 @@
 //! Valkey server v=8.0.1 sha=00000000:1 malloc=jemalloc-5.3.0 bits=64 build=e9b29d41b7a14f4e
 //! Do not edit: regenerate, and review the diff.
 
-use super::Kind;
+use super::kind::Kind;
 
 /// Every directive `CONFIG GET *` lists, sorted (byte order), with the value it takes.
 pub const VALKEY_8_0_CONFIG: &[(&str, Kind)] = &[

@@ -10,9 +10,9 @@ use kube::api::ListParams;
 use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
 
 use crate::build::meta::{ChildNames, pod_selector_labels};
-use crate::cache::is_pod_of;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::pods::{is_pod_of, label_selector};
 use crate::rotation::step::TlsInputs;
 use crate::rotation::{LiveTargets, PodEndpoint, RotationError};
 use crate::settings::OperatorSettings;
@@ -61,11 +61,7 @@ impl PodAddresses for ListPods {
         tls: Option<&'a TlsInputs>,
     ) -> BoxFuture<'a, Result<Option<LiveTargets>>> {
         Box::pin(async move {
-            let selector = pod_selector_labels(store)
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let selector = label_selector(&pod_selector_labels(store));
             let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &store.namespace);
             cluster.metrics.api_request("list");
             let pods = api

@@ -19,7 +19,7 @@ use tracing::{debug, trace, warn};
 
 use crate::build::acl::APP_USER;
 use crate::password::Password;
-use crate::rotation::RotationError;
+use crate::rotation::error::RotationError;
 
 /// One Redis pod (or the Sentinel in it), dialled by its own address, not through a Service.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,7 +8,7 @@ use k8s_openapi::ByteString;
 
 use crate::build::StoreCredentials;
 use crate::password::Password;
-use crate::rotation::RotationError;
+use crate::rotation::error::RotationError;
 
 /// Internal Secret key: the `spec.auth.rotation` value the app password belongs to (or is being
 /// rotated to). Absent when no rotation value was ever set.
