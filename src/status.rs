@@ -360,6 +360,48 @@ pub async fn patch_status(ctx: &Context, store: &SessionStore, status: &OwnedSta
     Ok(())
 }
 
+/// Computes the status and writes it when it changed. Returns whether it wrote.
+pub async fn write_status(
+    ctx: &Context,
+    store: &SessionStore,
+    progress: &Progress<'_>,
+) -> Result<bool> {
+    write_status_over(ctx, store, store.status.as_ref(), progress).await
+}
+
+/// Like `write_status`, starting from `base` (the live status with the health step's update laid
+/// over it) but still comparing with the live status, so only real changes are written.
+pub async fn write_status_over(
+    ctx: &Context,
+    store: &SessionStore,
+    base: Option<&SessionStoreStatus>,
+    progress: &Progress<'_>,
+) -> Result<bool> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let desired = desired_status(base, store.meta().generation, progress, &ctx.settings, &now);
+    if !differs(store.status.as_ref(), &desired) {
+        return Ok(false);
+    }
+    log_transition(store, &desired);
+    patch_status(ctx, store, &desired).await?;
+    Ok(true)
+}
+
+fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
+    let before = store.status.as_ref().and_then(|s| s.phase);
+    if before != desired.phase {
+        tracing::info!(
+            from = before.map(Phase::as_str).unwrap_or("None"),
+            to = desired.phase.map(Phase::as_str).unwrap_or("None"),
+            reason = desired
+                .condition(READY)
+                .map(|c| c.reason.as_str())
+                .unwrap_or_default(),
+            "phase changed"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,13 +9,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::status::write_status;
 use crate::context::Context;
 use crate::crd::{Engine, PersistenceMode, SessionStore};
 use crate::error::{Error, Result};
 use crate::rotation::step::TlsInputs;
 use crate::secrets::{SecretsRead, read_credentials};
-use crate::status::Progress;
+use crate::status::{Progress, write_status};
 use crate::tls::{TLS_RETRY, TlsReadiness};
 use crate::validate::{ValidatedStore, check_engine_switch, validate_with};
 

@@ -1,8 +1,6 @@
-//! Step 7, status: the status from everything the steps saw, written only when it changed; one
-//! Event per change of cause; and when to reconcile again.
+//! Step 7, status: the status from everything the steps saw, written only when it changed (see
+//! `crate::status`); one Event per change of cause; and when to reconcile again.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -11,9 +9,9 @@ use super::apply::Applied;
 use super::decide::Decided;
 use super::observe::Seen;
 use crate::context::{Context, RESYNC_INTERVAL};
-use crate::crd::{Phase, SessionStore, SessionStoreStatus};
+use crate::crd::SessionStore;
 use crate::error::Result;
-use crate::status::{self, OwnedStatus, Progress, READY};
+use crate::status::{Progress, READY, write_status_over};
 
 pub(super) async fn report(
     ctx: &Context,
@@ -91,47 +89,4 @@ fn requeue_after(decided: &Decided<'_>, acted: &Acted, seen: &Seen) -> std::time
         seen.health.requeue_after(RESYNC_INTERVAL),
         |soonest, due| soonest.min(due),
     )
-}
-
-/// Computes the status and writes it when it changed. Returns whether it wrote.
-pub(super) async fn write_status(
-    ctx: &Context,
-    store: &SessionStore,
-    progress: &Progress<'_>,
-) -> Result<bool> {
-    write_status_over(ctx, store, store.status.as_ref(), progress).await
-}
-
-/// Like `write_status`, starting from `base` (the live status with the health step's update laid
-/// over it) but still comparing with the live status, so only real changes are written.
-async fn write_status_over(
-    ctx: &Context,
-    store: &SessionStore,
-    base: Option<&SessionStoreStatus>,
-    progress: &Progress<'_>,
-) -> Result<bool> {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let desired =
-        status::desired_status(base, store.meta().generation, progress, &ctx.settings, &now);
-    if !status::differs(store.status.as_ref(), &desired) {
-        return Ok(false);
-    }
-    log_transition(store, &desired);
-    status::patch_status(ctx, store, &desired).await?;
-    Ok(true)
-}
-
-fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
-    let before = store.status.as_ref().and_then(|s| s.phase);
-    if before != desired.phase {
-        tracing::info!(
-            from = before.map(Phase::as_str).unwrap_or("None"),
-            to = desired.phase.map(Phase::as_str).unwrap_or("None"),
-            reason = desired
-                .condition(READY)
-                .map(|c| c.reason.as_str())
-                .unwrap_or_default(),
-            "phase changed"
-        );
-    }
 }
