@@ -3,8 +3,10 @@
 
 pub mod acl;
 pub mod config_map;
+pub mod credentials;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod keys;
 pub mod meta;
 pub mod network_policy;
 pub mod pdb;
@@ -20,40 +22,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-use crate::password::Password;
+pub use self::credentials::StoreCredentials;
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
-
-/// Every password a store needs. Read from the existing Secrets, or generated once when missing.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoreCredentials {
-    /// The application user's current password.
-    pub app: Password,
-    /// During a rotation: the previous application password, still accepted until retired.
-    pub app_previous: Option<Password>,
-    /// The operator's own user (health, rotation, primary detection).
-    pub operator: Password,
-    /// The replication user (replicas to primary).
-    pub replication: Password,
-    /// The Sentinel user (Sentinels to Redis, and Sentinel's own AUTH).
-    pub sentinel: Password,
-    /// The kubelet's probe user (`PING` only): the one password the probes read.
-    pub probe: Password,
-}
-
-impl StoreCredentials {
-    /// Fresh passwords for a new store (and for `render`).
-    pub fn generate() -> Self {
-        StoreCredentials {
-            app: Password::generate(),
-            app_previous: None,
-            operator: Password::generate(),
-            replication: Password::generate(),
-            sentinel: Password::generate(),
-            probe: Password::generate(),
-        }
-    }
-}
 
 /// Every child of one store, in apply order. The apply step destructures this without `..`,
 /// so a new child that is not applied fails to compile.
