@@ -25,6 +25,7 @@ pub mod validate;
 mod test_servers;
 
 pub mod apply;
+pub mod apply_optional;
 pub mod cache;
 pub mod controller;
 pub mod fault;

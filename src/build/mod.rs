@@ -2,6 +2,7 @@
 //! Pure functions, one file per child kind; no client, no clock, no randomness.
 
 pub mod acl;
+pub mod certificate;
 pub mod config_map;
 pub mod credentials;
 #[cfg(test)]
@@ -14,6 +15,7 @@ pub mod pod_security;
 pub mod secret;
 pub mod sentinel;
 pub mod service;
+pub mod service_monitor;
 pub mod startup;
 pub mod statefulset;
 
