@@ -302,12 +302,12 @@ async fn pipeline(
         tls.as_ref(),
     )
     .await?;
-    let children = crate::rotation::step::desired_children(
+    let children = crate::build::desired_children(&crate::rotation::step::build_input(
         validated,
         &secrets_read,
         &ctx.settings,
         tls.as_ref(),
-    );
+    ));
     let outcome = apply_children(ctx, validated, children, &secrets_read).await?;
     if outcome.writes > 0 {
         tracing::info!(writes = outcome.writes, "applied children");

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource};
 
 use crate::apply_optional::{OptionalApi, OptionalApiMemo, api_installed, apply_optional};
+use crate::build::TlsInputs;
 pub use crate::build::certificate::{
     CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, certificate_dns_names, desired_certificate,
 };
@@ -20,7 +21,6 @@ use crate::build::meta::sha256_hex;
 use crate::build::secret::CA_CERT_KEY;
 use crate::controller::Context;
 use crate::error::{Error, Result};
-use crate::rotation::step::TlsInputs;
 use crate::validate::{TlsSource, ValidatedStore};
 
 /// cert-manager's `Certificate`, an optional API.

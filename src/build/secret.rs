@@ -180,6 +180,33 @@ pub fn connection_uri(
     )
 }
 
+/// The internal Secret with `extra` keys merged in (a rotation's persisted state: no builder
+/// writes those keys, so they replace nothing the builder wrote).
+pub fn desired_internal_secret_with(
+    store: &ValidatedStore,
+    credentials: &StoreCredentials,
+    extra: &BTreeMap<String, ByteString>,
+) -> Secret {
+    let mut secret = desired_internal_secret(store, credentials);
+    secret
+        .data
+        .get_or_insert_with(BTreeMap::new)
+        .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    secret
+}
+
+/// The connection Secret with the TLS Secret's `ca.crt` (or without one when `ca_crt` is `None`).
+pub fn desired_connection_secret_with_ca(
+    store: &ValidatedStore,
+    credentials: &StoreCredentials,
+    settings: &OperatorSettings,
+    ca_crt: Option<&ByteString>,
+) -> Secret {
+    let mut secret = desired_connection_secret(store, credentials, settings);
+    set_ca_certificate(&mut secret, ca_crt);
+    secret
+}
+
 /// The connection Secret (without `ca.crt`; see the module documentation).
 pub fn desired_connection_secret(
     store: &ValidatedStore,
