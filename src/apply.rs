@@ -54,6 +54,11 @@ pub async fn apply_children(
         statefulset,
         network_policy,
         pod_disruption_budget,
+        // The optional APIs' objects have their own steps: the Certificate is applied by
+        // `tls::prepare` before the build (its Secret is an input of the build), the ServiceMonitor
+        // by `service_monitor` after the children (a missing API is a condition, not a failure).
+        certificate: _,
+        service_monitor: _,
     } = children;
     let mut outcome = ApplyOutcome::default();
     let uses_existing = store.auth.existing_secret.is_some();

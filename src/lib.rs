@@ -26,6 +26,7 @@ pub mod validate;
 mod test_servers;
 
 pub mod apply;
+pub mod apply_optional;
 pub mod cache;
 pub mod cluster;
 pub mod context;

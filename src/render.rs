@@ -4,7 +4,7 @@
 use kube::CustomResourceExt;
 use serde::Serialize;
 
-use crate::build::{DesiredChildren, StoreCredentials, desired_children};
+use crate::build::{BuildInput, DesiredChildren, StoreCredentials, desired_children};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::settings::OperatorSettings;
@@ -64,7 +64,8 @@ pub fn render(
             store.metadata.namespace = Some("default".into());
         }
         let validated = validate_with(&store, &settings.images)?;
-        let children = desired_children(&validated, &StoreCredentials::generate(), settings);
+        let credentials = StoreCredentials::generate();
+        let children = desired_children(&BuildInput::new(&validated, &credentials, settings));
         for document in child_documents(&children, show_secrets)? {
             out.push_str("---\n");
             out.push_str(&document);
@@ -84,6 +85,8 @@ fn child_documents(children: &DesiredChildren, show_secrets: bool) -> Result<Vec
         statefulset,
         network_policy,
         pod_disruption_budget,
+        certificate,
+        service_monitor,
     } = children;
     let secret = |s: &k8s_openapi::api::core::v1::Secret| -> Result<String> {
         let mut value = to_value("Secret", s)?;
@@ -121,6 +124,13 @@ fn child_documents(children: &DesiredChildren, show_secrets: bool) -> Result<Vec
             "PodDisruptionBudget",
             &with_type_meta::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(pdb)?,
         )?);
+    }
+    // The optional APIs' objects, as the controller applies them when their API is installed.
+    if let Some(certificate) = certificate {
+        docs.push(to_yaml("Certificate", certificate)?);
+    }
+    if let Some(service_monitor) = service_monitor {
+        docs.push(to_yaml("ServiceMonitor", service_monitor)?);
     }
     Ok(docs)
 }

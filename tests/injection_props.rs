@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use sessionstore_operator::build::acl::{APP_BASE_DENY, users_acl};
 use sessionstore_operator::build::config_map::redis_conf;
-use sessionstore_operator::build::{StoreCredentials, desired_children};
+use sessionstore_operator::build::{BuildInput, StoreCredentials, desired_children};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::settings::OperatorSettings;
@@ -380,7 +380,11 @@ fn check(inputs: &Inputs) -> Result<(), TestCaseError> {
 
     // The whole build runs on the same input without panicking, and the ConfigMap holds the
     // same redis.conf.
-    let children = desired_children(&validated, &credentials, &OperatorSettings::default());
+    let children = desired_children(&BuildInput::new(
+        &validated,
+        &credentials,
+        &OperatorSettings::default(),
+    ));
     prop_assert_eq!(
         children
             .config_map

@@ -27,7 +27,9 @@ use sessionstore_operator::build::meta::paths;
 use sessionstore_operator::build::statefulset::{
     EXPORTER_CONTAINER, REDIS_CONTAINER, SENTINEL_CONTAINER, SENTINEL_INIT_CONTAINER,
 };
-use sessionstore_operator::build::{DesiredChildren, StoreCredentials, desired_children};
+use sessionstore_operator::build::{
+    BuildInput, DesiredChildren, StoreCredentials, desired_children,
+};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::{ValidatedStore, validate};
@@ -86,7 +88,11 @@ fn each_container_mounts_only_the_keys_it_reads() {
     ];
     for (shape, spec) in shapes {
         let store = store(spec);
-        let children = desired_children(&store, &credentials, &OperatorSettings::default());
+        let children = desired_children(&BuildInput::new(
+            &store,
+            &credentials,
+            &OperatorSettings::default(),
+        ));
         let mut seen = BTreeMap::new();
         for container in container_names(&children) {
             let files = mounted_credentials(&children, &container);
@@ -196,11 +202,11 @@ fn each_container_mounts_only_the_keys_it_reads() {
 fn dns_egress_goes_to_the_cluster_dns_pods_only() {
     for spec in ["  profile: development\n", "  profile: production\n"] {
         let store = store(spec);
-        let policy = desired_children(
+        let policy = desired_children(&BuildInput::new(
             &store,
             &StoreCredentials::generate(),
             &OperatorSettings::default(),
-        )
+        ))
         .network_policy;
         let egress = policy.spec.unwrap().egress.unwrap();
         let dns: Vec<_> = egress
@@ -305,11 +311,11 @@ async fn the_reviews_reproductions_are_refused_by_real_servers() {
     // The same store with the exporter on (same credentials): the exporter's and the probe's files.
     let mut with_exporter = cluster.store.clone();
     with_exporter.monitoring.exporter = true;
-    let children = desired_children(
+    let children = desired_children(&BuildInput::new(
         &with_exporter,
         &cluster.credentials,
         &OperatorSettings::default(),
-    );
+    ));
     let exporter_files = mounted_credentials(&children, EXPORTER_CONTAINER);
     let redis_files = mounted_credentials(&children, REDIS_CONTAINER);
 

@@ -139,7 +139,12 @@ fn development_example_has_no_budget() {
 #[test]
 fn production_tls_example_renders_every_child() {
     let docs = render_example("production-tls.yaml", &[]);
-    assert_eq!(kinds(&docs), expected_kinds(true));
+    // Its spec.tls.issuerRef and spec.monitoring.serviceMonitor add the optional APIs' objects the
+    // controller applies: cert-manager's Certificate and prometheus-operator's ServiceMonitor.
+    let mut expected = expected_kinds(true);
+    expected.insert("Certificate".to_string(), 1);
+    expected.insert("ServiceMonitor".to_string(), 1);
+    assert_eq!(kinds(&docs), expected);
     let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
     let volumes = sts["spec"]["template"]["spec"]["volumes"]
         .as_sequence()
@@ -150,6 +155,32 @@ fn production_tls_example_renders_every_child() {
             .any(|v| v["secret"]["secretName"] == "payments-tls"),
         "{volumes:?}"
     );
+}
+
+#[test]
+fn an_issuer_and_a_service_monitor_render_as_the_controller_applies_them() {
+    let docs = render_example("production-tls.yaml", &[]);
+    let certificate = docs.iter().find(|d| d["kind"] == "Certificate").unwrap();
+    assert_eq!(certificate["apiVersion"], "cert-manager.io/v1");
+    assert_eq!(certificate["metadata"]["name"], "payments-tls");
+    assert_eq!(certificate["spec"]["secretName"], "payments-tls");
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "internal-ca");
+    assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    assert_eq!(
+        certificate["metadata"]["ownerReferences"][0]["kind"],
+        "SessionStore"
+    );
+    let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["name"], "payments");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["relabelings"][0]["regex"],
+        "payments-headless"
+    );
+    // A store asking for neither renders neither.
+    let plain = kinds(&render_example("production.yaml", &[]));
+    assert!(!plain.contains_key("Certificate") && !plain.contains_key("ServiceMonitor"));
 }
 
 #[test]

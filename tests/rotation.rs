@@ -469,7 +469,7 @@ impl std::io::Write for CapturedLogs {
 /// neither password nor its SHA-256 hex.
 #[test]
 fn no_password_or_hash_leaks_into_logs_status_errors_or_non_secret_objects() {
-    use sessionstore_operator::build::{StoreCredentials, desired_children};
+    use sessionstore_operator::build::{BuildInput, StoreCredentials, desired_children};
     use sessionstore_operator::render::render;
     use sessionstore_operator::settings::OperatorSettings;
 
@@ -502,7 +502,7 @@ fn no_password_or_hash_leaks_into_logs_status_errors_or_non_secret_objects() {
                 app_previous: Some(old.clone()),
                 ..StoreCredentials::generate()
             };
-            let children = desired_children(&v2, &creds, &settings);
+            let children = desired_children(&BuildInput::new(&v2, &creds, &settings));
             let json = |what: &str, v: serde_json::Result<String>| (what.to_string(), v.expect("serialize"));
             haystack.push(json("ConfigMap", serde_json::to_string(&children.config_map)));
             haystack.push(json("Service", serde_json::to_string(&children.service)));

@@ -14,7 +14,7 @@ use sessionstore_operator::build::meta::paths;
 use sessionstore_operator::build::sentinel::{
     SENTINEL_CONF_KEY, SENTINEL_USERS_ACL_KEY, pod_fqdn, sentinel_users_acl_key,
 };
-use sessionstore_operator::build::{StoreCredentials, desired_children};
+use sessionstore_operator::build::{BuildInput, StoreCredentials, desired_children};
 use sessionstore_operator::password::Password;
 use sessionstore_operator::rotation::addresses::tls_connection_addr;
 use sessionstore_operator::rotation::live::connect;
@@ -260,7 +260,7 @@ async fn a_tls_sentinel_gets_the_live_change_over_tls_trusting_only_the_store_ca
     ));
     let settings = OperatorSettings::default();
     let credentials = StoreCredentials::generate();
-    let children = desired_children(&store, &credentials, &settings);
+    let children = desired_children(&BuildInput::new(&store, &credentials, &settings));
     let template = children
         .config_map
         .data

@@ -5,7 +5,7 @@
 //! (replication and Sentinel users); every rule is valid in Redis 7.0 and later and in Valkey 8.0
 //! (`tests/redis_hardening.rs` loads the file and proves each user's rules on both servers).
 
-use crate::build::StoreCredentials;
+use crate::build::credentials::StoreCredentials;
 use crate::password::Password;
 use crate::validate::ValidatedStore;
 

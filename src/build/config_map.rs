@@ -12,10 +12,12 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use crate::build::keys::{
+    REPLICATION_CONF_KEY, SENTINEL_CONF_KEY, STARTUP_SCRIPT_KEY, USERS_ACL_KEY,
+};
 use crate::build::meta::{ChildNames, Component, object_meta, paths};
-use crate::build::secret::{REPLICATION_CONF_KEY, USERS_ACL_KEY};
-use crate::build::sentinel::{SENTINEL_CONF_KEY, sentinel_conf};
-use crate::build::startup::{STARTUP_SCRIPT, STARTUP_SCRIPT_KEY};
+use crate::build::sentinel::sentinel_conf;
+use crate::build::startup::STARTUP_SCRIPT;
 use crate::crd::{Engine, PersistenceMode};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};

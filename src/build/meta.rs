@@ -13,6 +13,8 @@ pub const MANAGER: &str = "sessionstore-operator";
 pub const APP_NAME: &str = "sessionstore";
 /// Pod-template annotation whose change rolls the pods when configuration changes.
 pub const CONFIG_HASH_ANNOTATION: &str = "sessionstore.dev/config-hash";
+/// Pod-template annotation carrying a hash of the TLS certificate: a new certificate rolls the pods.
+pub const TLS_HASH_ANNOTATION: &str = "sessionstore.dev/tls-hash";
 /// Label on pods telling the primary from replicas (set by the operator in HA mode).
 pub const ROLE_LABEL: &str = "sessionstore.dev/role";
 

@@ -19,8 +19,8 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::build::keys::METRICS_PORT;
 use crate::build::meta::{ChildNames, Component, object_meta, pod_selector_labels};
-use crate::build::statefulset::METRICS_PORT;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 

@@ -14,27 +14,22 @@ use std::fmt::Write as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::build::StoreCredentials;
 use crate::build::acl::{APP_USER, REPLICATION_USER, exporter_password, users_acl};
+use crate::build::credentials::StoreCredentials;
 use crate::build::meta::{ChildNames, Component, object_meta};
-use crate::build::sentinel::{
-    SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY, connection_secret_sentinel_entries,
-    sentinel_users_acl,
-};
-use crate::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_password_file};
+use crate::build::sentinel::{connection_secret_sentinel_entries, sentinel_users_acl};
+use crate::build::statefulset::exporter_password_file;
 use crate::crd::Engine;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
-// Internal Secret keys (mounted at `paths::INTERNAL_SECRET_DIR`).
-pub const USERS_ACL_KEY: &str = "users.acl";
-pub const REPLICATION_CONF_KEY: &str = "replication.conf";
-pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
-pub const REPLICATION_PASSWORD_KEY: &str = "replication-password";
-pub const SENTINEL_PASSWORD_KEY: &str = "sentinel-password";
-/// The kubelet probes' password (the `probe` user: PING only).
-pub const PROBE_PASSWORD_KEY: &str = "probe-password";
+// Internal Secret keys (mounted at `paths::INTERNAL_SECRET_DIR`), defined with the other shared names.
+pub use crate::build::keys::{
+    EXPORTER_PASSWORD_FILE_KEY, OPERATOR_PASSWORD_KEY, PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY,
+    REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, USERS_ACL_KEY,
+    VALKEY_SENTINEL_USERS_ACL_KEY,
+};
 
 // Connection Secret keys (the Service Binding spec's well-known entries).
 pub const CONNECTION_SECRET_TYPE: &str = "servicebinding.io/redis";
@@ -183,6 +178,33 @@ pub fn connection_uri(
         percent_encode(password.expose()),
         service_host(store, settings)
     )
+}
+
+/// The internal Secret with `extra` keys merged in (a rotation's persisted state: no builder
+/// writes those keys, so they replace nothing the builder wrote).
+pub fn desired_internal_secret_with(
+    store: &ValidatedStore,
+    credentials: &StoreCredentials,
+    extra: &BTreeMap<String, ByteString>,
+) -> Secret {
+    let mut secret = desired_internal_secret(store, credentials);
+    secret
+        .data
+        .get_or_insert_with(BTreeMap::new)
+        .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    secret
+}
+
+/// The connection Secret with the TLS Secret's `ca.crt` (or without one when `ca_crt` is `None`).
+pub fn desired_connection_secret_with_ca(
+    store: &ValidatedStore,
+    credentials: &StoreCredentials,
+    settings: &OperatorSettings,
+    ca_crt: Option<&ByteString>,
+) -> Secret {
+    let mut secret = desired_connection_secret(store, credentials, settings);
+    set_ca_certificate(&mut secret, ca_crt);
+    secret
 }
 
 /// The connection Secret (without `ca.crt`; see the module documentation).

@@ -8,29 +8,18 @@
 //! but `CONFIG REWRITE` copies included secrets into the main file anyway, so assembling one file at
 //! init is as good and simpler; `aclfile` works and keeps hashed passwords out of the template.
 
-use crate::build::StoreCredentials;
 use crate::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER};
+use crate::build::credentials::StoreCredentials;
 use crate::build::meta::{ChildNames, paths};
 use crate::crd::Engine;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
-/// ConfigMap key of the Sentinel template.
-pub const SENTINEL_CONF_KEY: &str = "sentinel.conf";
-/// Internal Secret key of Sentinel's own ACL file (hashed passwords only), and the file name every
-/// Sentinel reads it under (`aclfile` in the template).
-pub const SENTINEL_USERS_ACL_KEY: &str = "sentinel-users.acl";
-/// Internal Secret key of the ACL file of Valkey's Sentinels: the same users with, beside Redis's
-/// command names, the names Valkey added (`SENTINEL GET-PRIMARY-ADDR-BY-NAME`, `PRIMARY`,
-/// `PRIMARIES`), so a client written for Valkey is not refused. A key of its own, which a Valkey
-/// pod mounts under [`SENTINEL_USERS_ACL_KEY`]'s file name: Redis's Sentinel refuses to start on
-/// an ACL file naming a subcommand it does not know (checked on redis-sentinel 7.0), and while a
-/// store switches from Redis to Valkey its Redis pods still read `SENTINEL_USERS_ACL_KEY`.
-pub const VALKEY_SENTINEL_USERS_ACL_KEY: &str = "sentinel-users-valkey.acl";
-/// Internal Secret key holding the clear-text `sentinel` user password (Sentinel -> Redis and
-/// Sentinel -> Sentinel authentication, and the start script's queries); one key, defined with the
-/// other internal Secret keys.
-pub use crate::build::secret::SENTINEL_PASSWORD_KEY;
+/// The Sentinel template's ConfigMap key, its ACL files' and its password's internal Secret keys
+/// (defined with the other shared names).
+pub use crate::build::keys::{
+    SENTINEL_CONF_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY,
+};
 /// Connection Secret keys for Sentinel-aware clients.
 pub const SENTINEL_ADDRESSES_KEY: &str = "sentinel-addresses";
 pub const SENTINEL_MASTER_NAME_KEY: &str = "sentinel-master-name";

@@ -3,8 +3,8 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::build::keys::METRICS_PORT;
 use crate::build::meta::{ChildNames, Component, ROLE_LABEL, object_meta, pod_selector_labels};
-use crate::build::statefulset::METRICS_PORT;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
 /// Value of [`ROLE_LABEL`] the operator puts on the current primary pod.

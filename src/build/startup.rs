@@ -14,8 +14,8 @@ use crate::crd::Engine;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
-/// ConfigMap key of the script.
-pub const STARTUP_SCRIPT_KEY: &str = "startup.sh";
+/// ConfigMap key of the script (defined with the other shared names).
+pub use crate::build::keys::STARTUP_SCRIPT_KEY;
 /// The script text (POSIX sh; needs `redis-cli`, `sed`, `grep`, `tr`; uses `timeout` if present).
 pub const STARTUP_SCRIPT: &str = include_str!("startup.sh");
 /// Writable directory (emptyDir) for the generated `ha.conf` include.

@@ -28,16 +28,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::build::acl::{EXPORTER_USER, PROBE_USER, acl_rules};
+use crate::build::keys::{
+    PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY,
+    USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY,
+};
 use crate::build::meta::{
     CONFIG_HASH_ANNOTATION, ChildNames, Component, labels, object_meta, paths, pod_selector_labels,
     sha256_hex,
 };
-use crate::build::secret::{
-    PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY, SENTINEL_PASSWORD_KEY, USERS_ACL_KEY,
-};
-use crate::build::sentinel::{
-    SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY, sentinel_users_acl_key,
-};
+use crate::build::sentinel::sentinel_users_acl_key;
 use crate::build::startup;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
@@ -50,12 +49,8 @@ pub const REDIS_UID: i64 = 999;
 pub const REDIS_CONTAINER: &str = "redis";
 /// Name of the redis_exporter sidecar.
 pub const EXPORTER_CONTAINER: &str = "exporter";
-/// Port of the redis_exporter's `/metrics`.
-pub const METRICS_PORT: i32 = 9121;
-/// Key of the internal Secret holding redis_exporter's password file: a JSON object mapping the
-/// exporter's Redis address ([`exporter_redis_addr`]) to the `exporter` user's password, which is the format
-/// `--redis.password-file` reads.
-pub const EXPORTER_PASSWORD_FILE_KEY: &str = "exporter-password.json";
+/// The exporter's port and password file key (defined with the other shared names).
+pub use crate::build::keys::{EXPORTER_PASSWORD_FILE_KEY, METRICS_PORT};
 /// Name of the data volume (and of its volume claim template: PVCs are `data-<pod>`).
 pub const DATA_VOLUME: &str = "data";
 

@@ -1,6 +1,7 @@
 //! What the operator remembers between reconciles of a store, held by the `Context`: the
-//! credentials it last applied (so a steady store reads no Secret) and what its own applies left
-//! on each child (so a change by someone else is seen). Plain data, below every step.
+//! credentials it last applied (so a steady store reads no Secret), what its own applies left on
+//! each child (so a change by someone else is seen), and what it knows of each optional API
+//! (cert-manager, prometheus-operator). Plain data, below every step.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -138,5 +139,70 @@ impl DriftMemo {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
+    }
+}
+
+/// A "not installed" answer is trusted this long.
+pub const DISCOVERY_RECHECK: Duration = Duration::from_secs(300);
+
+/// Per-operator memory of one optional API: whether it is installed, and each object's state.
+#[derive(Default)]
+pub struct OptionalApiMemo {
+    api: Mutex<Option<(bool, Instant)>>,
+    /// `namespace/name/uid` -> `Some(hash)` of our last apply, or `None`: known not to exist.
+    objects: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl OptionalApiMemo {
+    /// Whether the API is installed, while the last answer is trusted.
+    pub fn known_api(&self) -> Option<bool> {
+        match *self.api.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((true, _)) => Some(true),
+            Some((false, at)) if at.elapsed() < DISCOVERY_RECHECK => Some(false),
+            _ => None,
+        }
+    }
+
+    /// What this process knows of an object: `None` nothing, `Some(None)` absent, else its hash.
+    pub fn get(&self, key: &str) -> Option<Option<String>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Remembers a discovery answer.
+    pub fn note_api(&self, installed: bool) {
+        *self.api.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((installed, Instant::now()));
+    }
+
+    pub fn set(&self, key: String, state: Option<String>) {
+        self.objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_negative_discovery_is_rechecked_and_a_positive_one_kept() {
+        let memo = OptionalApiMemo::default();
+        assert_eq!(memo.known_api(), None);
+        *memo.api.lock().unwrap_or_else(PoisonError::into_inner) = Some((false, Instant::now()));
+        assert_eq!(memo.known_api(), Some(false));
+        let stale = Instant::now().checked_sub(DISCOVERY_RECHECK + Duration::from_secs(1));
+        if let Some(stale) = stale {
+            *memo.api.lock().unwrap_or_else(PoisonError::into_inner) = Some((false, stale));
+            assert_eq!(memo.known_api(), None);
+            *memo.api.lock().unwrap_or_else(PoisonError::into_inner) = Some((true, stale));
+            assert_eq!(memo.known_api(), Some(true));
+        }
     }
 }

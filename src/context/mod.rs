@@ -24,7 +24,7 @@ use crate::observe::step::HealthStep;
 use crate::rotation::addresses::{ListPods, PodAddresses};
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
-use memo::{CredentialMemo, DriftMemo};
+use memo::{CredentialMemo, DriftMemo, OptionalApiMemo};
 
 /// A healthy store is reconciled again after this long even without events: the Secrets are not
 /// watched, so this is when a deleted Secret is noticed.
@@ -51,9 +51,9 @@ pub struct Context {
     /// Where a rotation finds the Redis pods (see `rotation::addresses`).
     pub pod_addresses: Arc<dyn PodAddresses>,
     /// cert-manager discovery and the Certificates our applies left (see `tls`).
-    pub tls: crate::tls::TlsMemo,
+    pub tls: OptionalApiMemo,
     /// prometheus-operator discovery and our ServiceMonitors (see `service_monitor`).
-    pub service_monitors: crate::service_monitor::ServiceMonitorMemo,
+    pub service_monitors: OptionalApiMemo,
 }
 
 impl Context {
@@ -90,8 +90,8 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             health: HealthStep::default(),
             pod_addresses: Arc::new(ListPods::default()),
-            tls: crate::tls::TlsMemo::default(),
-            service_monitors: crate::service_monitor::ServiceMonitorMemo::default(),
+            tls: OptionalApiMemo::default(),
+            service_monitors: OptionalApiMemo::default(),
         }
     }
 

@@ -6,11 +6,12 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::read::Inputs;
+use crate::build::TlsInputs;
 use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::Result;
 use crate::ha::scale::guard_scale_down;
-use crate::rotation::step::{RotationOutcome, TlsInputs, reconcile_rotation};
+use crate::rotation::step::{RotationOutcome, reconcile_rotation};
 use crate::secrets::SecretsRead;
 use crate::validate::ValidatedStore;
 

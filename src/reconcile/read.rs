@@ -9,10 +9,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
+use crate::build::TlsInputs;
 use crate::context::Context;
 use crate::crd::{Engine, PersistenceMode, SessionStore};
 use crate::error::{Error, Result};
-use crate::rotation::step::TlsInputs;
 use crate::secrets::{SecretsRead, read_credentials};
 use crate::status::{Progress, write_status};
 use crate::tls::{TLS_RETRY, TlsReadiness};

@@ -9,11 +9,11 @@ use kube::Api;
 use kube::api::ListParams;
 use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
 
+use crate::build::TlsInputs;
 use crate::build::meta::{ChildNames, pod_selector_labels};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::pods::{is_pod_of, label_selector};
-use crate::rotation::step::TlsInputs;
 use crate::rotation::{LiveTargets, PodEndpoint, RotationError};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};

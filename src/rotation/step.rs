@@ -12,21 +12,16 @@
 //! "no pod seen" does not prove "no pod to change". The persisted `users.acl` already holds both
 //! passwords, so waiting costs nothing but time; the step is retried every [`POD_RETRY`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::events::EventType;
 
 use crate::build::acl::OPERATOR_USER;
 use crate::build::meta::ChildNames;
-use crate::build::secret::{
-    desired_connection_secret, desired_internal_secret, set_ca_certificate,
-};
-use crate::build::{DesiredChildren, StoreCredentials};
+use crate::build::secret::{desired_connection_secret_with_ca, desired_internal_secret_with};
+use crate::build::{BuildInput, StoreCredentials};
 use crate::context::Context;
 use crate::crd::{AuthStatus, SessionStore};
 use crate::error::Result;
@@ -45,17 +40,10 @@ pub const POD_RETRY: Duration = Duration::from_secs(30);
 pub const LIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Steps done in one reconcile at most (a whole rotation is 6): a bound, not a target.
 const MAX_STEPS_PER_RECONCILE: usize = 8;
-/// Pod-template annotation carrying a hash of the TLS certificate: a new certificate rolls the pods.
-pub const TLS_HASH_ANNOTATION: &str = "sessionstore.dev/tls-hash";
-
-/// What the reconcile needs from the TLS Secret (read by `crate::tls`).
-#[derive(Clone, Default)]
-pub struct TlsInputs {
-    /// The TLS Secret's `ca.crt`, copied into the connection Secret.
-    pub ca_crt: Option<ByteString>,
-    /// Hex SHA-256 of the certificate (`tls.crt` and `ca.crt`), for the pod template.
-    pub fingerprint: String,
-}
+/// The TLS inputs and the pod-template annotation carrying the certificate's hash (built in
+/// `build`, named here for the callers that knew them here).
+pub use crate::build::TlsInputs;
+pub use crate::build::meta::TLS_HASH_ANNOTATION;
 
 /// What the rotation step tells the rest of the reconcile.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,58 +75,31 @@ pub fn connection_credentials(state: &RotationState, base: &StoreCredentials) ->
 /// The internal Secret for the read state: `users.acl` from [`RotationState::acl_credentials`]
 /// plus the rotation keys.
 pub fn desired_internal(store: &ValidatedStore, read: &SecretsRead) -> Secret {
-    let mut secret =
-        desired_internal_secret(store, &read.rotation.acl_credentials(&read.credentials));
-    read.rotation
-        .merge_into_secret_data(secret.data.get_or_insert_with(BTreeMap::new));
-    secret
-}
-
-fn desired_connection(
-    store: &ValidatedStore,
-    credentials: &StoreCredentials,
-    settings: &OperatorSettings,
-    tls: Option<&TlsInputs>,
-) -> Secret {
-    let mut secret = desired_connection_secret(store, credentials, settings);
-    set_ca_certificate(&mut secret, tls.and_then(|t| t.ca_crt.as_ref()));
-    secret
-}
-
-/// Every child, agreeing with the rotation state and the TLS Secret: the builders' output with
-/// the internal Secret's `users.acl` and rotation keys, the connection Secret of the current stage
-/// (plus `ca.crt`), and the certificate's hash in the pod template.
-pub fn desired_children(
-    store: &ValidatedStore,
-    read: &SecretsRead,
-    settings: &OperatorSettings,
-    tls: Option<&TlsInputs>,
-) -> DesiredChildren {
-    let acl = read.rotation.acl_credentials(&read.credentials);
-    let mut children = crate::build::desired_children(store, &acl, settings);
-    children.internal_secret = desired_internal(store, read);
-    children.connection_secret = desired_connection(
+    desired_internal_secret_with(
         store,
-        &connection_credentials(&read.rotation, &read.credentials),
+        &read.rotation.acl_credentials(&read.credentials),
+        &read.rotation.to_secret_data(),
+    )
+}
+
+/// What the children are built from in the read state: `users.acl` and the rotation keys of the
+/// internal Secret from the rotation state, the connection Secret of the current stage (plus
+/// `ca.crt`), and the certificate's hash for the pod template. `build::desired_children` turns it
+/// into the children the apply step writes.
+pub fn build_input<'a>(
+    store: &'a ValidatedStore,
+    read: &SecretsRead,
+    settings: &'a OperatorSettings,
+    tls: Option<&'a TlsInputs>,
+) -> BuildInput<'a> {
+    BuildInput {
+        store,
         settings,
+        acl_credentials: read.rotation.acl_credentials(&read.credentials),
+        connection_credentials: connection_credentials(&read.rotation, &read.credentials),
+        internal_secret_extra: read.rotation.to_secret_data(),
         tls,
-    );
-    if let Some(tls) = tls {
-        let template = children
-            .statefulset
-            .spec
-            .as_mut()
-            .map(|spec| &mut spec.template);
-        if let Some(template) = template {
-            template
-                .metadata
-                .get_or_insert_with(ObjectMeta::default)
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(TLS_HASH_ANNOTATION.into(), tls.fingerprint.clone());
-        }
     }
-    children
 }
 
 /// Drives the rotation as far as it can go now. Each step is performed, then its state persisted
@@ -249,7 +210,12 @@ async fn publish_password(
     credentials: StoreCredentials,
     tls: Option<&TlsInputs>,
 ) -> Result<()> {
-    let desired = desired_connection(validated, &credentials, &ctx.settings, tls);
+    let desired = desired_connection_secret_with_ca(
+        validated,
+        &credentials,
+        &ctx.settings,
+        tls.and_then(|t| t.ca_crt.as_ref()),
+    );
     let hash = secrets::publish_connection_password(
         ctx,
         desired,

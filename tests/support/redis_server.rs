@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::{StoreCredentials, desired_children};
+use sessionstore_operator::build::{BuildInput, StoreCredentials, desired_children};
 use sessionstore_operator::crd::Engine;
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::ValidatedStore;
@@ -200,7 +200,11 @@ impl RedisServer {
         tls: Option<TlsFiles>,
         replica_of: Option<u16>,
     ) -> RedisServer {
-        let children = desired_children(store, credentials, &OperatorSettings::default());
+        let children = desired_children(&BuildInput::new(
+            store,
+            credentials,
+            &OperatorSettings::default(),
+        ));
         let config = children
             .config_map
             .data

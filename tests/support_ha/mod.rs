@@ -29,7 +29,9 @@ use sessionstore_operator::build::startup::{STARTUP_SCRIPT_KEY, startup_env};
 use sessionstore_operator::build::statefulset::{
     REDIS_CONTAINER, SENTINEL_CONTAINER, SENTINEL_INIT_CONTAINER,
 };
-use sessionstore_operator::build::{DesiredChildren, StoreCredentials, desired_children};
+use sessionstore_operator::build::{
+    BuildInput, DesiredChildren, StoreCredentials, desired_children,
+};
 use sessionstore_operator::crd::SessionStore;
 use sessionstore_operator::ha::DiscoveryOptions;
 use sessionstore_operator::settings::OperatorSettings;
@@ -119,7 +121,11 @@ impl HaCluster {
         // Every file comes from the children the operator applies: the ConfigMap's redis.conf,
         // sentinel.conf and startup.sh, and each container's keys of the internal Secret, as its
         // projected volume mounts them.
-        let children = desired_children(&store, &credentials, &OperatorSettings::default());
+        let children = desired_children(&BuildInput::new(
+            &store,
+            &credentials,
+            &OperatorSettings::default(),
+        ));
         let mounted: Vec<(&str, Vec<MountedFile>)> =
             [REDIS_CONTAINER, SENTINEL_INIT_CONTAINER, SENTINEL_CONTAINER]
                 .into_iter()
@@ -201,8 +207,11 @@ impl HaCluster {
     pub fn rescale(&mut self, pods: usize) {
         let down_after = self.store.sentinel.down_after_milliseconds;
         self.store = Self::store_for(pods, down_after);
-        let children =
-            desired_children(&self.store, &self.credentials, &OperatorSettings::default());
+        let children = desired_children(&BuildInput::new(
+            &self.store,
+            &self.credentials,
+            &OperatorSettings::default(),
+        ));
         let config = children.config_map.data.unwrap_or_default();
         self.redis_conf = config.get(REDIS_CONF_KEY).cloned().expect("redis.conf");
         self.sentinel_template = config
