@@ -23,6 +23,7 @@ use crate::context::Context;
 use crate::context::memo::{ChildKey, RememberedCredentials};
 use crate::error::{Error, Result};
 use crate::hash::object_hash;
+use crate::metrics::Verb;
 use crate::secrets::{self, SecretApplied, SecretRole, SecretsRead};
 use crate::validate::ValidatedStore;
 
@@ -175,7 +176,7 @@ where
 
     let live = match ctx.cache.lookup(kind, &namespace, &name) {
         Cached::Unknown => {
-            ctx.metrics.api_request("get");
+            ctx.metrics.api_request(Verb::Get);
             match api.get_metadata_opt(&name).await {
                 Ok(Some(meta)) => Cached::Present(LiveChild::from_meta(&meta.metadata)),
                 Ok(None) => Cached::Absent,
@@ -192,7 +193,7 @@ where
     }
 
     tracing::debug!(child = %what, "applying");
-    ctx.metrics.api_request("patch");
+    ctx.metrics.api_request(Verb::Patch);
     let applied = api
         .patch(
             &name,
@@ -223,7 +224,7 @@ where
         Cached::Absent => false,
         Cached::Present(_) => true,
         Cached::Unknown => {
-            ctx.metrics.api_request("get");
+            ctx.metrics.api_request(Verb::Get);
             api.get_metadata_opt(name)
                 .await
                 .map_err(|e| {
@@ -235,7 +236,7 @@ where
     if !exists {
         return Ok(false);
     }
-    ctx.metrics.api_request("delete");
+    ctx.metrics.api_request(Verb::Delete);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}

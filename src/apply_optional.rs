@@ -19,6 +19,7 @@ use crate::context::Context;
 pub use crate::context::memo::{DISCOVERY_RECHECK, OptionalApiMemo};
 use crate::error::{Error, Result};
 use crate::hash::object_hash;
+use crate::metrics::Verb;
 
 /// An API the operator uses when it is installed.
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +62,7 @@ pub async fn api_installed(
     if let Some(known) = memo.known_api() {
         return Ok(known);
     }
-    ctx.metrics.api_request("get");
+    ctx.metrics.api_request(Verb::Get);
     let group_version = api.group_version();
     let installed = match ctx.client.list_api_group_resources(&group_version).await {
         Ok(list) => list.resources.iter().any(|r| r.name == api.plural),
@@ -104,7 +105,7 @@ pub async fn apply_optional<T: Serialize>(
     }
     let client = api.api(ctx, &namespace);
     if remembered.is_none() {
-        ctx.metrics.api_request("get");
+        ctx.metrics.api_request(Verb::Get);
         let live = client
             .get_metadata_opt(&name)
             .await
@@ -120,7 +121,7 @@ pub async fn apply_optional<T: Serialize>(
     if let Some(meta) = desired.get_mut("metadata") {
         meta["annotations"] = json!(BTreeMap::from([(APPLIED_HASH_ANNOTATION, hash.clone())]));
     }
-    ctx.metrics.api_request("patch");
+    ctx.metrics.api_request(Verb::Patch);
     client
         .patch(
             &name,

@@ -107,6 +107,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Verb;
     use std::io::{Read, Write};
 
     /// A plain HTTP/1.1 GET on a blocking socket (tokio's io-util is not enabled).
@@ -129,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn endpoints_report_health_readiness_and_metrics() {
         let (registry, metrics) = crate::metrics::new_registry();
-        metrics.api_request("get");
+        metrics.api_request(Verb::Get);
         let state = HttpState::new(registry, metrics);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -30,6 +30,29 @@ pub struct VerbLabels {
     pub verb: &'static str,
 }
 
+/// The API verbs the operator counts (`sessionstore_api_requests_total{verb}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Create,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Create => "create",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
@@ -115,8 +138,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn api_request(&self, verb: &'static str) {
-        self.api_requests.get_or_create(&VerbLabels { verb }).inc();
+    /// Counts one API request.
+    pub fn api_request(&self, verb: Verb) {
+        self.api_requests
+            .get_or_create(&VerbLabels {
+                verb: verb.as_str(),
+            })
+            .inc();
     }
 
     /// Sets the stores-by-phase gauge from the phases of every known store (recounted at scrape time,
@@ -173,7 +201,7 @@ mod tests {
         let (registry, metrics) = new_registry();
         metrics.reconcile_ok();
         metrics.reconcile_failed(&Error::Startup("x".into()));
-        metrics.api_request("patch");
+        metrics.api_request(Verb::Patch);
         metrics.set_store_phases([Some(Phase::Ready), Some(Phase::Ready), None]);
         drop(metrics.reconcile_timer());
         let text = encode(&registry).expect("encodes");

@@ -26,6 +26,7 @@ use crate::cache::APPLIED_HASH_ANNOTATION;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::hash::object_hash;
+use crate::metrics::Verb;
 use crate::password::Password;
 use crate::rotation::RotationState;
 use crate::validate::ValidatedStore;
@@ -239,7 +240,7 @@ pub async fn read_credentials(
 }
 
 async fn get_secret(ctx: &Context, api: &Api<Secret>, name: &str) -> Result<SecretState> {
-    ctx.metrics.api_request("get");
+    ctx.metrics.api_request(Verb::Get);
     match api.get_opt(name).await {
         Ok(Some(secret)) => Ok(SecretState::Existing(Box::new(secret))),
         Ok(None) => Ok(SecretState::Missing),
@@ -253,7 +254,7 @@ async fn read_existing_secret(
     name: &str,
     namespace: &str,
 ) -> Result<Password> {
-    ctx.metrics.api_request("get");
+    ctx.metrics.api_request(Verb::Get);
     let secret = api
         .get_opt(name)
         .await
@@ -359,7 +360,7 @@ pub async fn apply_secret(
                 .annotations
                 .get_or_insert_with(BTreeMap::new)
                 .insert(APPLIED_HASH_ANNOTATION.into(), hash.clone());
-            ctx.metrics.api_request("patch");
+            ctx.metrics.api_request(Verb::Patch);
             api.patch(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
@@ -380,7 +381,7 @@ pub async fn apply_secret(
                 dry_run: false,
                 field_manager: Some(MANAGER.into()),
             };
-            ctx.metrics.api_request("create");
+            ctx.metrics.api_request(Verb::Create);
             match api.create(&params, &desired).await {
                 Ok(_) => Ok(SecretApplied::Created(hash)),
                 Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::Conflict {
@@ -447,7 +448,7 @@ async fn add_missing_stored_keys(
         "metadata": {"resourceVersion": live.metadata.resource_version},
         "data": missing,
     });
-    ctx.metrics.api_request("patch");
+    ctx.metrics.api_request(Verb::Patch);
     match api
         .patch(
             &name,
@@ -509,7 +510,7 @@ pub async fn publish_connection_password(
         "data": data,
     });
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    ctx.metrics.api_request("patch");
+    ctx.metrics.api_request(Verb::Patch);
     api.patch(
         &name,
         &PatchParams {

@@ -21,6 +21,7 @@ pub use crate::build::service_monitor::{
 use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
+use crate::metrics::Verb;
 use crate::status::SERVICE_MONITOR_UNAVAILABLE;
 use crate::validate::ValidatedStore;
 
@@ -116,7 +117,7 @@ async fn remove_ours(
     let name = &store.name;
     if remembered.is_none() {
         // Not applied by this operator process: look before deleting, and only delete ours.
-        ctx.metrics.api_request("get");
+        ctx.metrics.api_request(Verb::Get);
         let live = api
             .get_metadata_opt(name)
             .await
@@ -133,7 +134,7 @@ async fn remove_ours(
             return Ok(());
         }
     }
-    ctx.metrics.api_request("delete");
+    ctx.metrics.api_request(Verb::Delete);
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => tracing::info!(service_monitor = %name, "deleted ServiceMonitor"),
         Err(kube::Error::Api(status)) if status.code == 404 => {}

@@ -21,6 +21,7 @@ use crate::diagnosis::Diagnosis;
 use crate::error::{Error, Result};
 use crate::ha::rollout_step::{RolloutObservation, UPDATING};
 use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
+use crate::metrics::Verb;
 use crate::observe::HEALTHY;
 use crate::observe::conditions::reason;
 use crate::settings::OperatorSettings;
@@ -344,7 +345,7 @@ pub async fn patch_status(ctx: &Context, store: &SessionStore, status: &OwnedSta
         "kind": SessionStore::kind(&()),
         "status": status,
     });
-    ctx.metrics.api_request("patch");
+    ctx.metrics.api_request(Verb::Patch);
     api.patch_status(
         &name,
         &PatchParams::apply(MANAGER).force(),

@@ -21,6 +21,7 @@ use crate::build::meta::sha256_hex;
 use crate::build::secret::CA_CERT_KEY;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::metrics::Verb;
 use crate::validate::{TlsSource, ValidatedStore};
 
 /// cert-manager's `Certificate`, an optional API.
@@ -89,7 +90,7 @@ pub async fn prepare(ctx: &Context, store: &ValidatedStore) -> Result<TlsReadine
         }
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &store.namespace);
-    ctx.metrics.api_request("get");
+    ctx.metrics.api_request(Verb::Get);
     let secret = api
         .get_opt(&secret_name)
         .await

@@ -7,6 +7,7 @@ use kube::runtime::events::{Event, EventType};
 
 use super::Context;
 use crate::crd::SessionStore;
+use crate::metrics::Verb;
 
 impl Context {
     /// Publishes an Event about the store (`reason` is the Event's reason, `action` what the
@@ -47,7 +48,7 @@ impl Context {
         note: String,
         secondary: Option<ObjectReference>,
     ) {
-        self.metrics.api_request("create");
+        self.metrics.api_request(Verb::Create);
         let event = Event {
             type_,
             reason: reason.into(),

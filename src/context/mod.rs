@@ -19,7 +19,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::ha::hooks::HaHooks;
 use crate::key::StoreKey;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Verb};
 use crate::observe::step::HealthStep;
 use crate::rotation::addresses::{ListPods, PodAddresses};
 use crate::settings::OperatorSettings;
@@ -143,7 +143,7 @@ impl Context {
         {
             return Ok(None);
         }
-        self.metrics.api_request("get");
+        self.metrics.api_request(Verb::Get);
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &store.namespace);
         let sts = api.get_opt(&name).await.map_err(|e| {
             Error::kube(format!("reading StatefulSet {}/{name}", store.namespace), e)

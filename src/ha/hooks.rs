@@ -23,6 +23,7 @@ use crate::ha::memo::{DisruptionMemo, RolloutMemo, ScaleGuardMemo};
 use crate::ha::primary::{
     AddressFn, DiscoveryError, DiscoveryOptions, PrimaryAnswer, discover_primary, pod_for_host,
 };
+use crate::metrics::Verb;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
@@ -116,7 +117,7 @@ impl PodSource for ApiPods {
     ) -> BoxFuture<'a, Result<Vec<PodRole>>> {
         Box::pin(async move {
             let selector = crate::pods::label_selector(&pod_selector_labels(store));
-            cluster.metrics.api_request("list");
+            cluster.metrics.api_request(Verb::List);
             let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &store.namespace);
             let list = api
                 .list(&ListParams::default().labels(&selector))

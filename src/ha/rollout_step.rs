@@ -22,6 +22,7 @@ use crate::ha::hooks::PodRole;
 use crate::ha::memo::HANDOVER_SETTLE;
 use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
 use crate::ha::step::PrimaryObservation;
+use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
 
 /// Condition: whether a rolling update of the pods is in progress.
@@ -324,7 +325,7 @@ async fn restart_pod(
         tracing::info!(%pod, "rolling update: pod has no uid yet; not deleting it");
         return Ok(());
     };
-    ctx.metrics.api_request("delete");
+    ctx.metrics.api_request(Verb::Delete);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
     let params = DeleteParams {
         preconditions: Some(Preconditions {

@@ -33,6 +33,7 @@ use crate::ha::disruption::{StoppingPrimary, decide as decide_stopping};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
 use crate::ha::hooks::PodRole;
 use crate::ha::primary::{RoleChange, role_label_changes};
+use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
 
 /// Condition: whether a majority of Sentinels names a primary pod (and the labels follow it).
@@ -425,7 +426,7 @@ pub fn exited_within(exited: Option<i64>, now: i64, window: Duration) -> bool {
 /// One merge patch of the role label (see the module doc for why not server-side apply).
 async fn patch_role(ctx: &Context, store: &ValidatedStore, change: &RoleChange) -> Result<()> {
     let body = serde_json::json!({"metadata": {"labels": {ROLE_LABEL: change.role.as_str()}}});
-    ctx.metrics.api_request("patch");
+    ctx.metrics.api_request(Verb::Patch);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &store.namespace);
     let params = PatchParams {
         field_manager: Some(ROLE_FIELD_MANAGER.into()),

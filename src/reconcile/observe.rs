@@ -12,6 +12,7 @@ use crate::build::meta::ChildNames;
 use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::diagnosis::{self, Diagnosis};
+use crate::metrics::Verb;
 use crate::observe::step::Observed;
 use crate::validate::ValidatedStore;
 
@@ -76,7 +77,7 @@ async fn statefulset_events(
     namespace: &str,
     statefulset: &str,
 ) -> Vec<diagnosis::StatefulSetEvent> {
-    ctx.metrics.api_request("list");
+    ctx.metrics.api_request(Verb::List);
     let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
     let params = ListParams::default().fields(&format!(
         "involvedObject.kind=StatefulSet,involvedObject.name={statefulset}"

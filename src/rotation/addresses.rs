@@ -13,6 +13,7 @@ use crate::build::TlsInputs;
 use crate::build::meta::{ChildNames, pod_selector_labels};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::metrics::Verb;
 use crate::pods::{is_pod_of, label_selector};
 use crate::rotation::{LiveTargets, PodEndpoint, RotationError};
 use crate::settings::OperatorSettings;
@@ -63,7 +64,7 @@ impl PodAddresses for ListPods {
         Box::pin(async move {
             let selector = label_selector(&pod_selector_labels(store));
             let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &store.namespace);
-            cluster.metrics.api_request("list");
+            cluster.metrics.api_request(Verb::List);
             let pods = api
                 .list(&ListParams::default().labels(&selector))
                 .await
