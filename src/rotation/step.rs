@@ -383,13 +383,7 @@ async fn publish_password(
         &ctx.settings,
         tls.and_then(|t| t.ca_crt.as_ref()),
     );
-    let hash = secrets::publish_connection_password(
-        ctx,
-        desired,
-        &credentials,
-        validated.auth.existing_secret.is_some(),
-    )
-    .await?;
+    let hash = secrets::publish_connection_password(ctx, desired, &credentials).await?;
     read.credentials.app = credentials.app;
     read.connection = SecretState::Remembered(hash);
     Ok(())
@@ -410,7 +404,6 @@ async fn persist(
         desired,
         &read.internal,
         &read.credentials,
-        validated.auth.existing_secret.is_some(),
     )
     .await?;
     read.internal = SecretState::Remembered(applied.hash().to_string());
