@@ -1,7 +1,8 @@
 //! The controller's side of a rotation: one call per reconcile ([`reconcile_rotation`]) reads the
 //! persisted state, plans, performs the steps that can be done now (live ACL changes on every pod,
 //! publishing the connection Secret), persists each step's state in the internal Secret, and says
-//! when to come back; [`desired_children`] gives the apply step children that agree with that state.
+//! when to come back; [`build_input`] gives `build::desired_children` the inputs that make the
+//! children agree with that state.
 //!
 //! Pod addresses come through the [`PodAddresses`] trait, asked only while a live step is due, so
 //! a store that is not rotating never lists its pods. A highly available store's Sentinels get the
