@@ -10,7 +10,7 @@
 //! no call unless this process applied one for it, or its spec changed since an operator last
 //! processed it (then one read, and a delete only of our own).
 
-use kube::api::{ApiResource, DeleteParams};
+use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
 
 use crate::apply_optional::{
@@ -37,11 +37,6 @@ pub const SERVICE_MONITOR_API: OptionalApi = OptionalApi {
 
 /// Per-operator memory: prometheus-operator's presence, and what each store's ServiceMonitor is.
 pub type ServiceMonitorMemo = OptionalApiMemo;
-
-/// The prometheus-operator `ServiceMonitor` API resource.
-pub fn service_monitor_resource() -> ApiResource {
-    SERVICE_MONITOR_API.resource()
-}
 
 fn store_memo_key(store: &ValidatedStore) -> String {
     memo_key(&store.namespace, &store.name, &store.owner_reference.uid)

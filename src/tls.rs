@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource};
+use kube::api::Api;
 
 use crate::apply_optional::{OptionalApi, OptionalApiMemo, api_installed, apply_optional};
 use crate::build::TlsInputs;
@@ -53,11 +53,6 @@ pub enum TlsReadiness {
 
 /// Per-operator memory: cert-manager's presence, and the Certificates our applies left.
 pub type TlsMemo = OptionalApiMemo;
-
-/// The cert-manager `Certificate` API resource.
-pub fn certificate_resource() -> ApiResource {
-    CERTIFICATE_API.resource()
-}
 
 /// Applies the Certificate (issuer mode) and reads the TLS Secret.
 pub async fn prepare(ctx: &Context, store: &ValidatedStore) -> Result<TlsReadiness> {
