@@ -62,7 +62,6 @@ pub async fn apply_children(
         service_monitor: _,
     } = children;
     let mut outcome = ApplyOutcome::default();
-    let uses_existing = store.auth.existing_secret.is_some();
 
     outcome.count(
         apply_child(ctx, ChildKind::ConfigMap, config_map)
@@ -80,7 +79,6 @@ pub async fn apply_children(
         connection_secret,
         &secrets_read.connection,
         &secrets_read.credentials,
-        uses_existing,
     )
     .await?;
     let internal = secrets::apply_secret(
@@ -89,7 +87,6 @@ pub async fn apply_children(
         internal_secret,
         &secrets_read.internal,
         &secrets_read.credentials,
-        uses_existing,
     )
     .await?;
     outcome.count(!matches!(internal, SecretApplied::Unchanged(_)));

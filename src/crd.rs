@@ -13,9 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// API group of every resource this operator defines.
-pub const GROUP: &str = "sessionstore.dev";
-
 /// Regex for the Kubernetes quantities accepted by the memory and storage fields.
 const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
 
@@ -547,6 +544,3 @@ pub struct AuthStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_password_expires_at: Option<String>,
 }
-
-/// Labels a resource as belonging to a SessionStore.
-pub type Labels = BTreeMap<String, String>;

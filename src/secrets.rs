@@ -55,7 +55,7 @@ impl SecretRole {
     /// With `auth.existingSecret` the connection password is the user's password at creation;
     /// a later change of the user's Secret reaches it through a rotation (both passwords valid
     /// during the grace period), never through an apply, so it is stored in both cases.
-    pub fn stored_keys(self, _uses_existing_secret: bool) -> &'static [&'static str] {
+    pub fn stored_keys(self) -> &'static [&'static str] {
         match self {
             SecretRole::Connection => &[PASSWORD_KEY],
             SecretRole::Internal => &[
@@ -273,11 +273,10 @@ pub fn with_stored_passwords(
     mut secret: Secret,
     role: SecretRole,
     credentials: &StoreCredentials,
-    uses_existing: bool,
 ) -> Secret {
     normalize(&mut secret);
     let data = secret.data.get_or_insert_with(BTreeMap::new);
-    for key in role.stored_keys(uses_existing) {
+    for key in role.stored_keys() {
         let password = match *key {
             PASSWORD_KEY => &credentials.app,
             OPERATOR_PASSWORD_KEY => &credentials.operator,
@@ -304,8 +303,8 @@ fn normalize(secret: &mut Secret) {
 
 /// The part of a desired Secret the operator may apply to an existing one: labels,
 /// ownerReferences and derived keys; never a stored password, never the immutable type.
-pub fn existing_secret_patch(desired: &Secret, role: SecretRole, uses_existing: bool) -> Secret {
-    let stored = role.stored_keys(uses_existing);
+pub fn existing_secret_patch(desired: &Secret, role: SecretRole) -> Secret {
+    let stored = role.stored_keys();
     let data: BTreeMap<String, ByteString> = desired
         .data
         .iter()
@@ -333,10 +332,9 @@ pub async fn apply_secret(
     desired: Secret,
     state: &SecretState,
     credentials: &StoreCredentials,
-    uses_existing: bool,
 ) -> Result<SecretApplied> {
-    let desired = with_stored_passwords(desired, role, credentials, uses_existing);
-    let mut patch = existing_secret_patch(&desired, role, uses_existing);
+    let desired = with_stored_passwords(desired, role, credentials);
+    let mut patch = existing_secret_patch(&desired, role);
     let hash = object_hash(&patch)?;
     let name = desired.metadata.name.clone().unwrap_or_default();
     let namespace = desired.metadata.namespace.clone().unwrap_or_default();
@@ -351,7 +349,7 @@ pub async fn apply_secret(
     };
     match live {
         SecretState::Existing(live) => {
-            add_missing_stored_keys(ctx, &api, &live, &desired, role, uses_existing).await?;
+            add_missing_stored_keys(ctx, &api, &live, &desired, role).await?;
             if live_matches(&live, &patch, &hash) {
                 return Ok(SecretApplied::Unchanged(hash));
             }
@@ -404,12 +402,11 @@ pub fn missing_stored_keys(
     live: &Secret,
     desired: &Secret,
     role: SecretRole,
-    uses_existing: bool,
 ) -> BTreeMap<String, ByteString> {
     if role != SecretRole::Internal {
         return BTreeMap::new();
     }
-    role.stored_keys(uses_existing)
+    role.stored_keys()
         .iter()
         .filter(|key| {
             live.data
@@ -434,9 +431,8 @@ async fn add_missing_stored_keys(
     live: &Secret,
     desired: &Secret,
     role: SecretRole,
-    uses_existing: bool,
 ) -> Result<()> {
-    let missing = missing_stored_keys(live, desired, role, uses_existing);
+    let missing = missing_stored_keys(live, desired, role);
     if missing.is_empty() {
         return Ok(());
     }
@@ -483,11 +479,9 @@ pub async fn publish_connection_password(
     ctx: &Context,
     desired: Secret,
     credentials: &StoreCredentials,
-    uses_existing: bool,
 ) -> Result<String> {
-    let desired =
-        with_stored_passwords(desired, SecretRole::Connection, credentials, uses_existing);
-    let patch = existing_secret_patch(&desired, SecretRole::Connection, uses_existing);
+    let desired = with_stored_passwords(desired, SecretRole::Connection, credentials);
+    let patch = existing_secret_patch(&desired, SecretRole::Connection);
     let hash = object_hash(&patch)?;
     let name = desired.metadata.name.clone().unwrap_or_default();
     let namespace = desired.metadata.namespace.clone().unwrap_or_default();
@@ -631,7 +625,7 @@ mod tests {
                 ("users.acl", "acl"),
             ],
         );
-        let patch = existing_secret_patch(&desired, SecretRole::Internal, false);
+        let patch = existing_secret_patch(&desired, SecretRole::Internal);
         let keys: Vec<_> = patch
             .data
             .iter()
@@ -641,7 +635,7 @@ mod tests {
         assert_eq!(keys, ["users.acl"]);
 
         let desired = secret("s-connection", &[("password", "a"), ("host", "h")]);
-        let patch = existing_secret_patch(&desired, SecretRole::Connection, false);
+        let patch = existing_secret_patch(&desired, SecretRole::Connection);
         let keys: Vec<_> = patch
             .data
             .iter()
@@ -650,7 +644,7 @@ mod tests {
             .collect();
         assert_eq!(keys, ["host"]);
         // With auth.existingSecret too: only a rotation publishes a new password.
-        let patch = existing_secret_patch(&desired, SecretRole::Connection, true);
+        let patch = existing_secret_patch(&desired, SecretRole::Connection);
         let keys: Vec<_> = patch
             .data
             .iter()
@@ -678,9 +672,8 @@ mod tests {
             secret("s-internal", &[("users.acl", "new")]),
             SecretRole::Internal,
             &creds,
-            false,
         );
-        let missing = missing_stored_keys(&live, &desired, SecretRole::Internal, false);
+        let missing = missing_stored_keys(&live, &desired, SecretRole::Internal);
         let keys: Vec<&str> = missing.keys().map(String::as_str).collect();
         assert_eq!(keys, ["probe-password", "sentinel-password"]);
         assert!(
@@ -688,12 +681,10 @@ mod tests {
                 == Some(creds.probe.expose().as_bytes())
         );
         // Nothing missing: nothing to add; the connection Secret's password is never added here.
-        assert!(missing_stored_keys(&desired, &desired, SecretRole::Internal, false).is_empty());
+        assert!(missing_stored_keys(&desired, &desired, SecretRole::Internal).is_empty());
         let connection = secret("s-connection", &[("host", "h")]);
         let desired = secret("s-connection", &[("password", "p"), ("host", "h")]);
-        assert!(
-            missing_stored_keys(&connection, &desired, SecretRole::Connection, false).is_empty()
-        );
+        assert!(missing_stored_keys(&connection, &desired, SecretRole::Connection).is_empty());
     }
 
     #[test]
@@ -703,7 +694,6 @@ mod tests {
             secret("s-internal", &[("users.acl", "x")]),
             SecretRole::Internal,
             &creds,
-            false,
         );
         let read = credentials_from_secrets(None, Some(&internal), None).expect("reads");
         assert_eq!(read.operator, creds.operator);
@@ -714,7 +704,6 @@ mod tests {
             secret("s-internal", &[("operator-password", "from-builder")]),
             SecretRole::Internal,
             &creds,
-            false,
         );
         assert_eq!(
             internal

@@ -10,7 +10,7 @@
 //! no call unless this process applied one for it, or its spec changed since an operator last
 //! processed it (then one read, and a delete only of our own).
 
-use kube::api::{ApiResource, DeleteParams};
+use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
 
 use crate::apply_optional::{OptionalApi, api_installed, apply_optional, memo_key};
@@ -33,11 +33,6 @@ pub const SERVICE_MONITOR_API: OptionalApi = OptionalApi {
     kind: crate::build::service_monitor::SERVICE_MONITOR_KIND,
     plural: "servicemonitors",
 };
-
-/// The prometheus-operator `ServiceMonitor` API resource.
-pub fn service_monitor_resource() -> ApiResource {
-    SERVICE_MONITOR_API.resource()
-}
 
 fn store_memo_key(store: &ValidatedStore) -> String {
     memo_key(&store.namespace, &store.name, &store.owner_reference.uid)

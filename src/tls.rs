@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource};
+use kube::api::Api;
 
 use crate::apply_optional::{OptionalApi, api_installed, apply_optional};
 use crate::build::TlsInputs;
@@ -50,11 +50,6 @@ pub enum TlsReadiness {
         reason: &'static str,
         message: String,
     },
-}
-
-/// The cert-manager `Certificate` API resource.
-pub fn certificate_resource() -> ApiResource {
-    CERTIFICATE_API.resource()
 }
 
 /// Applies the Certificate (issuer mode) and reads the TLS Secret.

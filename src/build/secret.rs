@@ -4,9 +4,9 @@
 //! from them so a reconcile never regenerates what already exists.
 //!
 //! `ca.crt` with TLS: the CA lives in the TLS Secret (the user's, or cert-manager's), which a pure
-//! builder cannot read. `desired_connection_secret` therefore leaves it out and the controller,
-//! which reads the TLS Secret anyway to know it is ready, copies it in with `set_ca_certificate`
-//! before applying. `render` shows the connection Secret without `ca.crt`.
+//! builder cannot read. The controller reads the TLS Secret (to know it is ready) and hands its
+//! `ca.crt` in (`BuildInput::tls`); `desired_connection_secret_with_ca` copies it in. `render`
+//! reads no Secret, so it shows the connection Secret without `ca.crt`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

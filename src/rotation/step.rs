@@ -1,7 +1,8 @@
 //! The controller's side of a rotation: one call per reconcile ([`reconcile_rotation`]) reads the
 //! persisted state, plans, performs the steps that can be done now (live ACL changes on every pod,
 //! publishing the connection Secret), persists each step's state in the internal Secret, and says
-//! when to come back; [`desired_children`] gives the apply step children that agree with that state.
+//! when to come back; [`build_input`] gives `build::desired_children` the inputs that make the
+//! children agree with that state.
 //!
 //! Pod addresses come through the [`crate::rotation::addresses::PodAddresses`] trait, asked only while a live step is due, so
 //! a store that is not rotating never lists its pods. A highly available store's Sentinels get the
@@ -216,13 +217,7 @@ async fn publish_password(
         &ctx.settings,
         tls.and_then(|t| t.ca_crt.as_ref()),
     );
-    let hash = secrets::publish_connection_password(
-        ctx,
-        desired,
-        &credentials,
-        validated.auth.existing_secret.is_some(),
-    )
-    .await?;
+    let hash = secrets::publish_connection_password(ctx, desired, &credentials).await?;
     read.credentials.app = credentials.app;
     read.connection = SecretState::Remembered(hash);
     Ok(())
@@ -243,7 +238,6 @@ async fn persist(
         desired,
         &read.internal,
         &read.credentials,
-        validated.auth.existing_secret.is_some(),
     )
     .await?;
     read.internal = SecretState::Remembered(applied.hash().to_string());
