@@ -380,7 +380,7 @@ impl ChildCache for MemoryCache {
     }
 }
 
-/// Reflector stores fed by the controller's label-selected watches (see `controller::run`).
+/// Reflector stores fed by the controller's label-selected watches (see `run`).
 /// Lookups are only trusted once every store has synced; `run` waits for that before reconciling.
 #[derive(Clone)]
 pub struct WatchCache {

@@ -1,8 +1,10 @@
 //! SessionStore operator: a secure, reliable Redis for every application's user sessions.
 //!
-//! One reconcile is a fixed pipeline, one module per step:
-//! `validate` (spec -> `ValidatedStore`, no client) -> `build` (desired children, pure)
-//! -> `apply` (server-side apply, skip unchanged) -> `observe` (Redis health) -> `status`.
+//! One reconcile is a fixed pipeline, one file per step in [`reconcile`]: read (spec -> `ValidatedStore`,
+//! TLS and Secrets) -> decide (scale guard, rotation) -> build (desired children, pure) -> apply
+//! (server-side apply, skip unchanged) -> act (HA primary, rolling update) -> observe (Redis
+//! health) -> status. The steps share the [`context::Context`]; every module depends only on the
+//! modules below it (no import circle, checked by `tests/module_graph.rs`).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

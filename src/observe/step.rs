@@ -4,7 +4,7 @@
 //! between probes (other reconciles of the same store) sends nothing to Redis and carries the
 //! written health over unchanged, so the status step's only-when-changed check stays quiet.
 //!
-//! Kept apart from `controller.rs` so the controller calls one function and applies one result.
+//! Kept apart from the pipeline (`reconcile::observe`) so it calls one function and applies one result.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,6 +18,7 @@ use crate::build::StoreCredentials;
 use crate::build::secret::CA_CERT_KEY;
 use crate::cluster::Cluster;
 use crate::crd::{HealthStatus, SessionStore, SessionStoreStatus};
+use crate::key::StoreKey;
 use crate::metrics::Metrics;
 use crate::observe::info::{PodObservation, PodProblem, StoreObservation};
 use crate::observe::{
@@ -67,7 +68,7 @@ pub struct HealthStep {
     settings: HealthSettings,
     probe: RedisProbe,
     metrics: Option<Arc<HealthMetrics>>,
-    stores: Mutex<HashMap<String, StoreHealth>>,
+    stores: Mutex<HashMap<StoreKey, StoreHealth>>,
     /// Added to `Instant::now()`: lets tests and the benchmark step over intervals without sleeping.
     clock_offset: Mutex<Duration>,
 }
@@ -75,7 +76,7 @@ pub struct HealthStep {
 /// A health write the status step should make, and what to tell the tracker once it is made.
 #[derive(Clone, Debug)]
 pub struct HealthUpdate {
-    key: String,
+    key: StoreKey,
     pub health: HealthStatus,
     pub conditions: [Condition; 2],
     at: Instant,
@@ -113,8 +114,8 @@ impl Observed {
     }
 }
 
-fn store_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+fn store_key(namespace: &str, name: &str) -> StoreKey {
+    StoreKey::new(namespace, name)
 }
 
 /// A registry with the controller's metrics (prefixed `sessionstore_`) and the health gauges
@@ -169,7 +170,7 @@ impl HealthStep {
                 .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn stores(&self) -> MutexGuard<'_, HashMap<String, StoreHealth>> {
+    fn stores(&self) -> MutexGuard<'_, HashMap<StoreKey, StoreHealth>> {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -189,18 +190,14 @@ impl HealthStep {
     /// Drops every store for which `live(namespace, name)` is false: `run` calls this with the
     /// controller's store cache, since a store deleted without a finalizer is never reconciled.
     pub fn retain(&self, live: impl Fn(&str, &str) -> bool) {
-        let gone: Vec<String> = self
+        let gone: Vec<StoreKey> = self
             .stores()
             .keys()
-            .filter(|key| {
-                let (namespace, name) = key.split_once('/').unwrap_or_default();
-                !live(namespace, name)
-            })
+            .filter(|key| !live(&key.namespace, &key.name))
             .cloned()
             .collect();
         for key in gone {
-            let (namespace, name) = key.split_once('/').unwrap_or_default();
-            self.forget(namespace, name);
+            self.forget(&key.namespace, &key.name);
         }
     }
 
@@ -411,7 +408,7 @@ mod tests {
         };
         let observed = Observed {
             update: Some(HealthUpdate {
-                key: "shop/web".into(),
+                key: StoreKey::new("shop", "web"),
                 health: HealthStatus {
                     session_keys: Some(3),
                     ..HealthStatus::default()
