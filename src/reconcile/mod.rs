@@ -37,12 +37,20 @@ async fn valid_store(store: &SessionStore, ctx: &Context) -> Result<Action> {
     let Continue(validated) = read::spec(ctx, store).await? else {
         return Ok(Action::await_change()); // deleted, or invalid: wait for a change
     };
-    match pipeline(ctx, store, &validated, read::Secrets::CreateIfMissing).await {
+    // Boxed: the pipeline's state is large (every step's output), keep it off the caller's stack.
+    match Box::pin(pipeline(
+        ctx,
+        store,
+        &validated,
+        read::Secrets::CreateIfMissing,
+    ))
+    .await
+    {
         // Someone created a Secret between our read and our create: read again, once.
         Err(Error::Conflict { context }) => {
             tracing::info!(%context, "conflict on create; reading again");
             ctx.credentials.forget(&validated);
-            pipeline(ctx, store, &validated, read::Secrets::ReadAll).await
+            Box::pin(pipeline(ctx, store, &validated, read::Secrets::ReadAll)).await
         }
         other => other,
     }
