@@ -15,15 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
 use crate::build::StoreCredentials;
 use crate::build::acl::OPERATOR_USER;
 use crate::build::sentinel::{master_name, pod_fqdn, sentinel_addresses};
-use crate::ha::primary::{client_for, split_host_port};
+use crate::ha::primary::split_host_port;
 use crate::ha::step::AddressFn;
 use crate::password::Password;
+use crate::redis_client::{self, client_for};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
@@ -179,10 +179,7 @@ impl SentinelHandover {
         let settings = request.settings;
         let dialer = Dialer {
             password: &request.credentials.operator,
-            tls: request.tls_ca.map(|ca| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            }),
+            tls: request.tls_ca.map(redis_client::store_ca),
             timing: &self.timing,
         };
         let address_of = |pod: &str| {
@@ -455,10 +452,7 @@ impl SentinelHandover {
             .ok_or_else(|| format!("{} is not a pod of this store", request.primary))?;
         let dialer = Dialer {
             password: &request.credentials.operator,
-            tls: request.tls_ca.map(|ca| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            }),
+            tls: request.tls_ca.map(redis_client::store_ca),
             timing: &self.timing,
         };
         let mut conn = dialer
@@ -625,12 +619,12 @@ impl Dialer<'_> {
             ))
         })?;
         let client = client_for(host, port, OPERATOR_USER, self.password, self.tls.as_ref())?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.connect_timeout))
-            .set_response_timeout(Some(self.timing.response_timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        redis_client::connect(
+            &client,
+            self.timing.connect_timeout,
+            self.timing.response_timeout,
+        )
+        .await
     }
 }
 

@@ -237,10 +237,7 @@ impl PrimaryDiscovery for SentinelDiscovery {
             let mut options = DiscoveryOptions::new("operator", operator_password.clone());
             // TLS stores: trust only the store's own CA; the Sentinels are dialled by their
             // headless names, which the store's certificate covers.
-            options.tls = tls_ca.map(|ca| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            });
+            options.tls = tls_ca.map(crate::redis_client::store_ca);
             let mut answer = discover_primary(
                 &(self.addresses)(store, settings),
                 &master_name(store),

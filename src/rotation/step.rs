@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
-use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
+use redis::ConnectionAddr;
 
 use crate::build::acl::OPERATOR_USER;
 use crate::build::meta::{ChildNames, pod_selector_labels};
@@ -35,6 +35,7 @@ use crate::crd::{AuthStatus, SessionStore};
 use crate::error::{Error, Result};
 use crate::password::Password;
 use crate::pods::{is_pod_of, label_selector};
+use crate::redis_client::tls_connection_addr;
 use crate::rotation::state::Stage;
 use crate::rotation::{
     LiveAcl, LiveTargets, PodEndpoint, RotationError, RotationInput, RotationState, Step,
@@ -194,32 +195,6 @@ fn tls_addr(
         }
         .into()
     })
-}
-
-/// A TLS address for `host:port` (verified against that name) that trusts only `ca` (PEM): what
-/// the live ACL changes dial, on the Redis and on the Sentinel port alike.
-pub fn tls_connection_addr(
-    host: String,
-    port: u16,
-    ca: &[u8],
-) -> std::result::Result<ConnectionAddr, redis::RedisError> {
-    let info = ConnectionAddr::TcpTls {
-        host,
-        port,
-        insecure: false,
-        tls_params: None,
-    }
-    .into_connection_info()
-    .and_then(|info| {
-        redis::Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            },
-        )
-    })?;
-    Ok(info.get_connection_info().addr().clone())
 }
 
 /// What the rotation step tells the rest of the reconcile.
