@@ -16,8 +16,8 @@ use sessionstore_operator::build::sentinel::{
 };
 use sessionstore_operator::build::{StoreCredentials, desired_children};
 use sessionstore_operator::password::Password;
-use sessionstore_operator::rotation::live::connect;
 use sessionstore_operator::redis_client::tls_connection_addr;
+use sessionstore_operator::rotation::live::connect;
 use sessionstore_operator::rotation::{LiveAcl, LiveTargets, PodEndpoint, RotationError};
 use sessionstore_operator::settings::OperatorSettings;
 use sessionstore_operator::validate::{REDIS_PORT, SENTINEL_PORT};
