@@ -237,18 +237,8 @@ impl SentinelHandover {
         {
             Ok(caught_up) => caught_up,
             Err(last) => {
-                let detail = if last.caught_up.is_empty() {
-                    "no replica has caught up".to_string()
-                } else {
-                    format!("replicas {} have not caught up", last.behind.join(", "))
-                };
-                return Err(give_up(format!(
-                    "{detail} with {} within {:?} (pods to avoid: {})",
-                    request.primary,
-                    self.timing.catch_up,
-                    describe_pods(request.avoid)
-                ))
-                .await);
+                let why = not_caught_up(&last, request, self.timing.catch_up);
+                return Err(give_up(why).await);
             }
         };
 
@@ -256,17 +246,7 @@ impl SentinelHandover {
         let accepted_by = match start_failover(dialer, ready_sentinels, &master, &avoid_only).await
         {
             Ok(sentinel) => sentinel,
-            Err(refusals) => {
-                return Err(give_up(format!(
-                    "no Sentinel started the failover: {}",
-                    if refusals.is_empty() {
-                        "no Sentinel address".to_string()
-                    } else {
-                        refusals.join("; ")
-                    }
-                ))
-                .await);
-            }
+            Err(refusals) => return Err(give_up(failover_refused(&refusals)).await),
         };
 
         // 6. Demote the old primary as soon as the Sentinels name the new one, so its paused
@@ -678,6 +658,33 @@ async fn start_failover(
         }
     }
     Err(refusals)
+}
+
+/// Why step 4 gives up: which replicas have not caught up with the paused primary.
+fn not_caught_up(last: &ReplicaCatchUp, request: &HandoverRequest<'_>, within: Duration) -> String {
+    let detail = if last.caught_up.is_empty() {
+        "no replica has caught up".to_string()
+    } else {
+        format!("replicas {} have not caught up", last.behind.join(", "))
+    };
+    format!(
+        "{detail} with {} within {:?} (pods to avoid: {})",
+        request.primary,
+        within,
+        describe_pods(request.avoid)
+    )
+}
+
+/// Why step 5 gives up: each Sentinel's refusal.
+fn failover_refused(refusals: &[String]) -> String {
+    format!(
+        "no Sentinel started the failover: {}",
+        if refusals.is_empty() {
+            "no Sentinel address".to_string()
+        } else {
+            refusals.join("; ")
+        }
+    )
 }
 
 fn not_now(message: String) -> HandoverOutcome {
