@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::ha::step::PodRole;
+use crate::ha::observation::PodRole;
 
 /// After a handover from a stopping pod started, no second one is asked for that pod for this
 /// long (the Sentinels need a moment to agree on the new primary; the pod's preStop hook gives up

@@ -4,6 +4,7 @@
 
 pub mod disruption;
 pub mod handover;
+pub mod observation;
 pub mod primary;
 pub mod rollout;
 pub mod rollout_step;

@@ -20,8 +20,8 @@ use crate::controller::{Context, publish};
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest, ReplicationRequest};
+use crate::ha::observation::{PodRole, PrimaryObservation};
 use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
-use crate::ha::step::{PodRole, PrimaryObservation};
 use crate::validate::ValidatedStore;
 
 /// Condition: whether a rolling update of the pods is in progress.
