@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -107,6 +107,8 @@ pub fn diagnose(inputs: &Inputs<'_>) -> Option<Diagnosis> {
     None
 }
 
+/// The first cause found on one pod: an image that cannot be pulled, a container that was
+/// OOM-killed or exits with an error, a pod that cannot be scheduled, a Redis that never gets ready.
 fn diagnose_pod(store: &ValidatedStore, pod: &Pod, now: Timestamp) -> Option<Diagnosis> {
     let name = pod.name_any();
     let status = pod.status.as_ref()?;
@@ -117,7 +119,14 @@ fn diagnose_pod(store: &ValidatedStore, pod: &Pod, now: Timestamp) -> Option<Dia
         .chain(status.container_statuses.iter().flatten())
         .collect();
 
-    for c in &containers {
+    image_pull_failed(&name, &containers)
+        .or_else(|| container_failed(store, &name, &containers))
+        .or_else(|| scheduling_problem(store, &name, status))
+        .or_else(|| redis_not_ready(store, &name, &containers, now))
+}
+
+fn image_pull_failed(name: &str, containers: &[&ContainerStatus]) -> Option<Diagnosis> {
+    for c in containers {
         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
         let why = waiting
             .and_then(|w| w.reason.as_deref())
@@ -140,7 +149,15 @@ fn diagnose_pod(store: &ValidatedStore, pod: &Pod, now: Timestamp) -> Option<Dia
             });
         }
     }
-    for c in &containers {
+    None
+}
+
+fn container_failed(
+    store: &ValidatedStore,
+    name: &str,
+    containers: &[&ContainerStatus],
+) -> Option<Diagnosis> {
+    for c in containers {
         if c.ready {
             continue;
         }
@@ -186,6 +203,10 @@ fn diagnose_pod(store: &ValidatedStore, pod: &Pod, now: Timestamp) -> Option<Dia
         }
     }
 
+    None
+}
+
+fn scheduling_problem(store: &ValidatedStore, name: &str, status: &PodStatus) -> Option<Diagnosis> {
     let scheduled = status
         .conditions
         .iter()
@@ -221,6 +242,15 @@ fn diagnose_pod(store: &ValidatedStore, pod: &Pod, now: Timestamp) -> Option<Dia
         }
     }
 
+    None
+}
+
+fn redis_not_ready(
+    store: &ValidatedStore,
+    name: &str,
+    containers: &[&ContainerStatus],
+    now: Timestamp,
+) -> Option<Diagnosis> {
     let redis = containers.iter().find(|c| c.name == REDIS_CONTAINER)?;
     let started = redis
         .state

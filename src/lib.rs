@@ -17,6 +17,7 @@ pub mod observe;
 pub mod password;
 pub mod pods;
 pub mod quantity;
+pub mod redis_client;
 pub mod redis_commands;
 pub mod redis_config;
 pub mod render;

@@ -330,74 +330,9 @@ async fn run_controllers(
     let mut readiness = Vec::new();
     let mut store_readers = Vec::new();
     for scope in &scopes {
-        let (config_maps, cm_stream) =
-            metadata_reflector(api_for::<PartialObjectMeta<ConfigMap>>(&client, scope));
-        let (services, svc_stream) =
-            metadata_reflector(api_for::<PartialObjectMeta<Service>>(&client, scope));
-        let (network_policies, np_stream) =
-            metadata_reflector(api_for::<PartialObjectMeta<NetworkPolicy>>(&client, scope));
-        let (pod_disruption_budgets, pdb_stream) = metadata_reflector(api_for::<
-            PartialObjectMeta<PodDisruptionBudget>,
-        >(&client, scope));
-        // StatefulSets are watched whole for their status, with the spec dropped to save memory.
-        let (statefulsets, sts_writer) = reflector::store();
-        let sts_stream = watcher(api_for::<StatefulSet>(&client, scope), child_config())
-            .default_backoff()
-            .modify(|s: &mut StatefulSet| {
-                s.spec = None;
-                s.metadata.managed_fields = None;
-            })
-            .reflect(sts_writer)
-            .touched_objects();
-        // Redis pods for the health probe: only ours (managed-by + component=redis, the pod
-        // template's labels), stripped by `strip_pod` (name, uid, deletionTimestamp, instance,
-        // role and revision labels, podIP and Ready).
-        let (pods, pod_writer) = reflector::store();
-        let pod_selector = format!(
-            "{},app.kubernetes.io/component={}",
-            managed_by_selector(),
-            Component::Redis.as_str()
-        );
-        let pod_stream = watcher(
-            api_for::<Pod>(&client, scope),
-            watcher::Config::default()
-                .labels(&pod_selector)
-                .any_semantic(),
-        )
-        .default_backoff()
-        .modify(strip_pod)
-        .reflect(pod_writer)
-        .touched_objects();
-        let cache = WatchCache {
-            config_maps,
-            services,
-            statefulsets,
-            network_policies,
-            pod_disruption_budgets,
-            pods,
-        };
+        let (cache, controller) = scope_controller(&client, scope, options, &stop);
         readiness.push(cache.clone());
         caches.insert(scope.clone(), cache);
-
-        let controller = Controller::new(
-            api_for::<SessionStore>(&client, scope),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns_stream(cm_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(np_stream)
-        .owns_stream(pdb_stream)
-        .owns_stream(sts_stream)
-        // A pod change (a crashed or deleted primary goes unready within a second) reconciles its
-        // store at once, so the HA step starts following the failover without waiting for the
-        // periodic primary check (see `ha::step::PRIMARY_FOLLOW`).
-        .watches_stream(pod_stream, store_of_pod)
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(options.max_concurrent_reconciles)
-                .debounce(Duration::from_millis(500)),
-        )
-        .graceful_shutdown_on(stopped_sync(stop.clone()));
         state.add_store_reader(controller.store());
         store_readers.push(controller.store());
         controllers.push(controller);
@@ -423,27 +358,7 @@ async fn run_controllers(
         synced.clone(),
         stop.clone(),
     ));
-
-    // Readiness: every child watch has listed once.
-    let ready_state = state.clone();
-    tokio::spawn(async move {
-        for cache in readiness {
-            let waits = [
-                cache.config_maps.wait_until_ready().await,
-                cache.services.wait_until_ready().await,
-                cache.statefulsets.wait_until_ready().await,
-                cache.network_policies.wait_until_ready().await,
-                cache.pod_disruption_budgets.wait_until_ready().await,
-                cache.pods.wait_until_ready().await,
-            ];
-            if waits.iter().any(|w| w.is_err()) {
-                return;
-            }
-        }
-        synced.store(true, std::sync::atomic::Ordering::Release);
-        ready_state.set_ready(true);
-        tracing::info!("watch caches synced");
-    });
+    tokio::spawn(mark_ready_once_synced(readiness, synced, state.clone()));
 
     let runs = controllers.into_iter().map(|controller| {
         controller
@@ -464,6 +379,126 @@ async fn run_controllers(
     });
     futures::future::join_all(runs).await;
     Ok(())
+}
+
+/// The child watches of one scope (their caches) and the controller of its stores, which they
+/// wake.
+fn scope_controller(
+    client: &Client,
+    scope: &Option<String>,
+    options: &RunOptions,
+    stop: &watch::Receiver<bool>,
+) -> (WatchCache, Controller<SessionStore>) {
+    let (config_maps, cm_stream) =
+        metadata_reflector(api_for::<PartialObjectMeta<ConfigMap>>(client, scope));
+    let (services, svc_stream) =
+        metadata_reflector(api_for::<PartialObjectMeta<Service>>(client, scope));
+    let (network_policies, np_stream) =
+        metadata_reflector(api_for::<PartialObjectMeta<NetworkPolicy>>(client, scope));
+    let (pod_disruption_budgets, pdb_stream) = metadata_reflector(api_for::<
+        PartialObjectMeta<PodDisruptionBudget>,
+    >(client, scope));
+    let (statefulsets, sts_stream) = statefulset_reflector(api_for::<StatefulSet>(client, scope));
+    let (pods, pod_stream) = pod_reflector(api_for::<Pod>(client, scope));
+    let cache = WatchCache {
+        config_maps,
+        services,
+        statefulsets,
+        network_policies,
+        pod_disruption_budgets,
+        pods,
+    };
+    let controller = Controller::new(
+        api_for::<SessionStore>(client, scope),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns_stream(cm_stream)
+    .owns_stream(svc_stream)
+    .owns_stream(np_stream)
+    .owns_stream(pdb_stream)
+    .owns_stream(sts_stream)
+    // A pod change (a crashed or deleted primary goes unready within a second) reconciles its
+    // store at once, so the HA step starts following the failover without waiting for the
+    // periodic primary check (see `ha::step::PRIMARY_FOLLOW`).
+    .watches_stream(pod_stream, store_of_pod)
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(options.max_concurrent_reconciles)
+            .debounce(Duration::from_millis(500)),
+    )
+    .graceful_shutdown_on(stopped_sync(stop.clone()));
+    (cache, controller)
+}
+
+/// StatefulSets are watched whole for their status, with the spec dropped to save memory.
+fn statefulset_reflector(
+    api: Api<StatefulSet>,
+) -> (
+    Store<StatefulSet>,
+    impl Stream<Item = std::result::Result<StatefulSet, watcher::Error>> + Send + 'static,
+) {
+    let (statefulsets, sts_writer) = reflector::store();
+    let sts_stream = watcher(api, child_config())
+        .default_backoff()
+        .modify(|s: &mut StatefulSet| {
+            s.spec = None;
+            s.metadata.managed_fields = None;
+        })
+        .reflect(sts_writer)
+        .touched_objects();
+    (statefulsets, sts_stream)
+}
+
+/// Redis pods for the health probe: only ours (managed-by + component=redis, the pod template's
+/// labels), stripped by `strip_pod` (name, uid, deletionTimestamp, instance, role and revision
+/// labels, podIP and Ready).
+fn pod_reflector(
+    api: Api<Pod>,
+) -> (
+    Store<Pod>,
+    impl Stream<Item = std::result::Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let (pods, pod_writer) = reflector::store();
+    let pod_selector = format!(
+        "{},app.kubernetes.io/component={}",
+        managed_by_selector(),
+        Component::Redis.as_str()
+    );
+    let pod_stream = watcher(
+        api,
+        watcher::Config::default()
+            .labels(&pod_selector)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_pod)
+    .reflect(pod_writer)
+    .touched_objects();
+    (pods, pod_stream)
+}
+
+/// Readiness: every child watch has listed once.
+async fn mark_ready_once_synced(
+    readiness: Vec<WatchCache>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
+    ready_state: Arc<HttpState>,
+) {
+    for cache in readiness {
+        let waits = [
+            cache.config_maps.wait_until_ready().await,
+            cache.services.wait_until_ready().await,
+            cache.statefulsets.wait_until_ready().await,
+            cache.network_policies.wait_until_ready().await,
+            cache.pod_disruption_budgets.wait_until_ready().await,
+            cache.pods.wait_until_ready().await,
+        ];
+        if waits.iter().any(|w| w.is_err()) {
+            return;
+        }
+    }
+    synced.store(true, std::sync::atomic::Ordering::Release);
+    ready_state.set_ready(true);
+    tracing::info!("watch caches synced");
 }
 
 /// Drops the health tracker and gauges of deleted stores once per health interval: a store

@@ -19,8 +19,8 @@ use crate::context::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::diagnosis::Diagnosis;
 use crate::error::{Error, Result};
+use crate::ha::observation::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
 use crate::ha::rollout_step::{RolloutObservation, UPDATING};
-use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
 use crate::metrics::Verb;
 use crate::observe::HEALTHY;
 use crate::observe::conditions::reason;
@@ -117,50 +117,29 @@ pub fn desired_status(
     now: &Time,
 ) -> OwnedStatus {
     let previous = current.map(OwnedStatus::of).unwrap_or_default();
-    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { "True" } else { "False" }.to_string();
-        let last_transition_time = previous
-            .condition(type_)
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.into(),
-            status,
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }
+    let conditions = Conditions {
+        previous: &previous,
+        generation,
+        now,
     };
-
     let mut next = OwnedStatus {
         observed_generation: generation,
         ..previous.clone()
     };
-    let mut ours = Vec::new();
     // Types this reconcile decided; the others are carried over below.
     let mut decided = vec![READY, AVAILABLE];
-    match progress {
+    let mut ours = match progress {
         Progress::Invalid(error) => {
             next.phase = Some(Phase::Failed);
-            ours.push(condition(READY, false, "InvalidSpec", error.to_string()));
-            ours.extend(previous.condition(AVAILABLE).cloned());
+            conditions.not_ready("InvalidSpec", error.to_string())
         }
         Progress::WaitingForSecret(message) => {
             next.phase = Some(Phase::Pending);
-            ours.push(condition(
-                READY,
-                false,
-                "ExistingSecretMissing",
-                (*message).to_string(),
-            ));
-            ours.extend(previous.condition(AVAILABLE).cloned());
+            conditions.not_ready("ExistingSecretMissing", (*message).to_string())
         }
         Progress::WaitingForTls { reason, message } => {
             next.phase = Some(Phase::Pending);
-            ours.push(condition(READY, false, reason, (*message).to_string()));
-            ours.extend(previous.condition(AVAILABLE).cloned());
+            conditions.not_ready(reason, (*message).to_string())
         }
         Progress::Applied {
             store,
@@ -171,137 +150,22 @@ pub fn desired_status(
             rollout,
             diagnosis,
         } => {
-            if let Some(auth) = auth {
-                next.auth = Some((*auth).clone());
-            }
-            let (replicas, ready) = (store.replicas, *ready_replicas);
-            let was_ready = matches!(previous.phase, Some(Phase::Ready | Phase::Degraded));
-            // An HA store whose primary was never found has no Service endpoint yet: not ready.
-            let no_primary_yet = ha.is_some_and(|h| h.primary.is_none());
-            next.phase = Some(if ready >= replicas && no_primary_yet {
-                Phase::Provisioning
-            } else if ready >= replicas {
-                phase_from_health(previous.condition(HEALTHY))
-            } else if ready >= 1 && was_ready {
-                Phase::Degraded
-            } else {
-                Phase::Provisioning
-            });
-            ours.push(if ready >= replicas && no_primary_yet {
-                condition(
-                    READY,
-                    false,
-                    "WaitingForPrimary",
-                    format!("{ready} of {replicas} replicas ready; no primary known yet"),
-                )
-            } else if ready >= replicas {
-                condition(
-                    READY,
-                    true,
-                    "AllReplicasReady",
-                    format!("{ready} of {replicas} replicas ready"),
-                )
-            } else if let Some(diagnosis) = diagnosis {
-                condition(
-                    READY,
-                    false,
-                    diagnosis.reason,
-                    format!(
-                        "{ready} of {replicas} replicas ready; {}",
-                        diagnosis.message
-                    ),
-                )
-            } else {
-                let reason = if was_ready {
-                    "ReplicasNotReady"
-                } else {
-                    "Provisioning"
-                };
-                condition(
-                    READY,
-                    false,
-                    reason,
-                    format!("{ready} of {replicas} replicas ready"),
-                )
-            });
-            ours.push(if ready >= 1 {
-                condition(
-                    AVAILABLE,
-                    true,
-                    "Serving",
-                    "at least one Redis pod is ready to serve sessions".into(),
-                )
-            } else {
-                condition(
-                    AVAILABLE,
-                    false,
-                    "NoReadyReplicas",
-                    "no Redis pod is ready yet".into(),
-                )
-            });
-            next.endpoint = Some(Endpoint {
-                host: format!(
-                    "{}.{}.svc.{}",
-                    ChildNames::service(&store.name),
-                    store.namespace,
-                    settings.cluster_domain
-                ),
-                port: REDIS_PORT,
-                tls: store.tls.is_some(),
-            });
-            next.connection_secret = Some(ChildNames::connection_secret(&store.name));
-            next.replicas = Some(replicas);
-            next.ready_replicas = Some(ready);
             // Only there while the problem is: a later apply that created it drops the condition.
-            decided.push(SERVICE_MONITOR_UNAVAILABLE);
-            if let Some(message) = service_monitor_unavailable {
-                ours.push(condition(
-                    SERVICE_MONITOR_UNAVAILABLE,
-                    true,
-                    "PrometheusOperatorMissing",
-                    (*message).to_string(),
-                ));
-            }
-            match ha {
-                Some(ha) => {
-                    ours.push(condition(
-                        PRIMARY_KNOWN,
-                        ha.known,
-                        ha.reason,
-                        ha.message.clone(),
-                    ));
-                    next.primary = ha.primary.clone();
-                    if let Some(failover) = &ha.failover {
-                        // Stays True after the first failover; its time is that of the latest one.
-                        let mut c = condition(
-                            FAILOVER,
-                            true,
-                            "PrimaryChanged",
-                            format!("primary changed from {} to {}", failover.from, failover.to),
-                        );
-                        c.last_transition_time = now.clone();
-                        ours.push(c);
-                    } else {
-                        ours.extend(previous.condition(FAILOVER).cloned());
-                    }
-                }
-                None => next.primary = None,
-            }
             // `Updating`: decided by the rolling update, kept while it has nothing new to say,
             // dropped for a standalone store.
-            decided.push(UPDATING);
-            match rollout.map(|r| r.condition.as_ref()) {
-                Some(Some(updating)) => ours.push(condition(
-                    UPDATING,
-                    updating.updating,
-                    updating.reason,
-                    updating.message.clone(),
-                )),
-                Some(None) => ours.extend(previous.condition(UPDATING).cloned()),
-                None => {}
-            }
+            decided.extend([SERVICE_MONITOR_UNAVAILABLE, UPDATING]);
+            let applied = AppliedView {
+                store,
+                ready_replicas: *ready_replicas,
+                auth: *auth,
+                service_monitor_unavailable: *service_monitor_unavailable,
+                ha: *ha,
+                rollout: *rollout,
+                diagnosis: *diagnosis,
+            };
+            applied_status(&mut next, &conditions, settings, &applied)
         }
-    }
+    };
     // Conditions written by other steps (health) keep their place after ours. The HA conditions
     // are ours: re-added above for an HA store, dropped for a standalone one.
     let applied = matches!(progress, Progress::Applied { .. });
@@ -315,6 +179,226 @@ pub fn desired_status(
     );
     next.conditions = ours;
     next
+}
+
+/// Makes this reconcile's conditions: a condition keeps its `lastTransitionTime` from `previous`
+/// while its status does not change.
+struct Conditions<'a> {
+    previous: &'a OwnedStatus,
+    generation: Option<i64>,
+    now: &'a Time,
+}
+
+impl Conditions<'_> {
+    fn make(&self, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+        let status = if ok { "True" } else { "False" }.to_string();
+        let last_transition_time = self
+            .previous
+            .condition(type_)
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.now.clone());
+        Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message,
+            observed_generation: self.generation,
+            last_transition_time,
+        }
+    }
+
+    /// Before anything is applied: `Ready=False` with why, `Available` as it was.
+    fn not_ready(&self, reason: &str, message: String) -> Vec<Condition> {
+        let mut ours = vec![self.make(READY, false, reason, message)];
+        ours.extend(self.previous.condition(AVAILABLE).cloned());
+        ours
+    }
+}
+
+/// The fields of [`Progress::Applied`].
+struct AppliedView<'a> {
+    store: &'a ValidatedStore,
+    ready_replicas: i32,
+    auth: Option<&'a AuthStatus>,
+    service_monitor_unavailable: Option<&'a str>,
+    ha: Option<&'a PrimaryObservation>,
+    rollout: Option<&'a RolloutObservation>,
+    diagnosis: Option<&'a Diagnosis>,
+}
+
+/// The status of a store whose children are applied: fills `next` and returns its conditions.
+fn applied_status(
+    next: &mut OwnedStatus,
+    conditions: &Conditions<'_>,
+    settings: &OperatorSettings,
+    applied: &AppliedView<'_>,
+) -> Vec<Condition> {
+    if let Some(auth) = applied.auth {
+        next.auth = Some(auth.clone());
+    }
+    let store = applied.store;
+    let (replicas, ready) = (store.replicas, applied.ready_replicas);
+    let replicas_view = ReplicasView {
+        replicas,
+        ready,
+        was_ready: matches!(
+            conditions.previous.phase,
+            Some(Phase::Ready | Phase::Degraded)
+        ),
+        // An HA store whose primary was never found has no Service endpoint yet: not ready.
+        no_primary_yet: applied.ha.is_some_and(|h| h.primary.is_none()),
+    };
+    next.phase = Some(replicas_view.phase(conditions.previous));
+    let mut ours = vec![
+        replicas_view.ready_condition(conditions, applied.diagnosis),
+        available_condition(conditions, ready),
+    ];
+    next.endpoint = Some(Endpoint {
+        host: format!(
+            "{}.{}.svc.{}",
+            ChildNames::service(&store.name),
+            store.namespace,
+            settings.cluster_domain
+        ),
+        port: REDIS_PORT,
+        tls: store.tls.is_some(),
+    });
+    next.connection_secret = Some(ChildNames::connection_secret(&store.name));
+    next.replicas = Some(replicas);
+    next.ready_replicas = Some(ready);
+    if let Some(message) = applied.service_monitor_unavailable {
+        ours.push(conditions.make(
+            SERVICE_MONITOR_UNAVAILABLE,
+            true,
+            "PrometheusOperatorMissing",
+            message.to_string(),
+        ));
+    }
+    match applied.ha {
+        Some(ha) => {
+            ours.extend(ha_conditions(conditions, ha));
+            next.primary = ha.primary.clone();
+        }
+        None => next.primary = None,
+    }
+    match applied.rollout.map(|r| r.condition.as_ref()) {
+        Some(Some(updating)) => ours.push(conditions.make(
+            UPDATING,
+            updating.updating,
+            updating.reason,
+            updating.message.clone(),
+        )),
+        Some(None) => ours.extend(conditions.previous.condition(UPDATING).cloned()),
+        None => {}
+    }
+    ours
+}
+
+/// How many pods are ready, which decides the phase and the `Ready` condition.
+struct ReplicasView {
+    replicas: i32,
+    ready: i32,
+    /// The store was Ready or Degraded before.
+    was_ready: bool,
+    no_primary_yet: bool,
+}
+
+impl ReplicasView {
+    fn phase(&self, previous: &OwnedStatus) -> Phase {
+        let (replicas, ready) = (self.replicas, self.ready);
+        if ready >= replicas && self.no_primary_yet {
+            Phase::Provisioning
+        } else if ready >= replicas {
+            phase_from_health(previous.condition(HEALTHY))
+        } else if ready >= 1 && self.was_ready {
+            Phase::Degraded
+        } else {
+            Phase::Provisioning
+        }
+    }
+
+    fn ready_condition(
+        &self,
+        conditions: &Conditions<'_>,
+        diagnosis: Option<&Diagnosis>,
+    ) -> Condition {
+        let (replicas, ready) = (self.replicas, self.ready);
+        if ready >= replicas && self.no_primary_yet {
+            conditions.make(
+                READY,
+                false,
+                "WaitingForPrimary",
+                format!("{ready} of {replicas} replicas ready; no primary known yet"),
+            )
+        } else if ready >= replicas {
+            conditions.make(
+                READY,
+                true,
+                "AllReplicasReady",
+                format!("{ready} of {replicas} replicas ready"),
+            )
+        } else if let Some(diagnosis) = diagnosis {
+            conditions.make(
+                READY,
+                false,
+                diagnosis.reason,
+                format!(
+                    "{ready} of {replicas} replicas ready; {}",
+                    diagnosis.message
+                ),
+            )
+        } else {
+            let reason = if self.was_ready {
+                "ReplicasNotReady"
+            } else {
+                "Provisioning"
+            };
+            conditions.make(
+                READY,
+                false,
+                reason,
+                format!("{ready} of {replicas} replicas ready"),
+            )
+        }
+    }
+}
+
+fn available_condition(conditions: &Conditions<'_>, ready: i32) -> Condition {
+    if ready >= 1 {
+        conditions.make(
+            AVAILABLE,
+            true,
+            "Serving",
+            "at least one Redis pod is ready to serve sessions".into(),
+        )
+    } else {
+        conditions.make(
+            AVAILABLE,
+            false,
+            "NoReadyReplicas",
+            "no Redis pod is ready yet".into(),
+        )
+    }
+}
+
+/// `PrimaryKnown`, and `Failover` once a failover was seen.
+fn ha_conditions(conditions: &Conditions<'_>, ha: &PrimaryObservation) -> Vec<Condition> {
+    let mut ours = vec![conditions.make(PRIMARY_KNOWN, ha.known, ha.reason, ha.message.clone())];
+    if let Some(failover) = &ha.failover {
+        // Stays True after the first failover; its time is that of the latest one.
+        let mut c = conditions.make(
+            FAILOVER,
+            true,
+            "PrimaryChanged",
+            format!("primary changed from {} to {}", failover.from, failover.to),
+        );
+        c.last_transition_time = conditions.now.clone();
+        ours.push(c);
+    } else {
+        ours.extend(conditions.previous.condition(FAILOVER).cloned());
+    }
+    ours
 }
 
 /// The phase of a store whose replicas are all ready, from the last written `Healthy` condition:

@@ -299,31 +299,13 @@ pub fn validate_with(
         )
     })?;
     check_dns_label("metadata.name", &name, 47)?;
-    let owner_reference = store
-        .controller_owner_ref(&())
-        .unwrap_or_else(|| OwnerReference {
-            // Only a store read from a file (render) has no uid; a cluster object always has one.
-            api_version: SessionStore::api_version(&()).into_owned(),
-            kind: SessionStore::kind(&()).into_owned(),
-            name: name.clone(),
-            uid: String::new(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        });
+    let owner_reference = owner_reference(store, &name);
 
     let spec = &store.spec;
     let profile = spec.profile;
     let production = profile == Profile::Production;
 
-    let replicas = spec.replicas.unwrap_or(if production { 3 } else { 1 });
-    if replicas == 2 || !(1..=9).contains(&replicas) {
-        return Err(invalid(
-            "spec.replicas",
-            format!(
-                "must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority), got {replicas}"
-            ),
-        ));
-    }
+    let replicas = validate_replicas(spec.replicas, production)?;
 
     let engine = spec.engine;
     let image = spec
@@ -335,38 +317,13 @@ pub fn validate_with(
 
     let memory = validate_memory(spec.memory.as_ref(), production, spec.persistence.as_ref())?;
 
-    let key_prefix = spec
-        .sessions
-        .as_ref()
-        .and_then(|s| s.key_prefix.clone())
-        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
-    check_key_prefix(&key_prefix)?;
+    let key_prefix = validate_key_prefix(spec.sessions.as_ref())?;
 
     let persistence = validate_persistence(spec.persistence.as_ref(), production)?;
     let auth = validate_auth(spec.auth.as_ref())?;
     let tls = validate_tls(spec.tls.as_ref())?;
 
-    let connection_spec = spec.connection.clone().unwrap_or_default();
-    let connection = Connection {
-        timeout_seconds: in_range(
-            "spec.connection.timeoutSeconds",
-            connection_spec.timeout_seconds.unwrap_or(300),
-            0,
-            86_400,
-        )?,
-        tcp_keepalive_seconds: in_range(
-            "spec.connection.tcpKeepaliveSeconds",
-            connection_spec.tcp_keepalive_seconds.unwrap_or(300),
-            0,
-            7_200,
-        )?,
-        max_clients: in_range(
-            "spec.connection.maxClients",
-            connection_spec.max_clients.unwrap_or(10_000),
-            1,
-            100_000,
-        )?,
-    };
+    let connection = validate_connection(spec.connection.as_ref())?;
 
     let extra_config = validate_extra_config(engine, &spec.extra_config)?;
     check_backlog_fits(&extra_config, &memory)?;
@@ -375,41 +332,8 @@ pub fn validate_with(
     let disabled_commands = validate_disabled_commands(engine, &spec.disabled_commands)?;
     let scheduling = validate_scheduling(store)?;
 
-    let monitoring_spec = spec.monitoring.clone().unwrap_or_default();
-    if monitoring_spec.service_monitor && !monitoring_spec.exporter {
-        return Err(invalid(
-            "spec.monitoring.serviceMonitor",
-            "needs spec.monitoring.exporter: true (the ServiceMonitor scrapes the exporter)",
-        ));
-    }
-    let exporter_image = monitoring_spec
-        .exporter_image
-        .clone()
-        .unwrap_or_else(|| images.exporter.clone());
-    check_image("spec.monitoring.exporterImage", &exporter_image)?;
-    let monitoring = Monitoring {
-        exporter: monitoring_spec.exporter,
-        service_monitor: monitoring_spec.service_monitor,
-        exporter_image,
-    };
-
-    let sentinel_spec = spec.sentinel.clone().unwrap_or_default();
-    let sentinel = Sentinel {
-        down_after_milliseconds: in_range(
-            "spec.sentinel.downAfterMilliseconds",
-            sentinel_spec.down_after_milliseconds.unwrap_or(5_000),
-            1_000,
-            60_000,
-        )?,
-        failover_timeout_milliseconds: in_range(
-            "spec.sentinel.failoverTimeoutMilliseconds",
-            sentinel_spec
-                .failover_timeout_milliseconds
-                .unwrap_or(30_000),
-            5_000,
-            600_000,
-        )?,
-    };
+    let monitoring = validate_monitoring(spec.monitoring.as_ref(), images)?;
+    let sentinel = validate_sentinel(spec.sentinel.as_ref())?;
 
     Ok(ValidatedStore {
         name,
@@ -432,6 +356,115 @@ pub fn validate_with(
         scheduling,
         monitoring,
         sentinel,
+    })
+}
+
+/// The store's controller ownerReference for its children.
+fn owner_reference(store: &SessionStore, name: &str) -> OwnerReference {
+    store
+        .controller_owner_ref(&())
+        .unwrap_or_else(|| OwnerReference {
+            // Only a store read from a file (render) has no uid; a cluster object always has one.
+            api_version: SessionStore::api_version(&()).into_owned(),
+            kind: SessionStore::kind(&()).into_owned(),
+            name: name.to_string(),
+            uid: String::new(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
+}
+
+fn validate_replicas(replicas: Option<i32>, production: bool) -> Result<i32, ValidationError> {
+    let replicas = replicas.unwrap_or(if production { 3 } else { 1 });
+    if replicas == 2 || !(1..=9).contains(&replicas) {
+        return Err(invalid(
+            "spec.replicas",
+            format!(
+                "must be 1 (standalone) or between 3 and 9 (primary, replicas and a Sentinel majority), got {replicas}"
+            ),
+        ));
+    }
+    Ok(replicas)
+}
+
+fn validate_key_prefix(
+    sessions: Option<&crate::crd::SessionsSpec>,
+) -> Result<String, ValidationError> {
+    let key_prefix = sessions
+        .and_then(|s| s.key_prefix.clone())
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
+    check_key_prefix(&key_prefix)?;
+    Ok(key_prefix)
+}
+
+fn validate_connection(
+    connection: Option<&crate::crd::ConnectionSpec>,
+) -> Result<Connection, ValidationError> {
+    let connection_spec = connection.cloned().unwrap_or_default();
+    Ok(Connection {
+        timeout_seconds: in_range(
+            "spec.connection.timeoutSeconds",
+            connection_spec.timeout_seconds.unwrap_or(300),
+            0,
+            86_400,
+        )?,
+        tcp_keepalive_seconds: in_range(
+            "spec.connection.tcpKeepaliveSeconds",
+            connection_spec.tcp_keepalive_seconds.unwrap_or(300),
+            0,
+            7_200,
+        )?,
+        max_clients: in_range(
+            "spec.connection.maxClients",
+            connection_spec.max_clients.unwrap_or(10_000),
+            1,
+            100_000,
+        )?,
+    })
+}
+
+fn validate_monitoring(
+    monitoring: Option<&crate::crd::MonitoringSpec>,
+    images: &DefaultImages,
+) -> Result<Monitoring, ValidationError> {
+    let monitoring_spec = monitoring.cloned().unwrap_or_default();
+    if monitoring_spec.service_monitor && !monitoring_spec.exporter {
+        return Err(invalid(
+            "spec.monitoring.serviceMonitor",
+            "needs spec.monitoring.exporter: true (the ServiceMonitor scrapes the exporter)",
+        ));
+    }
+    let exporter_image = monitoring_spec
+        .exporter_image
+        .clone()
+        .unwrap_or_else(|| images.exporter.clone());
+    check_image("spec.monitoring.exporterImage", &exporter_image)?;
+    Ok(Monitoring {
+        exporter: monitoring_spec.exporter,
+        service_monitor: monitoring_spec.service_monitor,
+        exporter_image,
+    })
+}
+
+fn validate_sentinel(
+    sentinel: Option<&crate::crd::SentinelSpec>,
+) -> Result<Sentinel, ValidationError> {
+    let sentinel_spec = sentinel.cloned().unwrap_or_default();
+    Ok(Sentinel {
+        down_after_milliseconds: in_range(
+            "spec.sentinel.downAfterMilliseconds",
+            sentinel_spec.down_after_milliseconds.unwrap_or(5_000),
+            1_000,
+            60_000,
+        )?,
+        failover_timeout_milliseconds: in_range(
+            "spec.sentinel.failoverTimeoutMilliseconds",
+            sentinel_spec
+                .failover_timeout_milliseconds
+                .unwrap_or(30_000),
+            5_000,
+            600_000,
+        )?,
     })
 }
 

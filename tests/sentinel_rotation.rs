@@ -16,7 +16,7 @@ use sessionstore_operator::build::sentinel::{
 };
 use sessionstore_operator::build::{BuildInput, StoreCredentials, desired_children};
 use sessionstore_operator::password::Password;
-use sessionstore_operator::rotation::addresses::tls_connection_addr;
+use sessionstore_operator::redis_client::tls_connection_addr;
 use sessionstore_operator::rotation::live::connect;
 use sessionstore_operator::rotation::{LiveAcl, LiveTargets, PodEndpoint, RotationError};
 use sessionstore_operator::settings::OperatorSettings;

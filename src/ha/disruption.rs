@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use crate::ha::hooks::PodRole;
+use crate::ha::observation::PodRole;
 
 /// How long the preStop hook of a primary with connected replicas waits to be demoted (well inside
 /// the pod's 60 s termination grace period; the handover takes about a second).

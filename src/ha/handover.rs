@@ -15,15 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
 use crate::build::StoreCredentials;
 use crate::build::acl::OPERATOR_USER;
 use crate::build::sentinel::{master_name, pod_fqdn, sentinel_addresses};
-use crate::ha::primary::AddressFn;
-use crate::ha::primary::{client_for, split_host_port};
+use crate::ha::observation::AddressFn;
+use crate::ha::primary::split_host_port;
 use crate::password::Password;
+use crate::redis_client::{self, client_for};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
@@ -174,222 +174,79 @@ impl SentinelHandover {
         self
     }
 
+    /// The handover, step by step (the numbers match the module's description). A step that
+    /// cannot go on returns the `NotNow` outcome, after undoing what the earlier steps did.
     async fn run(&self, request: HandoverRequest<'_>) -> HandoverOutcome {
-        let store = request.store;
-        let settings = request.settings;
         let dialer = Dialer {
             password: &request.credentials.operator,
-            tls: request.tls_ca.map(|ca| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            }),
+            tls: request.tls_ca.map(redis_client::store_ca),
             timing: &self.timing,
         };
-        let address_of = |pod: &str| {
-            (self.redis_address)(store, settings, pod)
-                .ok_or_else(|| not_now(format!("{pod} is not a pod of this store")))
-        };
-        let primary_address = match address_of(request.primary) {
-            Ok(address) => address,
-            Err(outcome) => return outcome,
-        };
-        let mut avoid_addresses = Vec::new();
-        for pod in request.avoid {
-            match address_of(pod) {
-                Ok(address) => avoid_addresses.push((pod.clone(), address)),
-                Err(outcome) => return outcome,
-            }
+        match self.attempt(&request, &dialer).await {
+            Ok(outcome) | Err(outcome) => outcome,
         }
+    }
+
+    async fn attempt(
+        &self,
+        request: &HandoverRequest<'_>,
+        dialer: &Dialer<'_>,
+    ) -> Result<HandoverOutcome, HandoverOutcome> {
+        let addresses = self.addresses(request)?;
+        let avoid_only: Vec<String> = addresses.avoid.iter().map(|(_, a)| a.clone()).collect();
 
         // 1. The pod the Sentinels name must still be the primary.
-        let mut primary = match dialer.dial(&primary_address).await {
-            Ok(conn) => conn,
-            Err(error) => {
-                return not_now(format!(
-                    "cannot reach the primary {}: {error}",
-                    request.primary
-                ));
-            }
-        };
-        match redis::cmd("ROLE")
-            .query_async::<redis::Value>(&mut primary)
-            .await
-        {
-            Ok(value) if role_is_master(&value) => {}
-            Ok(_) => {
-                return not_now(format!(
-                    "{} is no longer primary (a failover is under way)",
-                    request.primary
-                ));
-            }
-            Err(error) => {
-                return not_now(format!("ROLE on {} failed: {error}", request.primary));
-            }
-        }
+        let mut primary = confirm_primary(dialer, &addresses.primary, request.primary).await?;
 
         // 2. Pods to avoid get replica-priority 0: Sentinel never promotes those.
-        let mut lowered: Vec<(String, String, String)> = Vec::new();
-        for (pod, address) in &avoid_addresses {
-            match set_priority_zero(&dialer, address).await {
-                Ok(previous) => lowered.push((pod.clone(), address.clone(), previous)),
-                // A pod we cannot reach is no candidate the Sentinels can reach either (they
-                // skip replicas that do not answer); should one promote it anyway, the scale-down
-                // guard sees a primary out of range and hands over again.
-                Err(error) if error.is_connection_refusal() || error.is_timeout() => {
-                    tracing::info!(%pod, %error, "pod to avoid is unreachable; not lowering its priority");
-                }
-                Err(error) => {
-                    restore_priorities(&dialer, &lowered).await;
-                    return not_now(format!(
-                        "cannot set replica-priority 0 on {pod}, which must not become primary: {error}"
-                    ));
-                }
-            }
-        }
+        let lowered = lower_priorities(dialer, &addresses.avoid).await?;
 
         // 2b. Only a Sentinel that already sees those priorities (and a replica it may promote)
         // is asked, else it could promote a pod to avoid from its stale copy.
-        let master = master_name(store);
-        let sentinels = (self.sentinels)(store, settings);
-        let avoid_only: Vec<String> = avoid_addresses.iter().map(|(_, a)| a.clone()).collect();
-        let started = Instant::now();
-        let ready_sentinels = loop {
-            let mut ready = Vec::new();
-            for sentinel in &sentinels {
-                if sentinel_sees_priorities(&dialer, sentinel, &master, &avoid_only).await {
-                    ready.push(sentinel.clone());
-                }
-            }
-            if !ready.is_empty() || started.elapsed() >= self.timing.sentinel_view {
-                break ready;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let master = master_name(request.store);
+        let ready_sentinels = self
+            .sentinels_seeing_priorities(dialer, request, &master, &avoid_only)
+            .await;
         if ready_sentinels.is_empty() {
-            restore_priorities(&dialer, &lowered).await;
-            return not_now(format!(
+            restore_priorities(dialer, &lowered).await;
+            return Err(not_now(format!(
                 "no Sentinel sees a replica it may promote with the pods to avoid ({}) at priority 0 within {:?}",
                 describe_pods(request.avoid),
                 self.timing.sentinel_view
-            ));
+            )));
         }
 
         // 3. Pause writes; reads go on. The instant is taken before the command, so the pause
         // is known to last at least until `paused_at + pause`.
         let paused_at = Instant::now();
-        let pause_ms = self.timing.pause.as_millis().to_string();
-        if let Err(error) = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(&pause_ms)
-            .arg("WRITE")
-            .query_async::<()>(&mut primary)
-            .await
-        {
-            restore_priorities(&dialer, &lowered).await;
-            return not_now(format!(
+        if let Err(error) = pause_writes(&mut primary, self.timing.pause).await {
+            restore_priorities(dialer, &lowered).await;
+            return Err(not_now(format!(
                 "CLIENT PAUSE on {} failed: {error}",
                 request.primary
-            ));
+            )));
         }
         let paused = primary.clone();
-        let give_up = |message: String| {
-            let mut primary = paused.clone();
-            let lowered = &lowered;
-            let dialer = &dialer;
-            async move {
-                unpause(&mut primary).await;
-                restore_priorities(dialer, lowered).await;
-                not_now(message)
-            }
-        };
+        let give_up = |message: String| undo_and_stop(paused.clone(), dialer, &lowered, message);
 
         // 4. Every replica the Sentinel may promote must hold every write (it picks by its own,
         // older copy of their offsets, so one caught-up replica is not enough).
-        let started = Instant::now();
-        let mut last = ReplicaCatchUp::default();
-        let caught_up = loop {
-            let info = redis::cmd("INFO")
-                .arg("replication")
-                .query_async::<String>(&mut primary)
-                .await;
-            if let Ok(info) = &info
-                && let Some(mut catch_up) = replica_catch_up(info, &avoid_only)
-            {
-                // The primary learns a replica's offset from its acknowledgement, once a second;
-                // a lagging one is asked for its own processed offset instead.
-                if !catch_up.is_ready()
-                    && let Some(offset) = master_offset(info)
-                {
-                    let mut behind = Vec::new();
-                    for address in std::mem::take(&mut catch_up.behind) {
-                        if replica_holds_offset(&dialer, &address, offset).await {
-                            catch_up.caught_up.push(address);
-                        } else {
-                            behind.push(address);
-                        }
-                    }
-                    catch_up.behind = behind;
-                }
-                if catch_up.is_ready() {
-                    break Some(catch_up.caught_up.join(", "));
-                }
-                last = catch_up;
+        let caught_up = match self
+            .wait_for_catch_up(dialer, &mut primary, &avoid_only)
+            .await
+        {
+            Ok(caught_up) => caught_up,
+            Err(last) => {
+                let why = not_caught_up(&last, request, self.timing.catch_up);
+                return Err(give_up(why).await);
             }
-            if started.elapsed() >= self.timing.catch_up {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let Some(caught_up) = caught_up else {
-            let detail = if last.caught_up.is_empty() {
-                "no replica has caught up".to_string()
-            } else {
-                format!("replicas {} have not caught up", last.behind.join(", "))
-            };
-            return give_up(format!(
-                "{detail} with {} within {:?} (pods to avoid: {})",
-                request.primary,
-                self.timing.catch_up,
-                describe_pods(request.avoid)
-            ))
-            .await;
         };
 
-        // 5. One Sentinel starts the failover; the first OK wins. Sentinels in pods to avoid are
-        // asked last: they are about to stop, and a leader that stops right after the promotion
-        // leaves the other Sentinels naming the old primary until they fail over on their own.
-        let mut ready_sentinels = ready_sentinels;
-        ready_sentinels.sort_by_key(|sentinel| in_pods(sentinel, &avoid_only));
-        let mut refusals = Vec::new();
-        let mut accepted_by = None;
-        for sentinel in ready_sentinels {
-            let answer = async {
-                let mut conn = dialer.dial(&sentinel).await?;
-                redis::cmd("SENTINEL")
-                    .arg("FAILOVER")
-                    .arg(&master)
-                    .query_async::<()>(&mut conn)
-                    .await
-            }
-            .await;
-            match answer {
-                Ok(()) => {
-                    accepted_by = Some(sentinel);
-                    break;
-                }
-                Err(error) => refusals.push(format!("{sentinel}: {error}")),
-            }
-        }
-        let Some(accepted_by) = accepted_by else {
-            return give_up(format!(
-                "no Sentinel started the failover: {}",
-                if refusals.is_empty() {
-                    "no Sentinel address".to_string()
-                } else {
-                    refusals.join("; ")
-                }
-            ))
-            .await;
+        // 5. One Sentinel starts the failover; the first OK wins.
+        let accepted_by = match start_failover(dialer, ready_sentinels, &master, &avoid_only).await
+        {
+            Ok(sentinel) => sentinel,
+            Err(refusals) => return Err(give_up(failover_refused(&refusals)).await),
         };
 
         // 6. Demote the old primary as soon as the Sentinels name the new one, so its paused
@@ -398,13 +255,13 @@ impl SentinelHandover {
         // waits behind the pause like the writes, so without this step it lands only when the
         // pause ends (measured: 30 s with a 30 s pause), after the queued writes ran on the old
         // primary and were lost.
-        let bound = failover_bound(store, &self.timing);
+        let bound = failover_bound(request.store, &self.timing);
         let demoted = self
             .demote_when_promoted(
-                &dialer,
+                dialer,
                 &accepted_by,
                 &master,
-                &primary_address,
+                &addresses.primary,
                 &mut primary,
                 paused_at,
                 bound,
@@ -414,9 +271,108 @@ impl SentinelHandover {
             "{caught_up} had caught up; writes paused for {} ms",
             paused_at.elapsed().as_millis()
         );
+        Ok(self.started(request, demoted, &replica_note))
+    }
+
+    /// Where the primary and the pods to avoid are dialled; `NotNow` for a pod of another store.
+    fn addresses(
+        &self,
+        request: &HandoverRequest<'_>,
+    ) -> Result<HandoverAddresses, HandoverOutcome> {
+        let address_of = |pod: &str| {
+            (self.redis_address)(request.store, request.settings, pod)
+                .ok_or_else(|| not_now(format!("{pod} is not a pod of this store")))
+        };
+        let primary = address_of(request.primary)?;
+        let avoid = request
+            .avoid
+            .iter()
+            .map(|pod| Ok((pod.clone(), address_of(pod)?)))
+            .collect::<Result<_, HandoverOutcome>>()?;
+        Ok(HandoverAddresses { primary, avoid })
+    }
+
+    /// Step 2b: the Sentinels that see the pods to avoid at priority 0 and a replica they may
+    /// promote, asked again every 250 ms until one does or `sentinel_view` has passed.
+    async fn sentinels_seeing_priorities(
+        &self,
+        dialer: &Dialer<'_>,
+        request: &HandoverRequest<'_>,
+        master: &str,
+        avoid_only: &[String],
+    ) -> Vec<String> {
+        let sentinels = (self.sentinels)(request.store, request.settings);
+        let started = Instant::now();
+        loop {
+            let mut ready = Vec::new();
+            for sentinel in &sentinels {
+                if sentinel_sees_priorities(dialer, sentinel, master, avoid_only).await {
+                    ready.push(sentinel.clone());
+                }
+            }
+            if !ready.is_empty() || started.elapsed() >= self.timing.sentinel_view {
+                return ready;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Step 4: waits (writes paused) until every replica the Sentinels may promote holds every
+    /// write; `Ok` names them, `Err` is the last view when `catch_up` has passed.
+    async fn wait_for_catch_up(
+        &self,
+        dialer: &Dialer<'_>,
+        primary: &mut MultiplexedConnection,
+        avoid_only: &[String],
+    ) -> Result<String, ReplicaCatchUp> {
+        let started = Instant::now();
+        let mut last = ReplicaCatchUp::default();
+        loop {
+            let info = redis::cmd("INFO")
+                .arg("replication")
+                .query_async::<String>(primary)
+                .await;
+            if let Ok(info) = &info
+                && let Some(mut catch_up) = replica_catch_up(info, avoid_only)
+            {
+                // The primary learns a replica's offset from its acknowledgement, once a second;
+                // a lagging one is asked for its own processed offset instead.
+                if !catch_up.is_ready()
+                    && let Some(offset) = master_offset(info)
+                {
+                    let mut behind = Vec::new();
+                    for address in std::mem::take(&mut catch_up.behind) {
+                        if replica_holds_offset(dialer, &address, offset).await {
+                            catch_up.caught_up.push(address);
+                        } else {
+                            behind.push(address);
+                        }
+                    }
+                    catch_up.behind = behind;
+                }
+                if catch_up.is_ready() {
+                    return Ok(catch_up.caught_up.join(", "));
+                }
+                last = catch_up;
+            }
+            if started.elapsed() >= self.timing.catch_up {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The outcome of a handover the Sentinels accepted, with what the demotion achieved.
+    fn started(
+        &self,
+        request: &HandoverRequest<'_>,
+        demoted: Result<(String, u32), String>,
+        replica_note: &str,
+    ) -> HandoverOutcome {
+        let store = request.store;
         let promoted = demoted.as_ref().ok().and_then(|(address, _)| {
             crate::pods::pod_names(&store.name, store.replicas).find(|pod| {
-                (self.redis_address)(store, settings, pod)
+                (self.redis_address)(store, request.settings, pod)
                     .is_some_and(|a| a.eq_ignore_ascii_case(address))
             })
         });
@@ -455,10 +411,7 @@ impl SentinelHandover {
             .ok_or_else(|| format!("{} is not a pod of this store", request.primary))?;
         let dialer = Dialer {
             password: &request.credentials.operator,
-            tls: request.tls_ca.map(|ca| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            }),
+            tls: request.tls_ca.map(redis_client::store_ca),
             timing: &self.timing,
         };
         let mut conn = dialer
@@ -597,6 +550,143 @@ pub fn default_handover() -> Arc<dyn Handover> {
     Arc::new(SentinelHandover::in_cluster())
 }
 
+/// Where one handover dials: the primary, and each pod to avoid (`(pod, host:port)`).
+struct HandoverAddresses {
+    primary: String,
+    avoid: Vec<(String, String)>,
+}
+
+/// Step 1: a connection to the primary, once `ROLE` confirms it still is one.
+async fn confirm_primary(
+    dialer: &Dialer<'_>,
+    address: &str,
+    pod: &str,
+) -> Result<MultiplexedConnection, HandoverOutcome> {
+    let mut primary = dialer
+        .dial(address)
+        .await
+        .map_err(|error| not_now(format!("cannot reach the primary {pod}: {error}")))?;
+    match redis::cmd("ROLE")
+        .query_async::<redis::Value>(&mut primary)
+        .await
+    {
+        Ok(value) if role_is_master(&value) => Ok(primary),
+        Ok(_) => Err(not_now(format!(
+            "{pod} is no longer primary (a failover is under way)"
+        ))),
+        Err(error) => Err(not_now(format!("ROLE on {pod} failed: {error}"))),
+    }
+}
+
+/// Step 2: `replica-priority 0` on each pod to avoid; returns `(pod, address, previous priority)`
+/// of those lowered. On a failure the ones already lowered get their priority back.
+async fn lower_priorities(
+    dialer: &Dialer<'_>,
+    avoid: &[(String, String)],
+) -> Result<Vec<(String, String, String)>, HandoverOutcome> {
+    let mut lowered: Vec<(String, String, String)> = Vec::new();
+    for (pod, address) in avoid {
+        match set_priority_zero(dialer, address).await {
+            Ok(previous) => lowered.push((pod.clone(), address.clone(), previous)),
+            // A pod we cannot reach is no candidate the Sentinels can reach either (they
+            // skip replicas that do not answer); should one promote it anyway, the scale-down
+            // guard sees a primary out of range and hands over again.
+            Err(error) if error.is_connection_refusal() || error.is_timeout() => {
+                tracing::info!(%pod, %error, "pod to avoid is unreachable; not lowering its priority");
+            }
+            Err(error) => {
+                restore_priorities(dialer, &lowered).await;
+                return Err(not_now(format!(
+                    "cannot set replica-priority 0 on {pod}, which must not become primary: {error}"
+                )));
+            }
+        }
+    }
+    Ok(lowered)
+}
+
+/// Step 3: `CLIENT PAUSE <pause> WRITE` on the primary.
+async fn pause_writes(
+    primary: &mut MultiplexedConnection,
+    pause: Duration,
+) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis().to_string())
+        .arg("WRITE")
+        .query_async::<()>(primary)
+        .await
+}
+
+/// Undoes steps 2 and 3 (writes resume, priorities restored) and says why the handover stops.
+async fn undo_and_stop(
+    mut primary: MultiplexedConnection,
+    dialer: &Dialer<'_>,
+    lowered: &[(String, String, String)],
+    message: String,
+) -> HandoverOutcome {
+    unpause(&mut primary).await;
+    restore_priorities(dialer, lowered).await;
+    not_now(message)
+}
+
+/// Step 5: asks the ready Sentinels in turn for `SENTINEL FAILOVER`; the first OK wins (`Ok` names
+/// it), else `Err` holds each refusal. Sentinels in pods to avoid are asked last: they are about to
+/// stop, and a leader that stops right after the promotion leaves the other Sentinels naming the
+/// old primary until they fail over on their own.
+async fn start_failover(
+    dialer: &Dialer<'_>,
+    mut ready_sentinels: Vec<String>,
+    master: &str,
+    avoid_only: &[String],
+) -> Result<String, Vec<String>> {
+    ready_sentinels.sort_by_key(|sentinel| in_pods(sentinel, avoid_only));
+    let mut refusals = Vec::new();
+    for sentinel in ready_sentinels {
+        let answer = async {
+            let mut conn = dialer.dial(&sentinel).await?;
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(master)
+                .query_async::<()>(&mut conn)
+                .await
+        }
+        .await;
+        match answer {
+            Ok(()) => return Ok(sentinel),
+            Err(error) => refusals.push(format!("{sentinel}: {error}")),
+        }
+    }
+    Err(refusals)
+}
+
+/// Why step 4 gives up: which replicas have not caught up with the paused primary.
+fn not_caught_up(last: &ReplicaCatchUp, request: &HandoverRequest<'_>, within: Duration) -> String {
+    let detail = if last.caught_up.is_empty() {
+        "no replica has caught up".to_string()
+    } else {
+        format!("replicas {} have not caught up", last.behind.join(", "))
+    };
+    format!(
+        "{detail} with {} within {:?} (pods to avoid: {})",
+        request.primary,
+        within,
+        describe_pods(request.avoid)
+    )
+}
+
+/// Why step 5 gives up: each Sentinel's refusal.
+fn failover_refused(refusals: &[String]) -> String {
+    format!(
+        "no Sentinel started the failover: {}",
+        if refusals.is_empty() {
+            "no Sentinel address".to_string()
+        } else {
+            refusals.join("; ")
+        }
+    )
+}
+
 fn not_now(message: String) -> HandoverOutcome {
     HandoverOutcome::NotNow { message }
 }
@@ -625,12 +715,12 @@ impl Dialer<'_> {
             ))
         })?;
         let client = client_for(host, port, OPERATOR_USER, self.password, self.tls.as_ref())?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.connect_timeout))
-            .set_response_timeout(Some(self.timing.response_timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        redis_client::connect(
+            &client,
+            self.timing.connect_timeout,
+            self.timing.response_timeout,
+        )
+        .await
     }
 }
 

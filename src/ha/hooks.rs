@@ -8,94 +8,23 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::build::meta::{ROLE_LABEL, pod_selector_labels};
+use crate::build::meta::pod_selector_labels;
 use crate::build::sentinel::{master_name, sentinel_addresses};
-use crate::build::statefulset::REDIS_CONTAINER;
-use crate::cache::REVISION_LABEL;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::ha::handover::{Handover, default_handover};
 use crate::ha::memo::{DisruptionMemo, RolloutMemo, ScaleGuardMemo};
+use crate::ha::observation::{AddressFn, PodRole};
 use crate::ha::primary::{
-    AddressFn, DiscoveryError, DiscoveryOptions, PrimaryAnswer, discover_primary, pod_for_host,
+    DiscoveryError, DiscoveryOptions, PrimaryAnswer, discover_primary, pod_for_host,
 };
 use crate::metrics::Verb;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
-
-/// What the HA step and the rolling update need of a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodRole {
-    pub name: String,
-    pub ip: Option<String>,
-    /// Current value of `sessionstore.dev/role`.
-    pub role_label: Option<String>,
-    /// `metadata.uid`: the precondition of a rolling-update delete (never a recreated pod).
-    pub uid: Option<String>,
-    /// `controller-revision-hash`: the StatefulSet revision the pod was made from.
-    pub revision: Option<String>,
-    /// The Ready condition is True.
-    pub ready: bool,
-    /// `metadata.deletionTimestamp` is set: the pod is going away.
-    pub terminating: bool,
-    /// When the Redis container last exited (`lastState.terminated.finishedAt`, Unix seconds): a
-    /// primary whose Redis just crashed is followed closely (see [`RESTART_FOLLOW`]).
-    pub redis_exited_at: Option<i64>,
-}
-
-impl PodRole {
-    pub fn of(pod: &Pod) -> Option<Self> {
-        let label = |key: &str| {
-            pod.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(key).cloned())
-        };
-        Some(PodRole {
-            name: pod.metadata.name.clone()?,
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            role_label: label(ROLE_LABEL),
-            uid: pod.metadata.uid.clone(),
-            revision: label(REVISION_LABEL),
-            ready: crate::pods::is_ready(pod),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-            redis_exited_at: pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|statuses| statuses.iter().find(|c| c.name == REDIS_CONTAINER))
-                .and_then(|c| {
-                    c.last_state
-                        .as_ref()?
-                        .terminated
-                        .as_ref()?
-                        .finished_at
-                        .as_ref()
-                })
-                .map(|t| t.0.as_second()),
-        })
-    }
-
-    /// Only what [`role_label_changes`] looks at.
-    pub fn as_pod(&self) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                labels: self
-                    .role_label
-                    .clone()
-                    .map(|role| [(ROLE_LABEL.to_string(), role)].into()),
-                ..ObjectMeta::default()
-            },
-            ..Pod::default()
-        }
-    }
-}
 
 /// Where the step gets the store's pods.
 pub trait PodSource: Send + Sync {

@@ -6,6 +6,7 @@ pub mod disruption;
 pub mod handover;
 pub mod hooks;
 pub mod memo;
+pub mod observation;
 pub mod primary;
 pub mod rollout;
 pub mod rollout_step;

@@ -7,15 +7,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use crate::build::meta::ROLE_LABEL;
 use crate::password::Password;
-use crate::settings::OperatorSettings;
-use crate::validate::ValidatedStore;
-
-/// Sentinel addresses for a store.
-pub type AddressFn = dyn Fn(&ValidatedStore, &OperatorSettings) -> Vec<String> + Send + Sync;
+use crate::redis_client;
 
 /// How to reach the Sentinels. Credentials are those of Sentinel's `operator` ACL user.
 #[derive(Clone)]
@@ -136,40 +131,6 @@ fn tally(
     }
 }
 
-/// A client for one Redis or Sentinel as `username`, over TLS with `tls` when given (the store CA
-/// only, names checked). Shared by primary discovery and the handover.
-pub(crate) fn client_for(
-    host: String,
-    port: u16,
-    username: &str,
-    password: &Password,
-    tls: Option<&redis::TlsCertificates>,
-) -> redis::RedisResult<redis::Client> {
-    let settings = RedisConnectionInfo::default()
-        .set_username(username)
-        .set_password(password.expose())
-        // Sentinel 7.0 has no CLIENT SETINFO, and the operator user may not run it.
-        .set_skip_set_lib_name();
-    match tls {
-        None => redis::Client::open(
-            ConnectionAddr::Tcp(host, port)
-                .into_connection_info()?
-                .set_redis_settings(settings),
-        ),
-        Some(certs) => redis::Client::build_with_tls(
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-            .into_connection_info()?
-            .set_redis_settings(settings),
-            certs.clone(),
-        ),
-    }
-}
-
 /// One Sentinel's answer, or `None` when it is unreachable, slow, refuses us or does not know
 /// the master. Errors are only logged at debug level: they carry no secret but are expected noise.
 async fn ask_sentinel(
@@ -178,7 +139,7 @@ async fn ask_sentinel(
     master_name: &str,
     options: &DiscoveryOptions,
 ) -> Option<(String, u16)> {
-    let client = client_for(
+    let client = redis_client::client_for(
         host.clone(),
         port,
         &options.username,
@@ -186,14 +147,11 @@ async fn ask_sentinel(
         options.tls.as_ref(),
     );
     let client = client.ok()?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.response_timeout));
     let deadline = options.connect_timeout + options.response_timeout;
     let query = async {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn =
+            redis_client::connect(&client, options.connect_timeout, options.response_timeout)
+                .await?;
         redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(master_name)

@@ -18,10 +18,9 @@ use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest, ReplicationRequest};
-use crate::ha::hooks::PodRole;
 use crate::ha::memo::HANDOVER_SETTLE;
+use crate::ha::observation::{PodRole, PrimaryObservation};
 use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
-use crate::ha::step::PrimaryObservation;
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
 
@@ -73,26 +72,83 @@ pub async fn reconcile_rollout(
     if !validated.is_highly_available() {
         return Ok(None);
     }
-    let key = crate::key::StoreKey::of_validated(validated);
-    if statefulset_written {
-        return Ok(Some(revision_pending()));
-    }
-    let Some(revision) = statefulset_revision(ctx, validated).await? else {
-        return Ok(Some(revision_pending()));
+    let target = RolloutTarget {
+        ctx,
+        store,
+        validated,
+        credentials,
+        tls_ca,
+        key: crate::key::StoreKey::of_validated(validated),
     };
-    if !revision.observed {
-        // The StatefulSet controller has not caught up with the spec: say nothing new yet.
-        return Ok(Some(revision_pending()));
-    }
-    let Some(update_revision) = revision.update_revision.as_deref() else {
+    let Some(update_revision) = update_revision(ctx, validated, statefulset_written).await? else {
         return Ok(Some(revision_pending()));
     };
     let pods: Vec<PodRole> = match ha.and_then(|h| h.pods.clone()) {
         Some(pods) => pods,
         None => ctx.ha.pods.pods(ctx.cluster(), validated).await?,
     };
-    let rollout_pods: Vec<RolloutPod> = pods
-        .iter()
+    let rollout_pods = rollout_pods(validated, &pods);
+    let input = RolloutInput {
+        desired_replicas: validated.replicas,
+        update_revision: Some(&update_revision),
+        observed: true,
+        pods: &rollout_pods,
+        primary: ha.filter(|h| h.known).and_then(|h| h.primary.as_deref()),
+        replicas_online: None,
+    };
+    let done = progress(&input);
+    let decision = decide_with_replication(&target, &input).await;
+    let decision = settle_after_handover(&target, decision);
+    let summary = format!(
+        "{}/{} pods at revision {update_revision}",
+        done.updated, done.desired
+    );
+    let observation = act(
+        &target,
+        decision,
+        &pods,
+        &update_revision,
+        done.desired,
+        &summary,
+    )
+    .await?;
+    Ok(Some(observation))
+}
+
+/// The store one rolling-update step works on, and where it remembers its handovers.
+struct RolloutTarget<'a> {
+    ctx: &'a Context,
+    store: &'a SessionStore,
+    validated: &'a ValidatedStore,
+    credentials: &'a StoreCredentials,
+    tls_ca: Option<&'a [u8]>,
+    /// The key of the rolling update's memory (`ha::memo::RolloutMemo`).
+    key: crate::key::StoreKey,
+}
+
+/// The StatefulSet's update revision once its controller has caught up with the spec; `None`
+/// while it is not known (just written, not observed yet, or not reported).
+async fn update_revision(
+    ctx: &Context,
+    validated: &ValidatedStore,
+    statefulset_written: bool,
+) -> Result<Option<String>> {
+    if statefulset_written {
+        return Ok(None);
+    }
+    let Some(revision) = statefulset_revision(ctx, validated).await? else {
+        return Ok(None);
+    };
+    if !revision.observed {
+        // The StatefulSet controller has not caught up with the spec: say nothing new yet.
+        return Ok(None);
+    }
+    Ok(revision.update_revision)
+}
+
+/// The store's pods as the planner sees them (pods of other names are left out).
+fn rollout_pods(validated: &ValidatedStore, pods: &[PodRole]) -> Vec<RolloutPod> {
+    pods.iter()
         .filter_map(|pod| {
             Some(RolloutPod {
                 ordinal: crate::pods::ordinal(&validated.name, &pod.name)?,
@@ -102,83 +158,86 @@ pub async fn reconcile_rollout(
                 terminating: pod.terminating,
             })
         })
-        .collect();
-    let primary = ha.filter(|h| h.known).and_then(|h| h.primary.as_deref());
-    let input = RolloutInput {
-        desired_replicas: validated.replicas,
-        update_revision: Some(update_revision),
-        observed: true,
-        pods: &rollout_pods,
-        primary,
-        replicas_online: None,
+        .collect()
+}
+
+/// The planner's decision. Ready is not synced: before a restart, the primary must list every
+/// other pod as an online replica (asked only here, so an up-to-date store costs no Redis call).
+async fn decide_with_replication(target: &RolloutTarget<'_>, input: &RolloutInput<'_>) -> Decision {
+    let decision = decide(input);
+    let (Decision::Restart(_), Some(primary)) = (&decision, input.primary) else {
+        return decision;
     };
-    let done = progress(&input);
-    let summary = format!(
-        "{}/{} pods at revision {update_revision}",
-        done.updated, done.desired
-    );
-    let mut decision = decide(&input);
-
-    // Ready is not synced: before a restart, the primary must list every other pod as an online
-    // replica (asked only here, so an up-to-date store costs no Redis call).
-    let online;
-    if let (Decision::Restart(_), Some(primary)) = (&decision, primary) {
-        let request = ReplicationRequest {
-            store: validated,
-            settings: &ctx.settings,
-            credentials,
-            tls_ca,
-            primary,
-        };
-        decision = match ctx.ha.handover.replication(request).await {
-            Ok(pods) => {
-                online = pods;
-                decide(&RolloutInput {
-                    replicas_online: Some(&online),
-                    ..input.clone()
-                })
-            }
-            Err(why) => Decision::Wait(format!(
-                "cannot read the replication state of the primary {primary}: {why}"
-            )),
-        };
+    let request = ReplicationRequest {
+        store: target.validated,
+        settings: &target.ctx.settings,
+        credentials: target.credentials,
+        tls_ca: target.tls_ca,
+        primary,
+    };
+    match target.ctx.ha.handover.replication(request).await {
+        Ok(online) => decide(&RolloutInput {
+            replicas_online: Some(&online),
+            ..input.clone()
+        }),
+        Err(why) => Decision::Wait(format!(
+            "cannot read the replication state of the primary {primary}: {why}"
+        )),
     }
+}
 
-    // A handover just started from this primary: give the Sentinels time to promote.
-    if let Decision::HandOver { primary } = &decision {
-        let recent = ctx.ha.rollout.with(&key, |memory| {
-            memory
-                .started
-                .as_ref()
-                .is_some_and(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
-        });
-        if recent {
-            // No elapsed time in the message: the status stays equal between these reconciles.
-            decision = Decision::Wait(format!(
-                "a handover from {primary} started; waiting for the Sentinels to name the new primary"
-            ));
-        }
+/// A handover just started from this primary: give the Sentinels time to promote.
+fn settle_after_handover(target: &RolloutTarget<'_>, decision: Decision) -> Decision {
+    let Decision::HandOver { primary } = &decision else {
+        return decision;
+    };
+    let recent = target.ctx.ha.rollout.with(&target.key, |memory| {
+        memory
+            .started
+            .as_ref()
+            .is_some_and(|(from, at)| from == primary && at.elapsed() < HANDOVER_SETTLE)
+    });
+    if recent {
+        // No elapsed time in the message: the status stays equal between these reconciles.
+        return Decision::Wait(format!(
+            "a handover from {primary} started; waiting for the Sentinels to name the new primary"
+        ));
     }
+    decision
+}
 
+/// Does what the planner decided and says so in the `Updating` condition.
+async fn act(
+    target: &RolloutTarget<'_>,
+    decision: Decision,
+    pods: &[PodRole],
+    update_revision: &str,
+    desired: usize,
+    summary: &str,
+) -> Result<RolloutObservation> {
+    let ctx = target.ctx;
+    let updating = |reason: &'static str, message: String| {
+        Some(UpdatingCondition {
+            updating: true,
+            reason,
+            message,
+        })
+    };
     let observation = match &decision {
         Decision::UpToDate => {
-            ctx.ha.rollout.forget(&key);
+            ctx.ha.rollout.forget(&target.key);
             RolloutObservation {
                 condition: Some(UpdatingCondition {
                     updating: false,
                     reason: "UpToDate",
-                    message: format!("all {} pods at revision {update_revision}", done.desired),
+                    message: format!("all {desired} pods at revision {update_revision}"),
                 }),
                 decision: Some(decision),
                 requeue: None,
             }
         }
         Decision::Wait(why) => RolloutObservation {
-            condition: Some(UpdatingCondition {
-                updating: true,
-                reason: "Waiting",
-                message: format!("{summary}; waiting: {why}"),
-            }),
+            condition: updating("Waiting", format!("{summary}; waiting: {why}")),
             decision: Some(decision.clone()),
             requeue: Some(ROLLOUT_REQUEUE),
         },
@@ -187,87 +246,86 @@ pub async fn reconcile_rollout(
                 .iter()
                 .find(|p| &p.name == pod)
                 .and_then(|p| p.uid.clone());
-            restart_pod(ctx, validated, pod, uid).await?;
+            restart_pod(ctx, target.validated, pod, uid).await?;
             tracing::info!(%pod, revision = %update_revision, "rolling update: restarting pod");
-            publish_restart(ctx, store, validated, pod, &summary).await;
+            publish_restart(ctx, target.store, target.validated, pod, summary).await;
             RolloutObservation {
-                condition: Some(UpdatingCondition {
-                    updating: true,
-                    reason: "RestartingPod",
-                    message: format!("{summary}; restarting {pod}"),
-                }),
+                condition: updating("RestartingPod", format!("{summary}; restarting {pod}")),
                 decision: Some(decision.clone()),
                 requeue: Some(ROLLOUT_REQUEUE),
             }
         }
         Decision::HandOver { primary } => {
-            let request = HandoverRequest {
-                store: validated,
-                settings: &ctx.settings,
-                credentials,
-                tls_ca,
-                primary,
-                avoid: &[],
-            };
-            let outcome = ctx.ha.handover.hand_over(request).await;
-            let message = match &outcome {
-                HandoverOutcome::Started {
-                    message, demoted, ..
-                } => {
-                    ctx.ha.rollout.with(&key, |memory| {
-                        memory.started = Some((primary.clone(), Instant::now()));
-                        memory.refusals = 0;
-                    });
-                    tracing::info!(%primary, "rolling update: handover started");
-                    // Not demoted: the paused writes ran on the old primary; say so loudly.
-                    let event_type = if *demoted {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    };
-                    ctx.publish(store,
-                        event_type,
-                        "HandingOverPrimary",
-                        "RollingUpdate",
-                        format!(
-                            "{summary}; only the primary {primary} is outdated: handing the primary role over ({message})"
-                        ),
-                    )
-                    .await;
-                    format!("{summary}; handing the primary role over from {primary}")
-                }
-                HandoverOutcome::NotNow { message } => {
-                    let refusals = ctx.ha.rollout.with(&key, |memory| {
-                        memory.refusals = memory.refusals.saturating_add(1);
-                        memory.refusals
-                    });
-                    tracing::info!(%primary, refusals, "rolling update: handover refused: {message}");
-                    if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
-                        ctx.publish(store,
-                            EventType::Warning,
-                            "HandoverRefused",
-                            "RollingUpdate",
-                            format!(
-                                "the primary {primary} could not be handed over {refusals} times in a row: {message}"
-                            ),
-                        )
-                        .await;
-                    }
-                    format!("{summary}; handover from {primary} not possible yet: {message}")
-                }
-            };
+            let message = hand_over(target, primary, summary).await;
             RolloutObservation {
-                condition: Some(UpdatingCondition {
-                    updating: true,
-                    reason: "HandingOverPrimary",
-                    message,
-                }),
+                condition: updating("HandingOverPrimary", message),
                 decision: Some(decision.clone()),
                 requeue: Some(ROLLOUT_REQUEUE),
             }
         }
     };
-    Ok(Some(observation))
+    Ok(observation)
+}
+
+/// Asks for a handover from `primary` (the only outdated pod), remembers its outcome and returns
+/// the condition's message. A refusal is only a Warning Event every few times in a row.
+async fn hand_over(target: &RolloutTarget<'_>, primary: &String, summary: &str) -> String {
+    let (ctx, store, key) = (target.ctx, target.store, &target.key);
+    let request = HandoverRequest {
+        store: target.validated,
+        settings: &ctx.settings,
+        credentials: target.credentials,
+        tls_ca: target.tls_ca,
+        primary,
+        avoid: &[],
+    };
+    let outcome = ctx.ha.handover.hand_over(request).await;
+    match &outcome {
+        HandoverOutcome::Started {
+            message, demoted, ..
+        } => {
+            ctx.ha.rollout.with(key, |memory| {
+                memory.started = Some((primary.clone(), Instant::now()));
+                memory.refusals = 0;
+            });
+            tracing::info!(%primary, "rolling update: handover started");
+            // Not demoted: the paused writes ran on the old primary; say so loudly.
+            let event_type = if *demoted {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            ctx.publish(store,
+                event_type,
+                "HandingOverPrimary",
+                "RollingUpdate",
+                format!(
+                    "{summary}; only the primary {primary} is outdated: handing the primary role over ({message})"
+                ),
+            )
+            .await;
+            format!("{summary}; handing the primary role over from {primary}")
+        }
+        HandoverOutcome::NotNow { message } => {
+            let refusals = ctx.ha.rollout.with(key, |memory| {
+                memory.refusals = memory.refusals.saturating_add(1);
+                memory.refusals
+            });
+            tracing::info!(%primary, refusals, "rolling update: handover refused: {message}");
+            if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
+                ctx.publish(store,
+                    EventType::Warning,
+                    "HandoverRefused",
+                    "RollingUpdate",
+                    format!(
+                        "the primary {primary} could not be handed over {refusals} times in a row: {message}"
+                    ),
+                )
+                .await;
+            }
+            format!("{summary}; handover from {primary} not possible yet: {message}")
+        }
+    }
 }
 
 /// The `RestartingPod` Event, with the pod as its related object: the Event recorder folds Events

@@ -31,16 +31,14 @@ use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
 use crate::ha::disruption::{StoppingPrimary, decide as decide_stopping};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
-use crate::ha::hooks::PodRole;
 use crate::ha::primary::{RoleChange, role_label_changes};
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
 
-/// Condition: whether a majority of Sentinels names a primary pod (and the labels follow it).
-pub const PRIMARY_KNOWN: &str = "PrimaryKnown";
-/// Condition: the last failover the operator saw (`True` once one happened; its time is the time of
-/// the latest one, its message `old -> new`).
-pub const FAILOVER: &str = "Failover";
+pub use crate::ha::observation::{
+    AddressFn, FAILOVER, Failover, PRIMARY_KNOWN, PodRole, PrimaryObservation,
+};
+
 /// Field manager of the role-label patches, distinct from the children's applies.
 pub const ROLE_FIELD_MANAGER: &str = "sessionstore-operator-role";
 /// How soon a healthy HA store is checked again: a failover must move the Service within seconds,
@@ -61,54 +59,6 @@ pub const PRIMARY_FOLLOW: Duration = Duration::from_secs(1);
 /// 60 s) should the Sentinels refuse the early failover request.
 pub const RESTART_FOLLOW: Duration = Duration::from_secs(60);
 
-/// A change of primary seen by the operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failover {
-    pub from: String,
-    pub to: String,
-}
-
-/// What the step saw, for the status step and the requeue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PrimaryObservation {
-    /// The primary pod: the one just discovered, or the last known one while none is known.
-    pub primary: Option<String>,
-    /// Whether a majority named a pod of this store in this reconcile.
-    pub known: bool,
-    /// `PrimaryKnown` condition reason and message.
-    pub reason: &'static str,
-    pub message: String,
-    /// Set when the primary differs from the one in the status.
-    pub failover: Option<Failover>,
-    /// Role labels patched in this reconcile.
-    pub label_writes: usize,
-    /// Reconcile again this soon (HA stores are polled for failovers).
-    pub requeue: Option<Duration>,
-    /// The pods read in this reconcile (`None` when the step stopped before reading them), so
-    /// the rolling update does not read them again.
-    pub pods: Option<Vec<PodRole>>,
-}
-
-impl PrimaryObservation {
-    fn unknown(
-        previous: Option<String>,
-        reason: &'static str,
-        message: String,
-        requeue: Option<Duration>,
-    ) -> Self {
-        PrimaryObservation {
-            primary: previous,
-            known: false,
-            reason,
-            message,
-            failover: None,
-            label_writes: 0,
-            requeue,
-            pods: None,
-        }
-    }
-}
-
 /// How often, after a handover from a stopping primary, the Sentinels are asked again (every
 /// [`FOLLOW_INTERVAL`]) until a majority names the new primary, so the Service follows it in the
 /// same reconcile.
@@ -127,15 +77,22 @@ pub async fn reconcile_primary(
     ready_replicas: i32,
     tls_ca: Option<&[u8]>,
 ) -> Result<Option<PrimaryObservation>> {
-    let Some(first) =
-        observe_primary(ctx, store, validated, credentials, ready_replicas, tls_ca).await?
-    else {
+    let target = HaTarget {
+        ctx,
+        store,
+        validated,
+        credentials,
+        ready_replicas,
+        tls_ca,
+        key: crate::key::StoreKey::of_validated(validated),
+    };
+    let Some(first) = observe_primary(&target).await? else {
         return Ok(None);
     };
     let Some(pods) = first.pods.as_ref() else {
         return Ok(Some(first));
     };
-    let key = crate::key::StoreKey::of_validated(validated);
+    let key = &target.key;
     let primary = if first.known {
         first.primary.as_deref()
     } else {
@@ -147,13 +104,13 @@ pub async fn reconcile_primary(
     let started = primary.is_some_and(|name| {
         ctx.ha
             .disruption
-            .started_recently(&key, name, uid.as_deref())
+            .started_recently(key, name, uid.as_deref())
     });
     match decide_stopping(primary, pods, started) {
         StoppingPrimary::Nothing | StoppingPrimary::Started => Ok(Some(first)),
         StoppingPrimary::Cannot(why) => {
             tracing::info!("the primary pod is stopping and cannot be handed over: {why}");
-            if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
+            if ctx.ha.disruption.first_refusal(key, uid.as_deref()) {
                 ctx.publish(
                     store,
                     EventType::Warning,
@@ -166,201 +123,148 @@ pub async fn reconcile_primary(
             Ok(Some(first))
         }
         StoppingPrimary::HandOver { primary, avoid } => {
-            let request = HandoverRequest {
-                store: validated,
-                settings: &ctx.settings,
-                credentials,
-                tls_ca,
+            let stopping = StoppingHandover {
                 primary: &primary,
                 avoid: &avoid,
+                uid: uid.as_deref(),
+                pods,
             };
-            match ctx.ha.handover.hand_over(request).await {
-                HandoverOutcome::Started {
-                    message,
-                    demoted,
-                    promoted,
-                } => {
-                    let promoted = promoted
-                        .filter(|to| demoted && pods.iter().any(|p| p.name == *to && p.ready));
-                    ctx.ha.disruption.note_started(
-                        &key,
-                        &primary,
-                        uid.as_deref(),
-                        promoted.as_deref(),
-                    );
-                    // The old primary is a replica of the promoted pod now, and its clients were
-                    // disconnected: move the Service at once rather than when a majority of the
-                    // Sentinels has heard of the promotion (the stopping pod's own Sentinel is
-                    // gone, so that waits for the last one; 0.2 to 1.3 s measured).
-                    if let Some(to) = promoted.as_deref() {
-                        let moved = move_role_labels(ctx, validated, pods, to).await?;
-                        tracing::info!(from = %primary, %to, labels = moved, "role labels moved to the promoted pod");
-                    }
-                    tracing::info!(%primary, demoted, "planned handover from a stopping primary pod: {message}");
-                    let event_type = if demoted {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    };
-                    ctx.publish(store,
-                        event_type,
-                        "HandingOverPrimary",
-                        "PodStopping",
-                        format!(
-                            "the primary pod {primary} is stopping (deleted or evicted): planned handover before Redis stops ({message})"
-                        ),
-                    )
-                    .await;
-                    // The Service follows as soon as a majority names the new primary.
-                    for _ in 0..FOLLOW_ATTEMPTS {
-                        let next = observe_primary(
-                            ctx,
-                            store,
-                            validated,
-                            credentials,
-                            ready_replicas,
-                            tls_ca,
-                        )
-                        .await?;
-                        if let Some(next) = next
-                            && next.known
-                            && next.primary.as_deref() != Some(primary.as_str())
-                        {
-                            return Ok(Some(next));
-                        }
-                        tokio::time::sleep(FOLLOW_INTERVAL).await;
-                    }
-                    Ok(Some(first))
-                }
-                HandoverOutcome::NotNow { message } => {
-                    tracing::info!(%primary, "the primary pod is stopping; handover not possible: {message}");
-                    if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
-                        ctx.publish(store,
-                            EventType::Warning,
-                            "HandoverRefused",
-                            "PodStopping",
-                            format!(
-                                "the primary pod {primary} is stopping, but the primary role could not be handed over: {message}; the operator retries while it stops, else it stops as primary and the Sentinels fail over"
-                            ),
-                        )
-                        .await;
-                    }
-                    Ok(Some(first))
-                }
-            }
+            Ok(Some(
+                hand_over_stopping(&target, &stopping)
+                    .await?
+                    .unwrap_or(first),
+            ))
         }
     }
 }
 
-/// One discovery: the Sentinels' majority answer, the role labels moved to it, a failover noted.
-async fn observe_primary(
-    ctx: &Context,
-    store: &SessionStore,
-    validated: &ValidatedStore,
-    credentials: &StoreCredentials,
+/// The store one HA step works on.
+struct HaTarget<'a> {
+    ctx: &'a Context,
+    store: &'a SessionStore,
+    validated: &'a ValidatedStore,
+    credentials: &'a StoreCredentials,
     ready_replicas: i32,
-    tls_ca: Option<&[u8]>,
+    tls_ca: Option<&'a [u8]>,
+    /// `namespace/name`, the key of the handover memories.
+    key: crate::key::StoreKey,
+}
+
+/// A stopping primary pod to hand the role over from.
+struct StoppingHandover<'a> {
+    primary: &'a String,
+    avoid: &'a [String],
+    uid: Option<&'a str>,
+    pods: &'a [PodRole],
+}
+
+/// Hands the primary role over from a stopping primary pod. `Some`: the Sentinels already name
+/// the new primary (a fresh observation); `None`: keep the first observation.
+async fn hand_over_stopping(
+    target: &HaTarget<'_>,
+    stopping: &StoppingHandover<'_>,
 ) -> Result<Option<PrimaryObservation>> {
+    let (ctx, store, key) = (target.ctx, target.store, &target.key);
+    let (primary, uid, pods) = (stopping.primary, stopping.uid, stopping.pods);
+    let request = HandoverRequest {
+        store: target.validated,
+        settings: &ctx.settings,
+        credentials: target.credentials,
+        tls_ca: target.tls_ca,
+        primary,
+        avoid: stopping.avoid,
+    };
+    match ctx.ha.handover.hand_over(request).await {
+        HandoverOutcome::Started {
+            message,
+            demoted,
+            promoted,
+        } => {
+            let promoted =
+                promoted.filter(|to| demoted && pods.iter().any(|p| p.name == *to && p.ready));
+            ctx.ha
+                .disruption
+                .note_started(key, primary, uid, promoted.as_deref());
+            // The old primary is a replica of the promoted pod now, and its clients were
+            // disconnected: move the Service at once rather than when a majority of the
+            // Sentinels has heard of the promotion (the stopping pod's own Sentinel is
+            // gone, so that waits for the last one; 0.2 to 1.3 s measured).
+            if let Some(to) = promoted.as_deref() {
+                let moved = move_role_labels(ctx, target.validated, pods, to).await?;
+                tracing::info!(from = %primary, %to, labels = moved, "role labels moved to the promoted pod");
+            }
+            tracing::info!(%primary, demoted, "planned handover from a stopping primary pod: {message}");
+            let event_type = if demoted {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            ctx.publish(store,
+                event_type,
+                "HandingOverPrimary",
+                "PodStopping",
+                format!(
+                    "the primary pod {primary} is stopping (deleted or evicted): planned handover before Redis stops ({message})"
+                ),
+            )
+            .await;
+            follow_new_primary(target, primary).await
+        }
+        HandoverOutcome::NotNow { message } => {
+            tracing::info!(%primary, "the primary pod is stopping; handover not possible: {message}");
+            if ctx.ha.disruption.first_refusal(key, uid) {
+                ctx.publish(store,
+                    EventType::Warning,
+                    "HandoverRefused",
+                    "PodStopping",
+                    format!(
+                        "the primary pod {primary} is stopping, but the primary role could not be handed over: {message}; the operator retries while it stops, else it stops as primary and the Sentinels fail over"
+                    ),
+                )
+                .await;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The Service follows as soon as a majority names the new primary: asks again every
+/// [`FOLLOW_INTERVAL`], at most [`FOLLOW_ATTEMPTS`] times.
+async fn follow_new_primary(
+    target: &HaTarget<'_>,
+    old_primary: &str,
+) -> Result<Option<PrimaryObservation>> {
+    for _ in 0..FOLLOW_ATTEMPTS {
+        let next = observe_primary(target).await?;
+        if let Some(next) = next
+            && next.known
+            && next.primary.as_deref() != Some(old_primary)
+        {
+            return Ok(Some(next));
+        }
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+    Ok(None)
+}
+
+/// One discovery: the Sentinels' majority answer, the role labels moved to it, a failover noted.
+async fn observe_primary(target: &HaTarget<'_>) -> Result<Option<PrimaryObservation>> {
+    let (ctx, store, validated) = (target.ctx, target.store, target.validated);
     if !validated.is_highly_available() {
         return Ok(None);
     }
-    let status = store.status.as_ref();
-    let previous = status.and_then(|s| s.primary.clone());
-    let previous_reason = status
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == PRIMARY_KNOWN))
-        .map(|c| c.reason.clone());
-    if ready_replicas < 1 {
-        // No pod is ready: no Sentinel can answer yet. The StatefulSet watch wakes us when one is.
-        return Ok(Some(PrimaryObservation::unknown(
-            previous,
-            "WaitingForPods",
-            "no Redis pod is ready yet; the Sentinels cannot name a primary".into(),
-            None,
-        )));
-    }
-    if validated.tls.is_some() && tls_ca.is_none() {
-        // The TLS step waits for the Secret before anything is applied, so this is a Secret
-        // without `ca.crt`: the Sentinels cannot be verified, so nothing is relabelled.
-        return Ok(Some(PrimaryObservation::unknown(
-            previous,
-            "SentinelTlsCaMissing",
-            "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
-            Some(crate::context::RESYNC_INTERVAL),
-        )));
-    }
-
-    let answer = match ctx
-        .ha
-        .discovery
-        .discover(validated, &ctx.settings, &credentials.operator, tls_ca)
-        .await
-    {
-        Ok(answer) => answer,
-        Err(error) => {
-            // A new store's Sentinels take a few seconds to meet: calm, not a warning.
-            let never_known =
-                previous.is_none() && !matches!(status.and_then(|s| s.phase), Some(Phase::Ready));
-            let reason = if never_known {
-                "WaitingForSentinels"
-            } else {
-                "NoSentinelMajority"
-            };
-            if previous_reason.as_deref() == Some(reason) || never_known {
-                tracing::debug!(%error, "primary not known");
-            } else {
-                tracing::warn!(%error, "primary not known; role labels unchanged");
-            }
-            return Ok(Some(PrimaryObservation::unknown(
-                previous,
-                reason,
-                error.to_string(),
-                Some(PRIMARY_RETRY),
-            )));
-        }
-    };
-    let Some(primary) = answer.pod.clone() else {
-        return Ok(Some(PrimaryObservation::unknown(
-            previous,
-            "PrimaryNotAPod",
-            format!(
-                "the Sentinels name {} as primary, which is not a pod of this store; role labels unchanged",
-                answer.address()
-            ),
-            Some(PRIMARY_RETRY),
-        )));
-    };
-    let pods = ctx.ha.pods.pods(ctx.cluster(), validated).await?;
-    if !pods.iter().any(|p| p.name == primary) {
-        // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
-        let mut unknown = PrimaryObservation::unknown(
-            previous,
-            "PrimaryPodMissing",
-            format!(
-                "the Sentinels name {primary} as primary, but there is no such pod; role labels unchanged"
-            ),
-            Some(PRIMARY_RETRY),
-        );
-        unknown.pods = Some(pods);
+    let previous = store.status.as_ref().and_then(|s| s.primary.clone());
+    if let Some(unknown) = cannot_ask_sentinels(target, &previous) {
         return Ok(Some(unknown));
     }
-    let key = crate::key::StoreKey::of_validated(validated);
-    let uid = pods
-        .iter()
-        .find(|p| p.name == primary)
-        .and_then(|p| p.uid.as_deref());
-    if let Some(to) = ctx.ha.disruption.demoted_to(&key, &primary, uid) {
-        // A majority still names the pod the operator just demoted (the Sentinels learn of the
-        // promotion one by one): keep the labels on the promoted pod and ask again shortly.
-        let mut catching_up = PrimaryObservation::unknown(
-            previous,
-            "SentinelsCatchingUp",
-            format!(
-                "the Sentinels still name {primary}, which was just handed over to {to}; waiting for them to agree"
-            ),
-            Some(PRIMARY_FOLLOW),
-        );
-        catching_up.pods = Some(pods);
-        return Ok(Some(catching_up));
+    let primary = match discover(target, &previous).await {
+        Ok(primary) => primary,
+        Err(unknown) => return Ok(Some(*unknown)),
+    };
+    let pods = ctx.ha.pods.pods(ctx.cluster(), validated).await?;
+    if let Some(mut unknown) = unconfirmed(target, &previous, &primary, &pods) {
+        unknown.pods = Some(pods);
+        return Ok(Some(unknown));
     }
     let label_writes = move_role_labels(ctx, validated, &pods, &primary).await?;
     if label_writes > 0 {
@@ -372,8 +276,8 @@ async fn observe_primary(
     });
     if let Some(f) = &failover {
         tracing::info!(from = %f.from, to = %f.to, "primary changed");
-        let planned = ctx.ha.disruption.handed_over_from(&key, &f.from)
-            || ctx.ha.rollout.handed_over_from(&key, &f.from);
+        let planned = ctx.ha.disruption.handed_over_from(&target.key, &f.from)
+            || ctx.ha.rollout.handed_over_from(&target.key, &f.from);
         publish_failover(ctx, store, f, planned).await;
     }
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
@@ -398,6 +302,130 @@ async fn observe_primary(
         requeue: Some(requeue),
         pods: Some(pods),
     }))
+}
+
+/// Why the Sentinels cannot be asked yet, if they cannot.
+fn cannot_ask_sentinels(
+    target: &HaTarget<'_>,
+    previous: &Option<String>,
+) -> Option<PrimaryObservation> {
+    if target.ready_replicas < 1 {
+        // No pod is ready: no Sentinel can answer yet. The StatefulSet watch wakes us when one is.
+        return Some(PrimaryObservation::unknown(
+            previous.clone(),
+            "WaitingForPods",
+            "no Redis pod is ready yet; the Sentinels cannot name a primary".into(),
+            None,
+        ));
+    }
+    if target.validated.tls.is_some() && target.tls_ca.is_none() {
+        // The TLS step waits for the Secret before anything is applied, so this is a Secret
+        // without `ca.crt`: the Sentinels cannot be verified, so nothing is relabelled.
+        return Some(PrimaryObservation::unknown(
+            previous.clone(),
+            "SentinelTlsCaMissing",
+            "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
+            Some(crate::context::RESYNC_INTERVAL),
+        ));
+    }
+    None
+}
+
+/// The pod a majority of the Sentinels names as primary, or the observation saying why none is.
+async fn discover(
+    target: &HaTarget<'_>,
+    previous: &Option<String>,
+) -> std::result::Result<String, Box<PrimaryObservation>> {
+    let ctx = target.ctx;
+    let status = target.store.status.as_ref();
+    let answer = match ctx
+        .ha
+        .discovery
+        .discover(
+            target.validated,
+            &ctx.settings,
+            &target.credentials.operator,
+            target.tls_ca,
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => {
+            let previous_reason = status
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == PRIMARY_KNOWN))
+                .map(|c| c.reason.clone());
+            // A new store's Sentinels take a few seconds to meet: calm, not a warning.
+            let never_known =
+                previous.is_none() && !matches!(status.and_then(|s| s.phase), Some(Phase::Ready));
+            let reason = if never_known {
+                "WaitingForSentinels"
+            } else {
+                "NoSentinelMajority"
+            };
+            if previous_reason.as_deref() == Some(reason) || never_known {
+                tracing::debug!(%error, "primary not known");
+            } else {
+                tracing::warn!(%error, "primary not known; role labels unchanged");
+            }
+            return Err(Box::new(PrimaryObservation::unknown(
+                previous.clone(),
+                reason,
+                error.to_string(),
+                Some(PRIMARY_RETRY),
+            )));
+        }
+    };
+    answer.pod.clone().ok_or_else(|| {
+        Box::new(PrimaryObservation::unknown(
+            previous.clone(),
+            "PrimaryNotAPod",
+            format!(
+                "the Sentinels name {} as primary, which is not a pod of this store; role labels unchanged",
+                answer.address()
+            ),
+            Some(PRIMARY_RETRY),
+        ))
+    })
+}
+
+/// Why the Sentinels' answer is not acted on yet, if it is not: no such pod, or the pod the
+/// operator just demoted.
+fn unconfirmed(
+    target: &HaTarget<'_>,
+    previous: &Option<String>,
+    primary: &str,
+    pods: &[PodRole],
+) -> Option<PrimaryObservation> {
+    if !pods.iter().any(|p| p.name == primary) {
+        // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
+        return Some(PrimaryObservation::unknown(
+            previous.clone(),
+            "PrimaryPodMissing",
+            format!(
+                "the Sentinels name {primary} as primary, but there is no such pod; role labels unchanged"
+            ),
+            Some(PRIMARY_RETRY),
+        ));
+    }
+    let uid = pods
+        .iter()
+        .find(|p| p.name == primary)
+        .and_then(|p| p.uid.as_deref());
+    let to = target
+        .ctx
+        .ha
+        .disruption
+        .demoted_to(&target.key, primary, uid)?;
+    // A majority still names the pod the operator just demoted (the Sentinels learn of the
+    // promotion one by one): keep the labels on the promoted pod and ask again shortly.
+    Some(PrimaryObservation::unknown(
+        previous.clone(),
+        "SentinelsCatchingUp",
+        format!(
+            "the Sentinels still name {primary}, which was just handed over to {to}; waiting for them to agree"
+        ),
+        Some(PRIMARY_FOLLOW),
+    ))
 }
 
 /// Labels `primary` primary and every other pod replica (only the labels that differ); returns

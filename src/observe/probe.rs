@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisConnectionInfo, RedisError};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -35,6 +35,7 @@ use tokio::time::timeout;
 use crate::build::acl::OPERATOR_USER;
 use crate::observe::info::{PodObservation, PodProblem, RedisInfo, StoreObservation};
 use crate::password::Password;
+use crate::redis_client;
 
 /// The INFO sections the health report needs, in one call (Redis >= 7 takes several sections;
 /// older servers get a plain `INFO`, whose default sections include all of these).
@@ -258,11 +259,7 @@ impl RedisProbe {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let command_timeout = self.settings.command_timeout;
-        let login = RedisConnectionInfo::default()
-            .set_username(OPERATOR_USER)
-            .set_password(password.expose())
-            // CLIENT SETINFO is not in the operator's ACL: do not send it.
-            .set_skip_set_lib_name();
+        let login = redis_client::login(OPERATOR_USER, password);
         let config = AsyncConnectionConfig::new().set_response_timeout(Some(command_timeout));
         let (mut connection, driver) = timeout(
             command_timeout,

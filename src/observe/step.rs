@@ -22,8 +22,8 @@ use crate::key::StoreKey;
 use crate::metrics::Metrics;
 use crate::observe::info::{PodObservation, PodProblem, StoreObservation};
 use crate::observe::{
-    DEFAULT_HEALTH_INTERVAL, HealthMetrics, HealthTracker, ProbeSettings, RedisProbe, StoreTarget,
-    TlsTarget, WriteDecision, health_conditions, upsert_conditions,
+    DEFAULT_HEALTH_INTERVAL, HealthMetrics, HealthTracker, PodTarget, ProbeSettings, RedisProbe,
+    StoreTarget, TlsTarget, WriteDecision, health_conditions, upsert_conditions,
 };
 use crate::validate::{REDIS_PORT, ValidatedStore};
 
@@ -245,28 +245,59 @@ impl HealthStep {
 
         let now = self.now();
         let uid = store.uid().unwrap_or_default();
-        {
-            let mut stores = self.stores();
-            let state = stores
-                .entry(key.clone())
-                .or_insert_with(|| new_state(&uid, interval, live));
-            if state.uid != uid {
-                *state = new_state(&uid, interval, live);
-            }
-            let ready = pods.iter().filter(|p| p.ready).count();
-            if let Some(last) = state.last_probe {
-                let since = now.saturating_duration_since(last);
-                if since < interval && ready <= state.ready_at_last_probe {
-                    return Observed {
-                        next_probe_in: Some(interval - since),
-                        ..Observed::default()
-                    };
-                }
-            }
-            state.last_probe = Some(now);
-            state.ready_at_last_probe = ready;
+        if let Some(wait) = self.claim_probe(&key, &uid, live, &pods, now) {
+            return Observed {
+                next_probe_in: Some(wait),
+                ..Observed::default()
+            };
         }
+        let observation = self
+            .probe_pods(cluster, validated, credentials, ca_crt, pods)
+            .await;
+        self.judge(key, store, validated, &observation, now)
+    }
 
+    /// Claims this store's probe when it is due (an interval since the last one, or more pods
+    /// ready than then); `Some(wait)` when it is not due yet.
+    fn claim_probe(
+        &self,
+        key: &StoreKey,
+        uid: &str,
+        live: Option<&SessionStoreStatus>,
+        pods: &[PodTarget],
+        now: Instant,
+    ) -> Option<Duration> {
+        let interval = self.settings.interval;
+        let mut stores = self.stores();
+        let state = stores
+            .entry(key.clone())
+            .or_insert_with(|| new_state(uid, interval, live));
+        if state.uid != uid {
+            *state = new_state(uid, interval, live);
+        }
+        let ready = pods.iter().filter(|p| p.ready).count();
+        if let Some(last) = state.last_probe {
+            let since = now.saturating_duration_since(last);
+            if since < interval && ready <= state.ready_at_last_probe {
+                return Some(interval - since);
+            }
+        }
+        state.last_probe = Some(now);
+        state.ready_at_last_probe = ready;
+        None
+    }
+
+    /// Probes every pod (over TLS with the store CA for TLS stores); a TLS store without a CA
+    /// gets every pod's reason without dialling.
+    async fn probe_pods(
+        &self,
+        cluster: Cluster<'_>,
+        validated: &ValidatedStore,
+        credentials: &StoreCredentials,
+        ca_crt: Option<&[u8]>,
+        pods: Vec<PodTarget>,
+    ) -> StoreObservation {
+        let (namespace, name) = (validated.namespace.as_str(), validated.name.as_str());
         let tls = match (&validated.tls, ca_crt) {
             (None, _) => Ok(None),
             (Some(_), Some(ca)) if !ca.is_empty() => Ok(Some(ca.to_vec())),
@@ -283,7 +314,7 @@ impl HealthStep {
             operator_password: credentials.operator.clone(),
             tls: None,
         };
-        let observation = match tls {
+        match tls {
             Ok(None) => self.probe.probe_store(&target).await,
             Ok(Some(ca_pem)) => {
                 let target = StoreTarget {
@@ -307,8 +338,20 @@ impl HealthStep {
                     })
                     .collect(),
             },
-        };
+        }
+    }
 
+    /// Judges the observation and decides whether the status step writes it.
+    fn judge(
+        &self,
+        key: StoreKey,
+        store: &SessionStore,
+        validated: &ValidatedStore,
+        observation: &StoreObservation,
+        now: Instant,
+    ) -> Observed {
+        let (namespace, name) = (validated.namespace.as_str(), validated.name.as_str());
+        let live = store.status.as_ref();
         let wall = Time(k8s_openapi::jiff::Timestamp::now());
         let existing = live.map(|s| s.conditions.as_slice()).unwrap_or_default();
         let mut stores = self.stores();
@@ -316,9 +359,9 @@ impl HealthStep {
             // Forgotten while probing (the store was deleted): report nothing.
             return Observed::default();
         };
-        let report = state.tracker.assess(&observation);
+        let report = state.tracker.assess(observation);
         if let Some(metrics) = &self.metrics {
-            metrics.record(namespace, name, &observation, &report.verdict);
+            metrics.record(namespace, name, observation, &report.verdict);
         }
         let conditions =
             health_conditions(&report.verdict, store.meta().generation, existing, &wall);
@@ -336,7 +379,7 @@ impl HealthStep {
         });
         Observed {
             update,
-            next_probe_in: Some(interval),
+            next_probe_in: Some(self.settings.interval),
             probed: true,
         }
     }

@@ -7,7 +7,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
-use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
+use redis::ConnectionAddr;
 
 use crate::build::TlsInputs;
 use crate::build::meta::{ChildNames, pod_selector_labels};
@@ -15,6 +15,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::metrics::Verb;
 use crate::pods::{is_pod_of, label_selector};
+use crate::redis_client::tls_connection_addr;
 use crate::rotation::{LiveTargets, PodEndpoint, RotationError};
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
@@ -155,32 +156,6 @@ fn tls_addr(
         }
         .into()
     })
-}
-
-/// A TLS address for `host:port` (verified against that name) that trusts only `ca` (PEM): what
-/// the live ACL changes dial, on the Redis and on the Sentinel port alike.
-pub fn tls_connection_addr(
-    host: String,
-    port: u16,
-    ca: &[u8],
-) -> std::result::Result<ConnectionAddr, redis::RedisError> {
-    let info = ConnectionAddr::TcpTls {
-        host,
-        port,
-        insecure: false,
-        tls_params: None,
-    }
-    .into_connection_info()
-    .and_then(|info| {
-        redis::Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            },
-        )
-    })?;
-    Ok(info.get_connection_info().addr().clone())
 }
 
 #[cfg(test)]

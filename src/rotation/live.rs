@@ -11,14 +11,12 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError,
-};
+use redis::{ConnectionAddr, ErrorKind, RedisError};
 use tracing::{debug, trace, warn};
 
 use crate::build::acl::APP_USER;
 use crate::password::Password;
+use crate::redis_client;
 use crate::rotation::error::RotationError;
 
 /// One Redis pod (or the Sentinel in it), dialled by its own address, not through a Service.
@@ -228,21 +226,8 @@ pub async fn connect(
     password: &Password,
     timeout: Duration,
 ) -> Result<redis::aio::MultiplexedConnection, RedisError> {
-    let info: ConnectionInfo = pod.addr.clone().into_connection_info()?;
-    let info = info.set_redis_settings(
-        RedisConnectionInfo::default()
-            .set_username(user)
-            .set_password(password.expose())
-            // CLIENT SETINFO is not granted to least-privilege users and not needed.
-            .set_skip_set_lib_name(),
-    );
-    let client = redis::Client::open(info)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    let client = redis_client::client_at(pod.addr.clone(), user, password)?;
+    redis_client::connect(&client, timeout, timeout).await
 }
 
 /// The hex SHA-256 Redis compares passwords by (what follows `#` in `Password::acl_hash`).
