@@ -1,5 +1,6 @@
-//! No import circle between the modules of `src/`: every module may use the modules below it,
-//! never one that (directly or through others) uses it back.
+//! The shape of `src/`, checked on every test run: no import circle between its modules (every
+//! module may use the modules below it, never one that directly or through others uses it back),
+//! and no function over 100 lines without a reason in a comment.
 //!
 //! Each file is one module (`src/ha/step.rs` is `ha::step`, `src/build/mod.rs` is `build`). An
 //! edge is any path a module names outside its `#[cfg(test)]` items (`use` trees, types,
@@ -325,4 +326,138 @@ fn the_check_finds_a_circle_and_ignores_tests() {
         circles(&graph),
         vec![vec!["a::inner".to_string(), "b".to_string()]]
     );
+}
+
+/// The modules declared `#[cfg(test)] mod x;` (test-only files).
+fn test_only_modules(src: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for (module, file) in modules(src) {
+        let text = std::fs::read_to_string(&file).expect("read module");
+        let Ok(parsed) = syn::parse_file(&text) else {
+            continue;
+        };
+        for item in parsed.items {
+            if let syn::Item::Mod(m) = item
+                && m.content.is_none()
+                && is_cfg_test(&m.attrs)
+            {
+                let child = m.ident.to_string();
+                found.insert(if module.is_empty() {
+                    child
+                } else {
+                    format!("{module}::{child}")
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Functions (outside `#[cfg(test)]` items) longer than `limit` lines, counted from the `fn` line
+/// to its closing brace, unless a comment right above says why (`Long because ...`).
+fn long_functions(text: &str, limit: usize) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let braces = |line: &str| -> i64 {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut depth = 0;
+        let mut in_string = false;
+        let mut previous = ' ';
+        for c in code.chars() {
+            match c {
+                '"' if previous != '\\' => in_string = !in_string,
+                '{' if !in_string => depth += 1,
+                '}' if !in_string => depth -= 1,
+                _ => {}
+            }
+            previous = c;
+        }
+        depth
+    };
+    let item_end = |start: usize| -> usize {
+        let mut depth = 0;
+        let mut opened = false;
+        for (k, line) in lines.iter().enumerate().skip(start) {
+            depth += braces(line);
+            opened |= line.contains('{');
+            if opened && depth <= 0 || !opened && line.trim_end().ends_with(';') {
+                return k;
+            }
+        }
+        lines.len().saturating_sub(1)
+    };
+    let is_fn = |line: &str| {
+        let words: Vec<&str> = line.split_whitespace().take(4).collect();
+        let fn_at = words.iter().position(|w| *w == "fn");
+        fn_at.is_some_and(|i| {
+            words[..i]
+                .iter()
+                .all(|w| w.starts_with("pub") || *w == "async" || *w == "const")
+        })
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_start();
+        if line.starts_with("#[cfg(test)]") {
+            i = item_end(i + 1) + 1;
+            continue;
+        }
+        if is_fn(line) {
+            let end = item_end(i);
+            let length = end - i + 1;
+            let reason = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| {
+                    l.trim_start().starts_with("//") || l.trim_start().starts_with("#[")
+                })
+                .any(|l| l.contains("Long because"));
+            if length > limit && !reason {
+                let name = line.split("fn ").nth(1).unwrap_or_default();
+                let name: String = name
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                found.push((name, length));
+            }
+            i += 1;
+            continue;
+        }
+        i += 1;
+    }
+    found
+}
+
+#[test]
+fn no_function_over_100_lines_without_a_reason() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let test_only = test_only_modules(&src);
+    let mut report = String::new();
+    for (module, file) in modules(&src) {
+        if test_only.contains(&module) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read module");
+        for (name, length) in long_functions(&text, 100) {
+            report.push_str(&format!(
+                "  {}: fn {name}: {length} lines\n",
+                file.display()
+            ));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "functions over 100 lines (split them, or say why in a `// Long because ...` comment above):\n{report}"
+    );
+}
+
+/// The length check itself: a long function is found, one with a reason and test code are not.
+#[test]
+fn the_length_check_counts_from_fn_to_its_brace() {
+    let body = "    let x = \"{\";\n".repeat(101);
+    let text = format!(
+        "pub async fn long() {{\n{body}}}\n// Long because: a table.\nfn excused() {{\n{body}}}\n\
+         fn short() {{\n}}\n#[cfg(test)]\nmod tests {{\n    fn in_test() {{\n{body}    }}\n}}\n"
+    );
+    assert_eq!(long_functions(&text, 100), vec![("long".to_string(), 103)]);
 }
