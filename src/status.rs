@@ -19,19 +19,12 @@ use crate::context::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::diagnosis::Diagnosis;
 use crate::error::{Error, Result};
-use crate::ha::rollout_step::{RolloutObservation, UPDATING};
-use crate::ha::step::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
+use crate::ha::rollout_step::RolloutObservation;
+use crate::ha::step::PrimaryObservation;
 use crate::metrics::Verb;
-use crate::observe::HEALTHY;
-use crate::observe::conditions::reason;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
-
-pub const READY: &str = "Ready";
-pub const AVAILABLE: &str = "Available";
-/// Present (True) while `spec.monitoring.serviceMonitor` is on but prometheus-operator's API is
-/// missing; the store itself is not failed for it.
-pub const SERVICE_MONITOR_UNAVAILABLE: &str = "ServiceMonitorUnavailable";
+use crate::vocabulary::{ConditionStatus, ConditionType, Reason};
 
 /// Where the reconcile got to, which decides the status.
 pub enum Progress<'a> {
@@ -41,7 +34,7 @@ pub enum Progress<'a> {
     WaitingForSecret(&'a str),
     /// The TLS Secret (or the cert-manager API for `issuerRef`) is not there yet; `reason` is the
     /// Ready condition's reason, `message` names the spec field.
-    WaitingForTls { reason: &'a str, message: &'a str },
+    WaitingForTls { reason: Reason, message: &'a str },
     /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
     /// rotation step; `service_monitor_unavailable` the message when the ServiceMonitor could not
     /// be created for lack of its API.
@@ -103,7 +96,7 @@ impl OwnedStatus {
         }
     }
 
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 }
@@ -117,8 +110,8 @@ pub fn desired_status(
     now: &Time,
 ) -> OwnedStatus {
     let previous = current.map(OwnedStatus::of).unwrap_or_default();
-    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { "True" } else { "False" }.to_string();
+    let condition = |type_: ConditionType, ok: bool, reason: Reason, message: String| {
+        let status = ConditionStatus::from(ok).to_string();
         let last_transition_time = previous
             .condition(type_)
             .filter(|c| c.status == status)
@@ -140,27 +133,37 @@ pub fn desired_status(
     };
     let mut ours = Vec::new();
     // Types this reconcile decided; the others are carried over below.
-    let mut decided = vec![READY, AVAILABLE];
+    let mut decided = vec![ConditionType::Ready, ConditionType::Available];
     match progress {
         Progress::Invalid(error) => {
             next.phase = Some(Phase::Failed);
-            ours.push(condition(READY, false, "InvalidSpec", error.to_string()));
-            ours.extend(previous.condition(AVAILABLE).cloned());
+            ours.push(condition(
+                ConditionType::Ready,
+                false,
+                Reason::InvalidSpec,
+                error.to_string(),
+            ));
+            ours.extend(previous.condition(ConditionType::Available).cloned());
         }
         Progress::WaitingForSecret(message) => {
             next.phase = Some(Phase::Pending);
             ours.push(condition(
-                READY,
+                ConditionType::Ready,
                 false,
-                "ExistingSecretMissing",
+                Reason::ExistingSecretMissing,
                 (*message).to_string(),
             ));
-            ours.extend(previous.condition(AVAILABLE).cloned());
+            ours.extend(previous.condition(ConditionType::Available).cloned());
         }
         Progress::WaitingForTls { reason, message } => {
             next.phase = Some(Phase::Pending);
-            ours.push(condition(READY, false, reason, (*message).to_string()));
-            ours.extend(previous.condition(AVAILABLE).cloned());
+            ours.push(condition(
+                ConditionType::Ready,
+                false,
+                *reason,
+                (*message).to_string(),
+            ));
+            ours.extend(previous.condition(ConditionType::Available).cloned());
         }
         Progress::Applied {
             store,
@@ -181,7 +184,7 @@ pub fn desired_status(
             next.phase = Some(if ready >= replicas && no_primary_yet {
                 Phase::Provisioning
             } else if ready >= replicas {
-                phase_from_health(previous.condition(HEALTHY))
+                phase_from_health(previous.condition(ConditionType::Healthy))
             } else if ready >= 1 && was_ready {
                 Phase::Degraded
             } else {
@@ -189,21 +192,21 @@ pub fn desired_status(
             });
             ours.push(if ready >= replicas && no_primary_yet {
                 condition(
-                    READY,
+                    ConditionType::Ready,
                     false,
-                    "WaitingForPrimary",
+                    Reason::WaitingForPrimary,
                     format!("{ready} of {replicas} replicas ready; no primary known yet"),
                 )
             } else if ready >= replicas {
                 condition(
-                    READY,
+                    ConditionType::Ready,
                     true,
-                    "AllReplicasReady",
+                    Reason::AllReplicasReady,
                     format!("{ready} of {replicas} replicas ready"),
                 )
             } else if let Some(diagnosis) = diagnosis {
                 condition(
-                    READY,
+                    ConditionType::Ready,
                     false,
                     diagnosis.reason,
                     format!(
@@ -213,12 +216,12 @@ pub fn desired_status(
                 )
             } else {
                 let reason = if was_ready {
-                    "ReplicasNotReady"
+                    Reason::ReplicasNotReady
                 } else {
-                    "Provisioning"
+                    Reason::Provisioning
                 };
                 condition(
-                    READY,
+                    ConditionType::Ready,
                     false,
                     reason,
                     format!("{ready} of {replicas} replicas ready"),
@@ -226,16 +229,16 @@ pub fn desired_status(
             });
             ours.push(if ready >= 1 {
                 condition(
-                    AVAILABLE,
+                    ConditionType::Available,
                     true,
-                    "Serving",
+                    Reason::Serving,
                     "at least one Redis pod is ready to serve sessions".into(),
                 )
             } else {
                 condition(
-                    AVAILABLE,
+                    ConditionType::Available,
                     false,
-                    "NoReadyReplicas",
+                    Reason::NoReadyReplicas,
                     "no Redis pod is ready yet".into(),
                 )
             });
@@ -253,19 +256,19 @@ pub fn desired_status(
             next.replicas = Some(replicas);
             next.ready_replicas = Some(ready);
             // Only there while the problem is: a later apply that created it drops the condition.
-            decided.push(SERVICE_MONITOR_UNAVAILABLE);
+            decided.push(ConditionType::ServiceMonitorUnavailable);
             if let Some(message) = service_monitor_unavailable {
                 ours.push(condition(
-                    SERVICE_MONITOR_UNAVAILABLE,
+                    ConditionType::ServiceMonitorUnavailable,
                     true,
-                    "PrometheusOperatorMissing",
+                    Reason::PrometheusOperatorMissing,
                     (*message).to_string(),
                 ));
             }
             match ha {
                 Some(ha) => {
                     ours.push(condition(
-                        PRIMARY_KNOWN,
+                        ConditionType::PrimaryKnown,
                         ha.known,
                         ha.reason,
                         ha.message.clone(),
@@ -274,30 +277,30 @@ pub fn desired_status(
                     if let Some(failover) = &ha.failover {
                         // Stays True after the first failover; its time is that of the latest one.
                         let mut c = condition(
-                            FAILOVER,
+                            ConditionType::Failover,
                             true,
-                            "PrimaryChanged",
+                            Reason::PrimaryChanged,
                             format!("primary changed from {} to {}", failover.from, failover.to),
                         );
                         c.last_transition_time = now.clone();
                         ours.push(c);
                     } else {
-                        ours.extend(previous.condition(FAILOVER).cloned());
+                        ours.extend(previous.condition(ConditionType::Failover).cloned());
                     }
                 }
                 None => next.primary = None,
             }
             // `Updating`: decided by the rolling update, kept while it has nothing new to say,
             // dropped for a standalone store.
-            decided.push(UPDATING);
+            decided.push(ConditionType::Updating);
             match rollout.map(|r| r.condition.as_ref()) {
                 Some(Some(updating)) => ours.push(condition(
-                    UPDATING,
+                    ConditionType::Updating,
                     updating.updating,
                     updating.reason,
                     updating.message.clone(),
                 )),
-                Some(None) => ours.extend(previous.condition(UPDATING).cloned()),
+                Some(None) => ours.extend(previous.condition(ConditionType::Updating).cloned()),
                 None => {}
             }
         }
@@ -309,8 +312,12 @@ pub fn desired_status(
         previous
             .conditions
             .iter()
-            .filter(|c| !decided.contains(&c.type_.as_str()))
-            .filter(|c| !applied || (c.type_ != PRIMARY_KNOWN && c.type_ != FAILOVER))
+            .filter(|c| !decided.iter().any(|t| c.type_ == *t))
+            .filter(|c| {
+                !applied
+                    || (c.type_ != ConditionType::PrimaryKnown
+                        && c.type_ != ConditionType::Failover)
+            })
             .cloned(),
     );
     next.conditions = ours;
@@ -322,8 +329,8 @@ pub fn desired_status(
 pub fn phase_from_health(healthy: Option<&Condition>) -> Phase {
     match healthy {
         None => Phase::Ready,
-        Some(c) if c.status == "True" => Phase::Ready,
-        Some(c) if c.reason == reason::PODS_NOT_RUNNING || c.reason == reason::LOADING => {
+        Some(c) if c.status == ConditionStatus::True => Phase::Ready,
+        Some(c) if c.reason == Reason::PodsNotRunning || c.reason == Reason::Loading => {
             Phase::Provisioning
         }
         Some(_) => Phase::Degraded,
@@ -395,7 +402,7 @@ fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
             from = before.map(Phase::as_str).unwrap_or("None"),
             to = desired.phase.map(Phase::as_str).unwrap_or("None"),
             reason = desired
-                .condition(READY)
+                .condition(ConditionType::Ready)
                 .map(|c| c.reason.as_str())
                 .unwrap_or_default(),
             "phase changed"
@@ -446,7 +453,9 @@ mod tests {
         );
         assert_eq!(first.phase, Some(Phase::Provisioning));
         assert_eq!(
-            first.condition(READY).map(|c| c.status.as_str()),
+            first
+                .condition(ConditionType::Ready)
+                .map(|c| c.status.as_str()),
             Some("False")
         );
         assert_eq!(
@@ -501,7 +510,9 @@ mod tests {
         );
         assert!(differs(Some(&live), &ready));
         assert_eq!(ready.phase, Some(Phase::Ready));
-        let r = ready.condition(READY).expect("ready condition");
+        let r = ready
+            .condition(ConditionType::Ready)
+            .expect("ready condition");
         assert_eq!(
             (r.status.as_str(), r.last_transition_time.clone()),
             ("True", at(900))
@@ -513,7 +524,7 @@ mod tests {
         let settings = OperatorSettings::default();
         let validated = validate(&dev()).expect("valid");
         let diagnosis = Diagnosis {
-            reason: crate::diagnosis::reason::CRASH_LOOPING,
+            reason: Reason::CrashLooping,
             message: "pod web-0, container redis exits with code 1".into(),
         };
         let applied = |ready: i32,
@@ -537,7 +548,7 @@ mod tests {
             )
         };
         let first = applied(0, Some(&diagnosis), None, 100);
-        let ready = first.condition(READY).expect("ready");
+        let ready = first.condition(ConditionType::Ready).expect("ready");
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "CrashLooping")
@@ -565,7 +576,9 @@ mod tests {
         // All ready: the diagnosis no longer applies.
         let healed = applied(1, None, Some(&live), 900);
         assert_eq!(
-            healed.condition(READY).map(|c| c.reason.as_str()),
+            healed
+                .condition(ConditionType::Ready)
+                .map(|c| c.reason.as_str()),
             Some("AllReplicasReady")
         );
     }
@@ -596,10 +609,10 @@ mod tests {
             &at(5),
         );
         assert_eq!(status.phase, Some(Phase::Failed));
-        let ready = status.condition(READY).expect("ready");
+        let ready = status.condition(ConditionType::Ready).expect("ready");
         assert_eq!(ready.reason, "InvalidSpec");
         assert!(ready.message.contains("spec.replicas"));
-        assert!(status.condition("Healthy").is_some());
+        assert!(status.condition(ConditionType::Healthy).is_some());
         assert_eq!(status.observed_generation, Some(3));
     }
 }

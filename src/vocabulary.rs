@@ -213,7 +213,7 @@ words! {
 
 words! {
     /// What the operator was doing when it published an Event (the Event's `action`).
-    pub enum Action {
+    pub enum EventAction {
         Validating = "Validating",
         ReadingSecret = "ReadingSecret",
         Provisioning = "Provisioning",
@@ -242,7 +242,7 @@ mod tests {
         check(ConditionType::ALL, ConditionType::as_str);
         check(ConditionStatus::ALL, ConditionStatus::as_str);
         check(Reason::ALL, Reason::as_str);
-        check(Action::ALL, Action::as_str);
+        check(EventAction::ALL, EventAction::as_str);
         for reason in Reason::ALL {
             assert_eq!(Reason::parse(reason.as_str()), Some(*reason));
             assert_eq!(reason.to_string(), reason.as_str());
@@ -250,7 +250,8 @@ mod tests {
         assert_eq!(Reason::OomKilled.as_str(), "OOMKilled");
         assert_eq!(ConditionStatus::from(true), ConditionStatus::True);
         assert!("True" == ConditionStatus::True);
-        assert!(String::from("Ready") == ConditionType::Ready);
+        let wire = String::from("Ready");
+        assert!(wire == ConditionType::Ready);
     }
 
     #[test]

@@ -24,9 +24,8 @@ use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
 use crate::ha::step::PrimaryObservation;
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{EventAction, Reason};
 
-/// Condition: whether a rolling update of the pods is in progress.
-pub const UPDATING: &str = "Updating";
 /// How soon to look again while pods are being updated.
 pub const ROLLOUT_REQUEUE: Duration = Duration::from_secs(3);
 /// Consecutive refused handovers after which a Warning Event is published (then every as many).
@@ -36,7 +35,7 @@ pub const HANDOVER_REFUSALS_WARNING: u32 = 3;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdatingCondition {
     pub updating: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -166,7 +165,7 @@ pub async fn reconcile_rollout(
             RolloutObservation {
                 condition: Some(UpdatingCondition {
                     updating: false,
-                    reason: "UpToDate",
+                    reason: Reason::UpToDate,
                     message: format!("all {} pods at revision {update_revision}", done.desired),
                 }),
                 decision: Some(decision),
@@ -176,7 +175,7 @@ pub async fn reconcile_rollout(
         Decision::Wait(why) => RolloutObservation {
             condition: Some(UpdatingCondition {
                 updating: true,
-                reason: "Waiting",
+                reason: Reason::Waiting,
                 message: format!("{summary}; waiting: {why}"),
             }),
             decision: Some(decision.clone()),
@@ -193,7 +192,7 @@ pub async fn reconcile_rollout(
             RolloutObservation {
                 condition: Some(UpdatingCondition {
                     updating: true,
-                    reason: "RestartingPod",
+                    reason: Reason::RestartingPod,
                     message: format!("{summary}; restarting {pod}"),
                 }),
                 decision: Some(decision.clone()),
@@ -227,8 +226,8 @@ pub async fn reconcile_rollout(
                     };
                     ctx.publish(store,
                         event_type,
-                        "HandingOverPrimary",
-                        "RollingUpdate",
+                        Reason::HandingOverPrimary,
+                        EventAction::RollingUpdate,
                         format!(
                             "{summary}; only the primary {primary} is outdated: handing the primary role over ({message})"
                         ),
@@ -245,8 +244,8 @@ pub async fn reconcile_rollout(
                     if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
                         ctx.publish(store,
                             EventType::Warning,
-                            "HandoverRefused",
-                            "RollingUpdate",
+                            Reason::HandoverRefused,
+                            EventAction::RollingUpdate,
                             format!(
                                 "the primary {primary} could not be handed over {refusals} times in a row: {message}"
                             ),
@@ -259,7 +258,7 @@ pub async fn reconcile_rollout(
             RolloutObservation {
                 condition: Some(UpdatingCondition {
                     updating: true,
-                    reason: "HandingOverPrimary",
+                    reason: Reason::HandingOverPrimary,
                     message,
                 }),
                 decision: Some(decision.clone()),
@@ -290,8 +289,8 @@ async fn publish_restart(
     ctx.publish_related(
         store,
         EventType::Normal,
-        "RestartingPod",
-        "RollingUpdate",
+        Reason::RestartingPod,
+        EventAction::RollingUpdate,
         format!("{summary}; restarting {pod} to update it"),
         pod_ref,
     )

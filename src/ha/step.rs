@@ -35,12 +35,8 @@ use crate::ha::hooks::PodRole;
 use crate::ha::primary::{RoleChange, role_label_changes};
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{ConditionType, EventAction, Reason};
 
-/// Condition: whether a majority of Sentinels names a primary pod (and the labels follow it).
-pub const PRIMARY_KNOWN: &str = "PrimaryKnown";
-/// Condition: the last failover the operator saw (`True` once one happened; its time is the time of
-/// the latest one, its message `old -> new`).
-pub const FAILOVER: &str = "Failover";
 /// Field manager of the role-label patches, distinct from the children's applies.
 pub const ROLE_FIELD_MANAGER: &str = "sessionstore-operator-role";
 /// How soon a healthy HA store is checked again: a failover must move the Service within seconds,
@@ -76,7 +72,7 @@ pub struct PrimaryObservation {
     /// Whether a majority named a pod of this store in this reconcile.
     pub known: bool,
     /// `PrimaryKnown` condition reason and message.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// Set when the primary differs from the one in the status.
     pub failover: Option<Failover>,
@@ -92,7 +88,7 @@ pub struct PrimaryObservation {
 impl PrimaryObservation {
     fn unknown(
         previous: Option<String>,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         requeue: Option<Duration>,
     ) -> Self {
@@ -157,8 +153,8 @@ pub async fn reconcile_primary(
                 ctx.publish(
                     store,
                     EventType::Warning,
-                    "HandoverRefused",
-                    "PodStopping",
+                    Reason::HandoverRefused,
+                    EventAction::PodStopping,
                     format!("{why}; it stops as primary and the Sentinels fail over"),
                 )
                 .await;
@@ -204,8 +200,8 @@ pub async fn reconcile_primary(
                     };
                     ctx.publish(store,
                         event_type,
-                        "HandingOverPrimary",
-                        "PodStopping",
+                        Reason::HandingOverPrimary,
+                        EventAction::PodStopping,
                         format!(
                             "the primary pod {primary} is stopping (deleted or evicted): planned handover before Redis stops ({message})"
                         ),
@@ -237,8 +233,8 @@ pub async fn reconcile_primary(
                     if ctx.ha.disruption.first_refusal(&key, uid.as_deref()) {
                         ctx.publish(store,
                             EventType::Warning,
-                            "HandoverRefused",
-                            "PodStopping",
+                            Reason::HandoverRefused,
+                            EventAction::PodStopping,
                             format!(
                                 "the primary pod {primary} is stopping, but the primary role could not be handed over: {message}; the operator retries while it stops, else it stops as primary and the Sentinels fail over"
                             ),
@@ -267,13 +263,17 @@ async fn observe_primary(
     let status = store.status.as_ref();
     let previous = status.and_then(|s| s.primary.clone());
     let previous_reason = status
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == PRIMARY_KNOWN))
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == ConditionType::PrimaryKnown)
+        })
         .map(|c| c.reason.clone());
     if ready_replicas < 1 {
         // No pod is ready: no Sentinel can answer yet. The StatefulSet watch wakes us when one is.
         return Ok(Some(PrimaryObservation::unknown(
             previous,
-            "WaitingForPods",
+            Reason::WaitingForPods,
             "no Redis pod is ready yet; the Sentinels cannot name a primary".into(),
             None,
         )));
@@ -283,7 +283,7 @@ async fn observe_primary(
         // without `ca.crt`: the Sentinels cannot be verified, so nothing is relabelled.
         return Ok(Some(PrimaryObservation::unknown(
             previous,
-            "SentinelTlsCaMissing",
+            Reason::SentinelTlsCaMissing,
             "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
             Some(crate::context::RESYNC_INTERVAL),
         )));
@@ -301,11 +301,11 @@ async fn observe_primary(
             let never_known =
                 previous.is_none() && !matches!(status.and_then(|s| s.phase), Some(Phase::Ready));
             let reason = if never_known {
-                "WaitingForSentinels"
+                Reason::WaitingForSentinels
             } else {
-                "NoSentinelMajority"
+                Reason::NoSentinelMajority
             };
-            if previous_reason.as_deref() == Some(reason) || never_known {
+            if previous_reason.as_deref() == Some(reason.as_str()) || never_known {
                 tracing::debug!(%error, "primary not known");
             } else {
                 tracing::warn!(%error, "primary not known; role labels unchanged");
@@ -321,7 +321,7 @@ async fn observe_primary(
     let Some(primary) = answer.pod.clone() else {
         return Ok(Some(PrimaryObservation::unknown(
             previous,
-            "PrimaryNotAPod",
+            Reason::PrimaryNotAPod,
             format!(
                 "the Sentinels name {} as primary, which is not a pod of this store; role labels unchanged",
                 answer.address()
@@ -334,7 +334,7 @@ async fn observe_primary(
         // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
         let mut unknown = PrimaryObservation::unknown(
             previous,
-            "PrimaryPodMissing",
+            Reason::PrimaryPodMissing,
             format!(
                 "the Sentinels name {primary} as primary, but there is no such pod; role labels unchanged"
             ),
@@ -353,7 +353,7 @@ async fn observe_primary(
         // promotion one by one): keep the labels on the promoted pod and ask again shortly.
         let mut catching_up = PrimaryObservation::unknown(
             previous,
-            "SentinelsCatchingUp",
+            Reason::SentinelsCatchingUp,
             format!(
                 "the Sentinels still name {primary}, which was just handed over to {to}; waiting for them to agree"
             ),
@@ -392,7 +392,7 @@ async fn observe_primary(
         message: format!("a majority of the Sentinels names {primary} as primary"),
         primary: Some(primary),
         known: true,
-        reason: "SentinelMajority",
+        reason: Reason::SentinelMajority,
         failover,
         label_writes,
         requeue: Some(requeue),
@@ -461,8 +461,14 @@ async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failov
         "Primary changed from {} to {} ({how}); the Service follows it",
         failover.from, failover.to
     );
-    ctx.publish(store, EventType::Normal, "PrimaryChanged", "Failover", note)
-        .await;
+    ctx.publish(
+        store,
+        EventType::Normal,
+        Reason::PrimaryChanged,
+        EventAction::Failover,
+        note,
+    )
+    .await;
 }
 
 #[cfg(test)]
