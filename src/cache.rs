@@ -23,6 +23,7 @@ use kube::{Resource, ResourceExt};
 use crate::build::meta::ROLE_LABEL;
 use crate::observe::PodTarget;
 use crate::pods::{is_pod_of, is_ready, pod_names};
+use crate::vocabulary::ConditionStatus;
 
 /// Annotation on every applied child: the hash of the desired object last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "sessionstore.dev/applied-hash";
@@ -179,7 +180,8 @@ pub fn strip_pod(pod: &mut Pod) {
         let conditions = status.conditions.take().map(|c| {
             c.into_iter()
                 .filter(|c| {
-                    c.type_ == "Ready" || (c.type_ == "PodScheduled" && c.status == "False")
+                    c.type_ == "Ready"
+                        || (c.type_ == "PodScheduled" && c.status == ConditionStatus::False)
                 })
                 .map(|mut c| {
                     c.last_probe_time = None;
@@ -279,7 +281,7 @@ impl MemoryCache {
     pub fn insert_pod(&self, namespace: &str, pod: PodTarget) {
         let ready = k8s_openapi::api::core::v1::PodCondition {
             type_: "Ready".into(),
-            status: if pod.ready { "True" } else { "False" }.into(),
+            status: ConditionStatus::from(pod.ready).into(),
             ..Default::default()
         };
         self.insert_pod_object(

@@ -15,26 +15,7 @@ use kube::ResourceExt;
 
 use crate::build::statefulset::{EXPORTER_CONTAINER, REDIS_CONTAINER};
 use crate::validate::ValidatedStore;
-
-/// The `Ready=False` reasons this module decides (also the Warning Events' reasons).
-pub mod reason {
-    pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
-    pub const UNSCHEDULABLE: &str = "Unschedulable";
-    pub const VOLUME_NOT_BOUND: &str = "VolumeNotBound";
-    pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
-    pub const CRASH_LOOPING: &str = "CrashLooping";
-    pub const OOM_KILLED: &str = "OOMKilled";
-    pub const NOT_READY: &str = "NotReady";
-    pub const ALL: [&str; 7] = [
-        PODS_NOT_CREATED,
-        UNSCHEDULABLE,
-        VOLUME_NOT_BOUND,
-        IMAGE_PULL_FAILED,
-        CRASH_LOOPING,
-        OOM_KILLED,
-        NOT_READY,
-    ];
-}
+use crate::vocabulary::{ConditionStatus, Reason};
 
 /// How long a running Redis may fail its readiness probe before it is reported: the Redis
 /// container's start-up probe window (every 5 s, 120 failures; checked against the built
@@ -51,7 +32,8 @@ const MAX_LINE: usize = 160;
 /// One cause and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnosis {
-    pub reason: &'static str,
+    /// One of the `Ready=False` reasons this module decides (also the Warning Event's reason).
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -139,7 +121,7 @@ fn image_pull_failed(name: &str, containers: &[&ContainerStatus]) -> Option<Diag
             };
             let detail = waiting.and_then(|w| w.message.as_deref()).unwrap_or(why);
             return Some(Diagnosis {
-                reason: reason::IMAGE_PULL_FAILED,
+                reason: Reason::ImagePullFailed,
                 message: format!(
                     "pod {name}, container {}: {why}: {}. Fix: check that {field} ({}) names an image that exists and that the nodes may pull it (registry reachable, imagePullSecrets)",
                     c.name,
@@ -171,7 +153,7 @@ fn container_failed(
         };
         if terminated.reason.as_deref() == Some("OOMKilled") {
             return Some(Diagnosis {
-                reason: reason::OOM_KILLED,
+                reason: Reason::OomKilled,
                 message: format!(
                     "pod {name}, container {}: OOMKilled (exit code {}): it used more than its memory limit{}. Fix: raise spec.memory.limit, or lower spec.memory.maxmemory (now {} bytes) to leave more headroom for copy-on-write during saves, client buffers and the replication backlog",
                     c.name,
@@ -194,7 +176,7 @@ fn container_failed(
                 .map(|l| format!(": {l}"))
                 .unwrap_or_default();
             return Some(Diagnosis {
-                reason: reason::CRASH_LOOPING,
+                reason: Reason::CrashLooping,
                 message: format!(
                     "pod {name}, container {} exits with code {}{output}. Fix: the lines quoted are the container's own last output; change what they name (a directive comes from spec.extraConfig or another spec field), and the pod restarts on its own. Full log: kubectl -n {} logs {name} -c {} --previous",
                     c.name, terminated.exit_code, store.namespace, c.name,
@@ -211,7 +193,7 @@ fn scheduling_problem(store: &ValidatedStore, name: &str, status: &PodStatus) ->
         .conditions
         .iter()
         .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+        .find(|c| c.type_ == "PodScheduled" && c.status == ConditionStatus::False);
     if let Some(condition) = scheduled {
         let said = condition.message.as_deref().unwrap_or_default();
         if said.contains("unbound") && said.contains("PersistentVolumeClaim") {
@@ -222,7 +204,7 @@ fn scheduling_problem(store: &ValidatedStore, name: &str, status: &PodStatus) ->
                 .map(|c| format!("the StorageClass {c:?} (spec.persistence.storageClassName)"))
                 .unwrap_or_else(|| "the cluster's default StorageClass".into());
             return Some(Diagnosis {
-                reason: reason::VOLUME_NOT_BOUND,
+                reason: Reason::VolumeNotBound,
                 message: format!(
                     "pod {name} waits for its volume data-{name}, which no provisioner has bound: {}. Fix: {class} must exist and have a working provisioner (kubectl get storageclass; kubectl -n {} describe pvc data-{name}); spec.persistence.storageClassName is immutable, so for another class create a new SessionStore",
                     quote(said),
@@ -232,7 +214,7 @@ fn scheduling_problem(store: &ValidatedStore, name: &str, status: &PodStatus) ->
         }
         if condition.reason.as_deref() == Some("Unschedulable") {
             return Some(Diagnosis {
-                reason: reason::UNSCHEDULABLE,
+                reason: Reason::Unschedulable,
                 message: format!(
                     "pod {name} cannot be scheduled: {}. Fix: give the cluster a node with {} of memory free that matches spec.nodeSelector, spec.tolerations, spec.affinity and spec.topologySpreadConstraints, or relax those fields",
                     quote(said),
@@ -261,7 +243,7 @@ fn redis_not_ready(
     let allowance = k8s_openapi::jiff::SignedDuration::try_from(STARTUP_ALLOWANCE).ok()?;
     if !redis.ready && running_for > allowance {
         return Some(Diagnosis {
-            reason: reason::NOT_READY,
+            reason: Reason::NotReady,
             message: format!(
                 "pod {name}: Redis has run for more than {} minutes without passing its readiness probe (PING as the probe user). Fix: read kubectl -n {} logs {name} -c redis: a dataset still loading (raise spec.memory.limit if it is close to it), or an ACL file the server refused (the Secret {}-internal was edited: delete the pod to reload it)",
                 STARTUP_ALLOWANCE.as_secs() / 60,
@@ -296,7 +278,7 @@ fn pods_not_created(store: &ValidatedStore, events: &[StatefulSetEvent]) -> Opti
         )
     };
     Some(Diagnosis {
-        reason: reason::PODS_NOT_CREATED,
+        reason: Reason::PodsNotCreated,
         message: format!(
             "the StatefulSet {} cannot create its pods: {}. Fix: {fix}",
             store.name,
@@ -413,7 +395,7 @@ mod tests {
             },
         ];
         let found = run(DEV, &[], Some(0), &events).expect("a cause");
-        assert_eq!(found.reason, reason::PODS_NOT_CREATED);
+        assert_eq!(found.reason, Reason::PodsNotCreated);
         assert!(found.message.contains(said), "{}", found.message);
         assert!(
             found.message.contains("remove spec.priorityClassName"),
@@ -467,7 +449,7 @@ mod tests {
             &[],
         )
         .expect("a cause");
-        assert_eq!(found.reason, reason::VOLUME_NOT_BOUND);
+        assert_eq!(found.reason, Reason::VolumeNotBound);
         assert!(
             found.message.contains(said) && found.message.contains("\"nope\""),
             "{}",
@@ -475,7 +457,7 @@ mod tests {
         );
         let said = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.";
         let found = run(DEV, &[pending(said)], Some(1), &[]).expect("a cause");
-        assert_eq!(found.reason, reason::UNSCHEDULABLE);
+        assert_eq!(found.reason, Reason::Unschedulable);
         assert!(
             found.message.contains(said) && found.message.contains("spec.nodeSelector"),
             "{}",
@@ -497,7 +479,7 @@ mod tests {
                 &[],
             )
             .expect("a cause");
-            assert_eq!(found.reason, reason::IMAGE_PULL_FAILED);
+            assert_eq!(found.reason, Reason::ImagePullFailed);
             assert!(
                 found.message.contains(why)
                     && found.message.contains("manifest unknown")
@@ -539,7 +521,7 @@ mod tests {
         )
         .expect("a cause");
         assert_eq!(waiting, running);
-        assert_eq!(waiting.reason, reason::CRASH_LOOPING);
+        assert_eq!(waiting.reason, Reason::CrashLooping);
         assert!(
             waiting.message.contains("exits with code 1")
                 && waiting.message.contains(
@@ -565,7 +547,7 @@ mod tests {
             &[],
         )
         .expect("a cause");
-        assert_eq!(found.reason, reason::OOM_KILLED);
+        assert_eq!(found.reason, Reason::OomKilled);
         assert!(
             found.message.contains("(256Mi)")
                 && found.message.contains("spec.memory.limit")
@@ -589,7 +571,7 @@ mod tests {
             None
         );
         let found = run(DEV, &[running("2026-12-03T09:49:00Z")], Some(1), &[]).expect("a cause");
-        assert_eq!(found.reason, reason::NOT_READY);
+        assert_eq!(found.reason, Reason::NotReady);
         assert!(
             found.message.contains("pod checkout-0"),
             "{}",

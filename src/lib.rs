@@ -24,6 +24,7 @@ pub mod render;
 pub mod rotation;
 pub mod settings;
 pub mod validate;
+pub mod vocabulary;
 
 #[cfg(test)]
 mod test_servers;

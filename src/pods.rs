@@ -7,6 +7,8 @@ use std::fmt::Display;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::vocabulary::ConditionStatus;
+
 /// The name the StatefulSet `<store>` gives its pod with this ordinal: `<store>-<ordinal>`.
 pub fn pod_name(store: &str, ordinal: impl Display) -> String {
     format!("{store}-{ordinal}")
@@ -39,7 +41,10 @@ pub fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+        })
 }
 
 /// A label selector (`k=v,k=v`) matching every one of these labels.

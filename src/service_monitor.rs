@@ -22,8 +22,8 @@ use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
 use crate::metrics::Verb;
-use crate::status::SERVICE_MONITOR_UNAVAILABLE;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{ConditionType, EventAction, Reason};
 
 /// prometheus-operator's `ServiceMonitor`, an optional API.
 pub const SERVICE_MONITOR_API: OptionalApi = OptionalApi {
@@ -65,15 +65,15 @@ pub async fn reconcile_service_monitor(
         let already_said = store.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
-                .any(|c| c.type_ == SERVICE_MONITOR_UNAVAILABLE)
+                .any(|c| c.type_ == ConditionType::ServiceMonitorUnavailable)
         });
         if !already_said {
             tracing::warn!("{message}");
             ctx.publish(
                 store,
                 EventType::Warning,
-                SERVICE_MONITOR_UNAVAILABLE,
-                "Provisioning",
+                Reason::ServiceMonitorUnavailable,
+                EventAction::Provisioning,
                 message.clone(),
             )
             .await;

@@ -19,19 +19,12 @@ use crate::context::Context;
 use crate::crd::{AuthStatus, Endpoint, HealthStatus, Phase, SessionStore, SessionStoreStatus};
 use crate::diagnosis::Diagnosis;
 use crate::error::{Error, Result};
-use crate::ha::observation::{FAILOVER, PRIMARY_KNOWN, PrimaryObservation};
-use crate::ha::rollout_step::{RolloutObservation, UPDATING};
+use crate::ha::observation::PrimaryObservation;
+use crate::ha::rollout_step::RolloutObservation;
 use crate::metrics::Verb;
-use crate::observe::HEALTHY;
-use crate::observe::conditions::reason;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore, ValidationError};
-
-pub const READY: &str = "Ready";
-pub const AVAILABLE: &str = "Available";
-/// Present (True) while `spec.monitoring.serviceMonitor` is on but prometheus-operator's API is
-/// missing; the store itself is not failed for it.
-pub const SERVICE_MONITOR_UNAVAILABLE: &str = "ServiceMonitorUnavailable";
+use crate::vocabulary::{ConditionStatus, ConditionType, Reason};
 
 /// Where the reconcile got to, which decides the status.
 pub enum Progress<'a> {
@@ -41,7 +34,7 @@ pub enum Progress<'a> {
     WaitingForSecret(&'a str),
     /// The TLS Secret (or the cert-manager API for `issuerRef`) is not there yet; `reason` is the
     /// Ready condition's reason, `message` names the spec field.
-    WaitingForTls { reason: &'a str, message: &'a str },
+    WaitingForTls { reason: Reason, message: &'a str },
     /// Every child is applied; `ready_replicas` from the StatefulSet's status, `auth` from the
     /// rotation step; `service_monitor_unavailable` the message when the ServiceMonitor could not
     /// be created for lack of its API.
@@ -103,7 +96,7 @@ impl OwnedStatus {
         }
     }
 
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 }
@@ -127,19 +120,19 @@ pub fn desired_status(
         ..previous.clone()
     };
     // Types this reconcile decided; the others are carried over below.
-    let mut decided = vec![READY, AVAILABLE];
+    let mut decided = vec![ConditionType::Ready, ConditionType::Available];
     let mut ours = match progress {
         Progress::Invalid(error) => {
             next.phase = Some(Phase::Failed);
-            conditions.not_ready("InvalidSpec", error.to_string())
+            conditions.not_ready(Reason::InvalidSpec, error.to_string())
         }
         Progress::WaitingForSecret(message) => {
             next.phase = Some(Phase::Pending);
-            conditions.not_ready("ExistingSecretMissing", (*message).to_string())
+            conditions.not_ready(Reason::ExistingSecretMissing, (*message).to_string())
         }
         Progress::WaitingForTls { reason, message } => {
             next.phase = Some(Phase::Pending);
-            conditions.not_ready(reason, (*message).to_string())
+            conditions.not_ready(*reason, (*message).to_string())
         }
         Progress::Applied {
             store,
@@ -153,7 +146,10 @@ pub fn desired_status(
             // Only there while the problem is: a later apply that created it drops the condition.
             // `Updating`: decided by the rolling update, kept while it has nothing new to say,
             // dropped for a standalone store.
-            decided.extend([SERVICE_MONITOR_UNAVAILABLE, UPDATING]);
+            decided.extend([
+                ConditionType::ServiceMonitorUnavailable,
+                ConditionType::Updating,
+            ]);
             let applied = AppliedView {
                 store,
                 ready_replicas: *ready_replicas,
@@ -173,8 +169,12 @@ pub fn desired_status(
         previous
             .conditions
             .iter()
-            .filter(|c| !decided.contains(&c.type_.as_str()))
-            .filter(|c| !applied || (c.type_ != PRIMARY_KNOWN && c.type_ != FAILOVER))
+            .filter(|c| !decided.iter().any(|t| c.type_ == *t))
+            .filter(|c| {
+                !applied
+                    || (c.type_ != ConditionType::PrimaryKnown
+                        && c.type_ != ConditionType::Failover)
+            })
             .cloned(),
     );
     next.conditions = ours;
@@ -190,8 +190,8 @@ struct Conditions<'a> {
 }
 
 impl Conditions<'_> {
-    fn make(&self, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
-        let status = if ok { "True" } else { "False" }.to_string();
+    fn make(&self, type_: ConditionType, ok: bool, reason: Reason, message: String) -> Condition {
+        let status = ConditionStatus::from(ok).to_string();
         let last_transition_time = self
             .previous
             .condition(type_)
@@ -209,9 +209,9 @@ impl Conditions<'_> {
     }
 
     /// Before anything is applied: `Ready=False` with why, `Available` as it was.
-    fn not_ready(&self, reason: &str, message: String) -> Vec<Condition> {
-        let mut ours = vec![self.make(READY, false, reason, message)];
-        ours.extend(self.previous.condition(AVAILABLE).cloned());
+    fn not_ready(&self, reason: Reason, message: String) -> Vec<Condition> {
+        let mut ours = vec![self.make(ConditionType::Ready, false, reason, message)];
+        ours.extend(self.previous.condition(ConditionType::Available).cloned());
         ours
     }
 }
@@ -269,9 +269,9 @@ fn applied_status(
     next.ready_replicas = Some(ready);
     if let Some(message) = applied.service_monitor_unavailable {
         ours.push(conditions.make(
-            SERVICE_MONITOR_UNAVAILABLE,
+            ConditionType::ServiceMonitorUnavailable,
             true,
-            "PrometheusOperatorMissing",
+            Reason::PrometheusOperatorMissing,
             message.to_string(),
         ));
     }
@@ -284,12 +284,17 @@ fn applied_status(
     }
     match applied.rollout.map(|r| r.condition.as_ref()) {
         Some(Some(updating)) => ours.push(conditions.make(
-            UPDATING,
+            ConditionType::Updating,
             updating.updating,
             updating.reason,
             updating.message.clone(),
         )),
-        Some(None) => ours.extend(conditions.previous.condition(UPDATING).cloned()),
+        Some(None) => ours.extend(
+            conditions
+                .previous
+                .condition(ConditionType::Updating)
+                .cloned(),
+        ),
         None => {}
     }
     ours
@@ -310,7 +315,7 @@ impl ReplicasView {
         if ready >= replicas && self.no_primary_yet {
             Phase::Provisioning
         } else if ready >= replicas {
-            phase_from_health(previous.condition(HEALTHY))
+            phase_from_health(previous.condition(ConditionType::Healthy))
         } else if ready >= 1 && self.was_ready {
             Phase::Degraded
         } else {
@@ -326,21 +331,21 @@ impl ReplicasView {
         let (replicas, ready) = (self.replicas, self.ready);
         if ready >= replicas && self.no_primary_yet {
             conditions.make(
-                READY,
+                ConditionType::Ready,
                 false,
-                "WaitingForPrimary",
+                Reason::WaitingForPrimary,
                 format!("{ready} of {replicas} replicas ready; no primary known yet"),
             )
         } else if ready >= replicas {
             conditions.make(
-                READY,
+                ConditionType::Ready,
                 true,
-                "AllReplicasReady",
+                Reason::AllReplicasReady,
                 format!("{ready} of {replicas} replicas ready"),
             )
         } else if let Some(diagnosis) = diagnosis {
             conditions.make(
-                READY,
+                ConditionType::Ready,
                 false,
                 diagnosis.reason,
                 format!(
@@ -350,12 +355,12 @@ impl ReplicasView {
             )
         } else {
             let reason = if self.was_ready {
-                "ReplicasNotReady"
+                Reason::ReplicasNotReady
             } else {
-                "Provisioning"
+                Reason::Provisioning
             };
             conditions.make(
-                READY,
+                ConditionType::Ready,
                 false,
                 reason,
                 format!("{ready} of {replicas} replicas ready"),
@@ -367,16 +372,16 @@ impl ReplicasView {
 fn available_condition(conditions: &Conditions<'_>, ready: i32) -> Condition {
     if ready >= 1 {
         conditions.make(
-            AVAILABLE,
+            ConditionType::Available,
             true,
-            "Serving",
+            Reason::Serving,
             "at least one Redis pod is ready to serve sessions".into(),
         )
     } else {
         conditions.make(
-            AVAILABLE,
+            ConditionType::Available,
             false,
-            "NoReadyReplicas",
+            Reason::NoReadyReplicas,
             "no Redis pod is ready yet".into(),
         )
     }
@@ -384,19 +389,29 @@ fn available_condition(conditions: &Conditions<'_>, ready: i32) -> Condition {
 
 /// `PrimaryKnown`, and `Failover` once a failover was seen.
 fn ha_conditions(conditions: &Conditions<'_>, ha: &PrimaryObservation) -> Vec<Condition> {
-    let mut ours = vec![conditions.make(PRIMARY_KNOWN, ha.known, ha.reason, ha.message.clone())];
+    let mut ours = vec![conditions.make(
+        ConditionType::PrimaryKnown,
+        ha.known,
+        ha.reason,
+        ha.message.clone(),
+    )];
     if let Some(failover) = &ha.failover {
         // Stays True after the first failover; its time is that of the latest one.
         let mut c = conditions.make(
-            FAILOVER,
+            ConditionType::Failover,
             true,
-            "PrimaryChanged",
+            Reason::PrimaryChanged,
             format!("primary changed from {} to {}", failover.from, failover.to),
         );
         c.last_transition_time = conditions.now.clone();
         ours.push(c);
     } else {
-        ours.extend(conditions.previous.condition(FAILOVER).cloned());
+        ours.extend(
+            conditions
+                .previous
+                .condition(ConditionType::Failover)
+                .cloned(),
+        );
     }
     ours
 }
@@ -406,8 +421,8 @@ fn ha_conditions(conditions: &Conditions<'_>, ha: &PrimaryObservation) -> Vec<Co
 pub fn phase_from_health(healthy: Option<&Condition>) -> Phase {
     match healthy {
         None => Phase::Ready,
-        Some(c) if c.status == "True" => Phase::Ready,
-        Some(c) if c.reason == reason::PODS_NOT_RUNNING || c.reason == reason::LOADING => {
+        Some(c) if c.status == ConditionStatus::True => Phase::Ready,
+        Some(c) if c.reason == Reason::PodsNotRunning || c.reason == Reason::Loading => {
             Phase::Provisioning
         }
         Some(_) => Phase::Degraded,
@@ -479,7 +494,7 @@ fn log_transition(store: &SessionStore, desired: &OwnedStatus) {
             from = before.map(Phase::as_str).unwrap_or("None"),
             to = desired.phase.map(Phase::as_str).unwrap_or("None"),
             reason = desired
-                .condition(READY)
+                .condition(ConditionType::Ready)
                 .map(|c| c.reason.as_str())
                 .unwrap_or_default(),
             "phase changed"
@@ -530,7 +545,9 @@ mod tests {
         );
         assert_eq!(first.phase, Some(Phase::Provisioning));
         assert_eq!(
-            first.condition(READY).map(|c| c.status.as_str()),
+            first
+                .condition(ConditionType::Ready)
+                .map(|c| c.status.as_str()),
             Some("False")
         );
         assert_eq!(
@@ -585,7 +602,9 @@ mod tests {
         );
         assert!(differs(Some(&live), &ready));
         assert_eq!(ready.phase, Some(Phase::Ready));
-        let r = ready.condition(READY).expect("ready condition");
+        let r = ready
+            .condition(ConditionType::Ready)
+            .expect("ready condition");
         assert_eq!(
             (r.status.as_str(), r.last_transition_time.clone()),
             ("True", at(900))
@@ -597,7 +616,7 @@ mod tests {
         let settings = OperatorSettings::default();
         let validated = validate(&dev()).expect("valid");
         let diagnosis = Diagnosis {
-            reason: crate::diagnosis::reason::CRASH_LOOPING,
+            reason: Reason::CrashLooping,
             message: "pod web-0, container redis exits with code 1".into(),
         };
         let applied = |ready: i32,
@@ -621,7 +640,7 @@ mod tests {
             )
         };
         let first = applied(0, Some(&diagnosis), None, 100);
-        let ready = first.condition(READY).expect("ready");
+        let ready = first.condition(ConditionType::Ready).expect("ready");
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "CrashLooping")
@@ -649,7 +668,9 @@ mod tests {
         // All ready: the diagnosis no longer applies.
         let healed = applied(1, None, Some(&live), 900);
         assert_eq!(
-            healed.condition(READY).map(|c| c.reason.as_str()),
+            healed
+                .condition(ConditionType::Ready)
+                .map(|c| c.reason.as_str()),
             Some("AllReplicasReady")
         );
     }
@@ -680,10 +701,10 @@ mod tests {
             &at(5),
         );
         assert_eq!(status.phase, Some(Phase::Failed));
-        let ready = status.condition(READY).expect("ready");
+        let ready = status.condition(ConditionType::Ready).expect("ready");
         assert_eq!(ready.reason, "InvalidSpec");
         assert!(ready.message.contains("spec.replicas"));
-        assert!(status.condition("Healthy").is_some());
+        assert!(status.condition(ConditionType::Healthy).is_some());
         assert_eq!(status.observed_generation, Some(3));
     }
 }

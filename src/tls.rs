@@ -23,6 +23,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::Verb;
 use crate::validate::{TlsSource, ValidatedStore};
+use crate::vocabulary::Reason;
 
 /// cert-manager's `Certificate`, an optional API.
 pub const CERTIFICATE_API: OptionalApi = OptionalApi {
@@ -36,9 +37,6 @@ pub const CERTIFICATE_API: OptionalApi = OptionalApi {
 pub const TLS_RETRY: Duration = Duration::from_secs(30);
 /// A "cert-manager is not installed" answer is trusted this long.
 pub use crate::apply_optional::DISCOVERY_RECHECK;
-/// Ready condition reasons while TLS is not there yet.
-pub const REASON_ISSUER_UNAVAILABLE: &str = "TlsIssuerUnavailable";
-pub const REASON_SECRET_MISSING: &str = "TlsSecretMissing";
 
 /// What the TLS step found.
 pub enum TlsReadiness {
@@ -47,7 +45,7 @@ pub enum TlsReadiness {
     Ready(TlsInputs),
     /// Cannot go on yet: the Ready condition's reason and a message naming the spec field.
     Waiting {
-        reason: &'static str,
+        reason: Reason,
         message: String,
     },
 }
@@ -63,7 +61,7 @@ pub async fn prepare(ctx: &Context, store: &ValidatedStore) -> Result<TlsReadine
         TlsSource::Issuer { name, kind, group } => {
             if !api_installed(ctx, &CERTIFICATE_API, &ctx.tls).await? {
                 return Ok(TlsReadiness::Waiting {
-                    reason: REASON_ISSUER_UNAVAILABLE,
+                    reason: Reason::TlsIssuerUnavailable,
                     message: format!(
                         "spec.tls.issuerRef ({kind} {name}, group {group}): the cert-manager API \
                          ({CERT_MANAGER_GROUP}/{CERT_MANAGER_VERSION} Certificate) is not installed; \
@@ -103,7 +101,7 @@ pub async fn prepare(ctx: &Context, store: &ValidatedStore) -> Result<TlsReadine
             ),
         };
         return Ok(TlsReadiness::Waiting {
-            reason: REASON_SECRET_MISSING,
+            reason: Reason::TlsSecretMissing,
             message,
         });
     };

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use sessionstore_operator::build::StoreCredentials;
 use sessionstore_operator::build::acl::{APP_USER, REPLICATION_USER};
-use sessionstore_operator::observe::conditions::{self, reason};
+use sessionstore_operator::observe::conditions;
 use sessionstore_operator::observe::{
     HealthTracker, PodProblem, PodTarget, ProbeSettings, RedisProbe, Role, StoreObservation,
     StoreTarget, TlsTarget,
 };
 use sessionstore_operator::password::Password;
+use sessionstore_operator::vocabulary::Reason;
 use support::redis_server::RedisServer;
 use support::tls::TestPki;
 use support::{DEVELOPMENT, validated};
@@ -81,7 +82,7 @@ fn fast_probe() -> RedisProbe {
     })
 }
 
-fn reasons(observation: &StoreObservation, previous_evicted: Option<u64>) -> Vec<&'static str> {
+fn reasons(observation: &StoreObservation, previous_evicted: Option<u64>) -> Vec<Reason> {
     conditions::assess(observation, previous_evicted)
         .problems
         .iter()
@@ -213,7 +214,7 @@ async fn filling_maxmemory_shows_pressure_and_evictions() {
         "used {used} should be above 90 % of 2 MiB"
     );
     let found: Vec<_> = report.verdict.problems.iter().map(|p| p.reason).collect();
-    assert_eq!(found, vec![reason::MEMORY_PRESSURE, reason::EVICTING]);
+    assert_eq!(found, vec![Reason::MemoryPressure, Reason::Evicting]);
     assert!(
         report.verdict.problems[1]
             .message
@@ -226,7 +227,7 @@ async fn filling_maxmemory_shows_pressure_and_evictions() {
     // No new writes: evictions stop being reported, memory pressure stays.
     let again = tracker.assess(&probe.probe_store(&store).await);
     let found: Vec<_> = again.verdict.problems.iter().map(|p| p.reason).collect();
-    assert_eq!(found, vec![reason::MEMORY_PRESSURE]);
+    assert_eq!(found, vec![Reason::MemoryPressure]);
 }
 
 #[tokio::test]
@@ -262,7 +263,7 @@ async fn a_stopped_server_is_unreachable_and_does_not_affect_another_store() {
     );
 
     assert_eq!(obs_a.pods[0].result, Err(PodProblem::ConnectionRefused));
-    assert_eq!(reasons(&obs_a, None), vec![reason::UNREACHABLE]);
+    assert_eq!(reasons(&obs_a, None), vec![Reason::Unreachable]);
     assert_eq!(
         conditions::assess(&obs_a, None).problems[0].message,
         "no pod answered: a-0: connection refused on the Redis port"
@@ -284,7 +285,7 @@ async fn a_wrong_operator_password_is_a_calm_auth_refusal() {
         .await;
     assert_eq!(observation.pods[0].result, Err(PodProblem::AuthRefused));
     let verdict = conditions::assess(&observation, None);
-    assert_eq!(verdict.problems[0].reason, reason::AUTH_REFUSED);
+    assert_eq!(verdict.problems[0].reason, Reason::AuthRefused);
     let message = &verdict.problems[0].message;
     assert_eq!(
         message,
@@ -380,7 +381,7 @@ async fn a_replica_reports_its_link_up_then_down_when_the_primary_stops() {
     assert_eq!(health.session_keys, None, "no primary, no figures");
     let verdict = conditions::assess(&observation, None);
     assert!(!verdict.serving);
-    assert_eq!(verdict.problems[0].reason, reason::NO_PRIMARY);
+    assert_eq!(verdict.problems[0].reason, Reason::NoPrimary);
     assert!(matches!(
         observation.pods[1].result.as_ref().map(|i| i.role),
         Ok(Some(Role::Replica))

@@ -8,6 +8,7 @@ use kube::runtime::events::{Event, EventType};
 use super::Context;
 use crate::crd::SessionStore;
 use crate::metrics::Verb;
+use crate::vocabulary::{EventAction, Reason};
 
 impl Context {
     /// Publishes an Event about the store (`reason` is the Event's reason, `action` what the
@@ -16,8 +17,8 @@ impl Context {
         &self,
         store: &SessionStore,
         type_: EventType,
-        reason: &str,
-        action: &str,
+        reason: Reason,
+        action: EventAction,
         note: String,
     ) {
         self.send(store, type_, reason, action, note, None).await;
@@ -30,8 +31,8 @@ impl Context {
         &self,
         store: &SessionStore,
         type_: EventType,
-        reason: &str,
-        action: &str,
+        reason: Reason,
+        action: EventAction,
         note: String,
         related: ObjectReference,
     ) {
@@ -43,8 +44,8 @@ impl Context {
         &self,
         store: &SessionStore,
         type_: EventType,
-        reason: &str,
-        action: &str,
+        reason: Reason,
+        action: EventAction,
         note: String,
         secondary: Option<ObjectReference>,
     ) {
@@ -57,7 +58,7 @@ impl Context {
             secondary,
         };
         if let Err(error) = self.recorder.publish(&event, &store.object_ref(&())).await {
-            tracing::warn!(%error, reason, "could not publish Event");
+            tracing::warn!(%error, %reason, "could not publish Event");
         }
     }
 }

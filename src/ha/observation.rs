@@ -12,12 +12,8 @@ use crate::build::statefulset::REDIS_CONTAINER;
 use crate::cache::REVISION_LABEL;
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::Reason;
 
-/// Condition: whether a majority of Sentinels names a primary pod (and the labels follow it).
-pub const PRIMARY_KNOWN: &str = "PrimaryKnown";
-/// Condition: the last failover the operator saw (`True` once one happened; its time is the time of
-/// the latest one, its message `old -> new`).
-pub const FAILOVER: &str = "Failover";
 /// What the HA step and the rolling update need of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodRole {
@@ -105,7 +101,7 @@ pub struct PrimaryObservation {
     /// Whether a majority named a pod of this store in this reconcile.
     pub known: bool,
     /// `PrimaryKnown` condition reason and message.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// Set when the primary differs from the one in the status.
     pub failover: Option<Failover>,
@@ -121,7 +117,7 @@ pub struct PrimaryObservation {
 impl PrimaryObservation {
     pub(crate) fn unknown(
         previous: Option<String>,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         requeue: Option<Duration>,
     ) -> Self {

@@ -23,9 +23,8 @@ use crate::ha::observation::{PodRole, PrimaryObservation};
 use crate::ha::rollout::{Decision, RolloutInput, RolloutPod, decide, progress};
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{EventAction, Reason};
 
-/// Condition: whether a rolling update of the pods is in progress.
-pub const UPDATING: &str = "Updating";
 /// How soon to look again while pods are being updated.
 pub const ROLLOUT_REQUEUE: Duration = Duration::from_secs(3);
 /// Consecutive refused handovers after which a Warning Event is published (then every as many).
@@ -35,7 +34,7 @@ pub const HANDOVER_REFUSALS_WARNING: u32 = 3;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdatingCondition {
     pub updating: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -216,7 +215,7 @@ async fn act(
     summary: &str,
 ) -> Result<RolloutObservation> {
     let ctx = target.ctx;
-    let updating = |reason: &'static str, message: String| {
+    let updating = |reason: Reason, message: String| {
         Some(UpdatingCondition {
             updating: true,
             reason,
@@ -229,7 +228,7 @@ async fn act(
             RolloutObservation {
                 condition: Some(UpdatingCondition {
                     updating: false,
-                    reason: "UpToDate",
+                    reason: Reason::UpToDate,
                     message: format!("all {desired} pods at revision {update_revision}"),
                 }),
                 decision: Some(decision),
@@ -237,7 +236,7 @@ async fn act(
             }
         }
         Decision::Wait(why) => RolloutObservation {
-            condition: updating("Waiting", format!("{summary}; waiting: {why}")),
+            condition: updating(Reason::Waiting, format!("{summary}; waiting: {why}")),
             decision: Some(decision.clone()),
             requeue: Some(ROLLOUT_REQUEUE),
         },
@@ -250,7 +249,10 @@ async fn act(
             tracing::info!(%pod, revision = %update_revision, "rolling update: restarting pod");
             publish_restart(ctx, target.store, target.validated, pod, summary).await;
             RolloutObservation {
-                condition: updating("RestartingPod", format!("{summary}; restarting {pod}")),
+                condition: updating(
+                    Reason::RestartingPod,
+                    format!("{summary}; restarting {pod}"),
+                ),
                 decision: Some(decision.clone()),
                 requeue: Some(ROLLOUT_REQUEUE),
             }
@@ -258,7 +260,7 @@ async fn act(
         Decision::HandOver { primary } => {
             let message = hand_over(target, primary, summary).await;
             RolloutObservation {
-                condition: updating("HandingOverPrimary", message),
+                condition: updating(Reason::HandingOverPrimary, message),
                 decision: Some(decision.clone()),
                 requeue: Some(ROLLOUT_REQUEUE),
             }
@@ -297,8 +299,8 @@ async fn hand_over(target: &RolloutTarget<'_>, primary: &String, summary: &str) 
             };
             ctx.publish(store,
                 event_type,
-                "HandingOverPrimary",
-                "RollingUpdate",
+                Reason::HandingOverPrimary,
+                EventAction::RollingUpdate,
                 format!(
                     "{summary}; only the primary {primary} is outdated: handing the primary role over ({message})"
                 ),
@@ -315,8 +317,8 @@ async fn hand_over(target: &RolloutTarget<'_>, primary: &String, summary: &str) 
             if refusals.is_multiple_of(HANDOVER_REFUSALS_WARNING) {
                 ctx.publish(store,
                     EventType::Warning,
-                    "HandoverRefused",
-                    "RollingUpdate",
+                    Reason::HandoverRefused,
+                    EventAction::RollingUpdate,
                     format!(
                         "the primary {primary} could not be handed over {refusals} times in a row: {message}"
                     ),
@@ -348,8 +350,8 @@ async fn publish_restart(
     ctx.publish_related(
         store,
         EventType::Normal,
-        "RestartingPod",
-        "RollingUpdate",
+        Reason::RestartingPod,
+        EventAction::RollingUpdate,
         format!("{summary}; restarting {pod} to update it"),
         pod_ref,
     )

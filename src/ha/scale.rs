@@ -16,9 +16,8 @@ use crate::crd::SessionStore;
 use crate::error::Result;
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{EventAction, Reason};
 
-/// Event reason of a held scale-down.
-pub const SCALE_DOWN_HANDOVER: &str = "ScaleDownHandover";
 /// How soon a held scale-down is looked at again (the Sentinels agree within seconds).
 pub const SCALE_DOWN_RECHECK: Duration = Duration::from_millis(2500);
 
@@ -154,8 +153,14 @@ pub async fn guard_scale_down(
     };
     tracing::info!("{note}");
     if ctx.ha.scale_memo.is_new(&key, &note) {
-        ctx.publish(store, event_type, SCALE_DOWN_HANDOVER, "ScaleDown", note)
-            .await;
+        ctx.publish(
+            store,
+            event_type,
+            Reason::ScaleDownHandover,
+            EventAction::ScaleDown,
+            note,
+        )
+        .await;
     }
     Ok(Some(ScaleHold {
         store: held,

@@ -34,10 +34,9 @@ use crate::ha::handover::{HandoverOutcome, HandoverRequest};
 use crate::ha::primary::{RoleChange, role_label_changes};
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{ConditionType, EventAction, Reason};
 
-pub use crate::ha::observation::{
-    AddressFn, FAILOVER, Failover, PRIMARY_KNOWN, PodRole, PrimaryObservation,
-};
+pub use crate::ha::observation::{AddressFn, Failover, PodRole, PrimaryObservation};
 
 /// Field manager of the role-label patches, distinct from the children's applies.
 pub const ROLE_FIELD_MANAGER: &str = "sessionstore-operator-role";
@@ -114,8 +113,8 @@ pub async fn reconcile_primary(
                 ctx.publish(
                     store,
                     EventType::Warning,
-                    "HandoverRefused",
-                    "PodStopping",
+                    Reason::HandoverRefused,
+                    EventAction::PodStopping,
                     format!("{why}; it stops as primary and the Sentinels fail over"),
                 )
                 .await;
@@ -201,8 +200,8 @@ async fn hand_over_stopping(
             };
             ctx.publish(store,
                 event_type,
-                "HandingOverPrimary",
-                "PodStopping",
+                Reason::HandingOverPrimary,
+                EventAction::PodStopping,
                 format!(
                     "the primary pod {primary} is stopping (deleted or evicted): planned handover before Redis stops ({message})"
                 ),
@@ -215,8 +214,8 @@ async fn hand_over_stopping(
             if ctx.ha.disruption.first_refusal(key, uid) {
                 ctx.publish(store,
                     EventType::Warning,
-                    "HandoverRefused",
-                    "PodStopping",
+                    Reason::HandoverRefused,
+                    EventAction::PodStopping,
                     format!(
                         "the primary pod {primary} is stopping, but the primary role could not be handed over: {message}; the operator retries while it stops, else it stops as primary and the Sentinels fail over"
                     ),
@@ -296,7 +295,7 @@ async fn observe_primary(target: &HaTarget<'_>) -> Result<Option<PrimaryObservat
         message: format!("a majority of the Sentinels names {primary} as primary"),
         primary: Some(primary),
         known: true,
-        reason: "SentinelMajority",
+        reason: Reason::SentinelMajority,
         failover,
         label_writes,
         requeue: Some(requeue),
@@ -313,7 +312,7 @@ fn cannot_ask_sentinels(
         // No pod is ready: no Sentinel can answer yet. The StatefulSet watch wakes us when one is.
         return Some(PrimaryObservation::unknown(
             previous.clone(),
-            "WaitingForPods",
+            Reason::WaitingForPods,
             "no Redis pod is ready yet; the Sentinels cannot name a primary".into(),
             None,
         ));
@@ -323,7 +322,7 @@ fn cannot_ask_sentinels(
         // without `ca.crt`: the Sentinels cannot be verified, so nothing is relabelled.
         return Some(PrimaryObservation::unknown(
             previous.clone(),
-            "SentinelTlsCaMissing",
+            Reason::SentinelTlsCaMissing,
             "the TLS Secret has no ca.crt, so the Sentinels cannot be verified; role labels are unchanged".into(),
             Some(crate::context::RESYNC_INTERVAL),
         ));
@@ -352,17 +351,21 @@ async fn discover(
         Ok(answer) => answer,
         Err(error) => {
             let previous_reason = status
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == PRIMARY_KNOWN))
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == ConditionType::PrimaryKnown)
+                })
                 .map(|c| c.reason.clone());
             // A new store's Sentinels take a few seconds to meet: calm, not a warning.
             let never_known =
                 previous.is_none() && !matches!(status.and_then(|s| s.phase), Some(Phase::Ready));
             let reason = if never_known {
-                "WaitingForSentinels"
+                Reason::WaitingForSentinels
             } else {
-                "NoSentinelMajority"
+                Reason::NoSentinelMajority
             };
-            if previous_reason.as_deref() == Some(reason) || never_known {
+            if previous_reason.as_deref() == Some(reason.as_str()) || never_known {
                 tracing::debug!(%error, "primary not known");
             } else {
                 tracing::warn!(%error, "primary not known; role labels unchanged");
@@ -378,7 +381,7 @@ async fn discover(
     answer.pod.clone().ok_or_else(|| {
         Box::new(PrimaryObservation::unknown(
             previous.clone(),
-            "PrimaryNotAPod",
+            Reason::PrimaryNotAPod,
             format!(
                 "the Sentinels name {} as primary, which is not a pod of this store; role labels unchanged",
                 answer.address()
@@ -400,7 +403,7 @@ fn unconfirmed(
         // Labelling no pod primary would empty the Service on a guess; wait for the pod instead.
         return Some(PrimaryObservation::unknown(
             previous.clone(),
-            "PrimaryPodMissing",
+            Reason::PrimaryPodMissing,
             format!(
                 "the Sentinels name {primary} as primary, but there is no such pod; role labels unchanged"
             ),
@@ -420,7 +423,7 @@ fn unconfirmed(
     // promotion one by one): keep the labels on the promoted pod and ask again shortly.
     Some(PrimaryObservation::unknown(
         previous.clone(),
-        "SentinelsCatchingUp",
+        Reason::SentinelsCatchingUp,
         format!(
             "the Sentinels still name {primary}, which was just handed over to {to}; waiting for them to agree"
         ),
@@ -489,8 +492,14 @@ async fn publish_failover(ctx: &Context, store: &SessionStore, failover: &Failov
         "Primary changed from {} to {} ({how}); the Service follows it",
         failover.from, failover.to
     );
-    ctx.publish(store, EventType::Normal, "PrimaryChanged", "Failover", note)
-        .await;
+    ctx.publish(
+        store,
+        EventType::Normal,
+        Reason::PrimaryChanged,
+        EventAction::Failover,
+        note,
+    )
+    .await;
 }
 
 #[cfg(test)]

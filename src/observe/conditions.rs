@@ -11,33 +11,15 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::observe::info::{PodProblem, RedisInfo, Role, StoreObservation};
-
-pub const HEALTHY: &str = "Healthy";
-pub const DEGRADED: &str = "Degraded";
+use crate::vocabulary::{ConditionStatus, ConditionType, Reason};
 
 /// Memory use above this share of `maxmemory` is `MemoryPressure`.
 pub const MEMORY_PRESSURE_RATIO: f64 = 0.90;
 
-/// Condition reasons (CamelCase words, stable: alerts match on them).
-pub mod reason {
-    pub const ALL_CHECKS_PASSED: &str = "AllChecksPassed";
-    pub const AS_EXPECTED: &str = "AsExpected";
-    pub const NOT_SERVING: &str = "NotServing";
-    pub const PODS_NOT_RUNNING: &str = "PodsNotRunning";
-    pub const UNREACHABLE: &str = "Unreachable";
-    pub const AUTH_REFUSED: &str = "AuthRefused";
-    pub const NO_PRIMARY: &str = "NoPrimary";
-    pub const LOADING: &str = "Loading";
-    pub const MEMORY_PRESSURE: &str = "MemoryPressure";
-    pub const EVICTING: &str = "Evicting";
-    pub const KEYS_WITHOUT_TTL: &str = "KeysWithoutTtl";
-    pub const REPLICA_LINK_DOWN: &str = "ReplicaLinkDown";
-}
-
 /// One thing that needs attention, most severe first in `Verdict::problems`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -66,7 +48,7 @@ pub fn assess(observation: &StoreObservation, previous_evicted_keys: Option<u64>
     match primary {
         None => problems.push(no_primary_problem(observation)),
         Some((name, info)) if info.loading => problems.push(Problem {
-            reason: reason::LOADING,
+            reason: Reason::Loading,
             message: format!("primary {name} is loading its dataset from disk and refuses commands until it is done"),
         }),
         Some((name, info)) => {
@@ -89,24 +71,24 @@ pub fn assess(observation: &StoreObservation, previous_evicted_keys: Option<u64>
         for pod in pods {
             match &pod.result {
                 Err(PodProblem::NotRunning) => problems.push(Problem {
-                    reason: reason::PODS_NOT_RUNNING,
+                    reason: Reason::PodsNotRunning,
                     message: format!("pod {} is not running yet", pod.name),
                 }),
                 Err(PodProblem::AuthRefused) => problems.push(Problem {
-                    reason: reason::AUTH_REFUSED,
+                    reason: Reason::AuthRefused,
                     message: format!("pod {}: {}", pod.name, PodProblem::AuthRefused.describe()),
                 }),
                 Err(problem) => problems.push(Problem {
-                    reason: reason::UNREACHABLE,
+                    reason: Reason::Unreachable,
                     message: format!("pod {}: {}", pod.name, problem.describe()),
                 }),
                 Ok(info) if info.loading => problems.push(Problem {
-                    reason: reason::LOADING,
+                    reason: Reason::Loading,
                     message: format!("replica {} is loading its dataset from disk", pod.name),
                 }),
                 Ok(info) if info.role == Some(Role::Replica) && info.master_link_up != Some(true) => {
                     links_down.push(Problem {
-                        reason: reason::REPLICA_LINK_DOWN,
+                        reason: Reason::ReplicaLinkDown,
                         message: format!(
                             "replica {} has no link to its primary (master_link_status down): it serves stale data and cannot take over safely",
                             pod.name
@@ -132,14 +114,14 @@ fn no_primary_problem(observation: &StoreObservation) -> Problem {
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     if pods.is_empty() {
         return Problem {
-            reason: reason::PODS_NOT_RUNNING,
+            reason: Reason::PodsNotRunning,
             message: "no pod exists yet".into(),
         };
     }
     if pods.iter().all(|p| p.result == Err(PodProblem::NotRunning)) {
         let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
         return Problem {
-            reason: reason::PODS_NOT_RUNNING,
+            reason: Reason::PodsNotRunning,
             message: format!(
                 "no pod is running yet ({}); waiting for them to start",
                 names.join(", ")
@@ -156,16 +138,16 @@ fn no_primary_problem(observation: &StoreObservation) -> Problem {
         .collect();
     let (reason, lead) = if pods.iter().any(|p| p.result.is_ok()) {
         (
-            reason::NO_PRIMARY,
+            Reason::NoPrimary,
             "pods answer but none is primary (failover in progress?)",
         )
     } else if pods
         .iter()
         .any(|p| p.result == Err(PodProblem::AuthRefused))
     {
-        (reason::AUTH_REFUSED, "the operator cannot log in to Redis")
+        (Reason::AuthRefused, "the operator cannot log in to Redis")
     } else {
-        (reason::UNREACHABLE, "no pod answered")
+        (Reason::Unreachable, "no pod answered")
     };
     Problem {
         reason,
@@ -185,7 +167,7 @@ fn primary_problems(
     {
         let policy = info.maxmemory_policy.as_deref().unwrap_or("unknown");
         problems.push(Problem {
-            reason: reason::MEMORY_PRESSURE,
+            reason: Reason::MemoryPressure,
             message: format!(
                 "used memory {} is {:.0}% of maxmemory {} (above {:.0}%); under {policy} Redis evicts or refuses writes when it is full",
                 bytes(used),
@@ -200,7 +182,7 @@ fn primary_problems(
         let evicted = if now >= before { now - before } else { now };
         if evicted > 0 {
             problems.push(Problem {
-                reason: reason::EVICTING,
+                reason: Reason::Evicting,
                 message: format!(
                     "{evicted} keys evicted since the last check ({now} since Redis started): sessions are being dropped to make room"
                 ),
@@ -213,7 +195,7 @@ fn primary_problems(
         let without = info.keys_without_ttl();
         if without > 0 {
             later.push(Problem {
-                reason: reason::KEYS_WITHOUT_TTL,
+                reason: Reason::KeysWithoutTtl,
                 message: format!(
                     "{without} keys have no TTL; under {} they are never evicted and writes will fail once memory is full",
                     policy.as_redis()
@@ -273,23 +255,28 @@ pub fn health_conditions(
             .join("; ")
     };
     let healthy = match verdict.problems.first() {
-        None => ("True", reason::ALL_CHECKS_PASSED, verdict.summary.clone()),
-        Some(first) => ("False", first.reason, all_messages()),
+        None => (
+            ConditionStatus::True,
+            Reason::AllChecksPassed,
+            verdict.summary.clone(),
+        ),
+        Some(first) => (ConditionStatus::False, first.reason, all_messages()),
     };
     let degraded = match (verdict.serving, verdict.problems.first()) {
-        (true, Some(first)) => ("True", first.reason, all_messages()),
+        (true, Some(first)) => (ConditionStatus::True, first.reason, all_messages()),
         (true, None) => (
-            "False",
-            reason::AS_EXPECTED,
+            ConditionStatus::False,
+            Reason::AsExpected,
             "nothing needs attention".to_string(),
         ),
         (false, _) => (
-            "False",
-            reason::NOT_SERVING,
+            ConditionStatus::False,
+            Reason::NotServing,
             "the store is not serving sessions; the Healthy condition says why".to_string(),
         ),
     };
-    let make = |type_: &str, (status, reason, message): (&str, &str, String)| {
+    let make = |type_: ConditionType,
+                (status, reason, message): (ConditionStatus, Reason, String)| {
         merge_condition(
             existing,
             Condition {
@@ -302,7 +289,10 @@ pub fn health_conditions(
             },
         )
     };
-    [make(HEALTHY, healthy), make(DEGRADED, degraded)]
+    [
+        make(ConditionType::Healthy, healthy),
+        make(ConditionType::Degraded, degraded),
+    ]
 }
 
 /// Keeps the existing condition's `lastTransitionTime` when its status did not change.
@@ -384,7 +374,7 @@ mod tests {
         }
     }
 
-    fn reasons(v: &Verdict) -> Vec<&'static str> {
+    fn reasons(v: &Verdict) -> Vec<Reason> {
         v.problems.iter().map(|p| p.reason).collect()
     }
 
@@ -422,9 +412,9 @@ mod tests {
         assert_eq!(
             reasons(&v),
             vec![
-                reason::MEMORY_PRESSURE,
-                reason::EVICTING,
-                reason::KEYS_WITHOUT_TTL
+                Reason::MemoryPressure,
+                Reason::Evicting,
+                Reason::KeysWithoutTtl
             ]
         );
         assert!(
@@ -462,7 +452,7 @@ mod tests {
         // Counter went down: Redis restarted, and the 40 it counts since are new.
         assert_eq!(
             reasons(&assess(&store(vec![("s-0", Ok(info))]), Some(100))),
-            vec![reason::EVICTING]
+            vec![Reason::Evicting]
         );
     }
 
@@ -477,7 +467,7 @@ mod tests {
         let volatile = primary(1, 100, 10, 0, 0, "volatile-ttl");
         assert_eq!(
             reasons(&assess(&store(vec![("s-0", Ok(volatile))]), Some(0))),
-            vec![reason::KEYS_WITHOUT_TTL]
+            vec![Reason::KeysWithoutTtl]
         );
     }
 
@@ -491,7 +481,7 @@ mod tests {
             None,
         );
         assert!(!v.serving);
-        assert_eq!(reasons(&v), vec![reason::PODS_NOT_RUNNING]);
+        assert_eq!(reasons(&v), vec![Reason::PodsNotRunning]);
         assert_eq!(
             v.problems[0].message,
             "no pod is running yet (s-0, s-1); waiting for them to start"
@@ -505,7 +495,7 @@ mod tests {
             &store(vec![("s-0", Err(PodProblem::ConnectionRefused))]),
             None,
         );
-        assert_eq!(reasons(&v), vec![reason::UNREACHABLE]);
+        assert_eq!(reasons(&v), vec![Reason::Unreachable]);
         assert_eq!(
             v.problems[0].message,
             "no pod answered: s-0: connection refused on the Redis port"
@@ -517,7 +507,7 @@ mod tests {
                 .contains("no answer to the connection within the timeout")
         );
         let v = assess(&store(vec![("s-0", Err(PodProblem::AuthRefused))]), None);
-        assert_eq!(reasons(&v), vec![reason::AUTH_REFUSED]);
+        assert_eq!(reasons(&v), vec![Reason::AuthRefused]);
         assert!(v.problems[0].message.starts_with(
             "the operator cannot log in to Redis: s-0: Redis refused the operator's ACL user"
         ));
@@ -530,7 +520,7 @@ mod tests {
         info.loading = true;
         let v = assess(&store(vec![("s-0", Ok(info))]), None);
         assert!(!v.serving);
-        assert_eq!(reasons(&v), vec![reason::LOADING]);
+        assert_eq!(reasons(&v), vec![Reason::Loading]);
         assert_eq!(phase_of(&v), Phase::Provisioning);
     }
 
@@ -548,7 +538,7 @@ mod tests {
         assert!(v.serving);
         assert_eq!(
             reasons(&v),
-            vec![reason::UNREACHABLE, reason::REPLICA_LINK_DOWN]
+            vec![Reason::Unreachable, Reason::ReplicaLinkDown]
         );
         assert!(
             v.problems[0]
@@ -571,7 +561,7 @@ mod tests {
             ]),
             None,
         );
-        assert_eq!(reasons(&v), vec![reason::NO_PRIMARY]);
+        assert_eq!(reasons(&v), vec![Reason::NoPrimary]);
         assert_eq!(
             v.problems[0].message,
             "pods answer but none is primary (failover in progress?): s-0: connection refused on the Redis port; s-1: replica"
@@ -587,11 +577,11 @@ mod tests {
         let [h1, d1] = health_conditions(&healthy, Some(3), &[], &time(1000));
         assert_eq!(
             (h1.status.as_str(), h1.reason.as_str()),
-            ("True", reason::ALL_CHECKS_PASSED)
+            ("True", Reason::AllChecksPassed.as_str())
         );
         assert_eq!(
             (d1.status.as_str(), d1.reason.as_str()),
-            ("False", reason::AS_EXPECTED)
+            ("False", Reason::AsExpected.as_str())
         );
         assert_eq!(h1.observed_generation, Some(3));
 
@@ -608,11 +598,11 @@ mod tests {
         let [h3, d3] = health_conditions(&pressured, Some(3), &[h2, d2], &time(3000));
         assert_eq!(
             (h3.status.as_str(), h3.reason.as_str()),
-            ("False", reason::MEMORY_PRESSURE)
+            ("False", Reason::MemoryPressure.as_str())
         );
         assert_eq!(
             (d3.status.as_str(), d3.reason.as_str()),
-            ("True", reason::MEMORY_PRESSURE)
+            ("True", Reason::MemoryPressure.as_str())
         );
         assert_eq!(h3.last_transition_time, time(3000));
         assert_eq!(d3.message, h3.message);
@@ -625,7 +615,7 @@ mod tests {
         let [h4, d4] = health_conditions(&down, Some(3), &[h3, d3], &time(4000));
         assert_eq!(
             (h4.status.as_str(), h4.reason.as_str()),
-            ("False", reason::UNREACHABLE)
+            ("False", Reason::Unreachable.as_str())
         );
         assert_eq!(
             h4.last_transition_time,
@@ -634,7 +624,7 @@ mod tests {
         );
         assert_eq!(
             (d4.status.as_str(), d4.reason.as_str()),
-            ("False", reason::NOT_SERVING)
+            ("False", Reason::NotServing.as_str())
         );
         assert_eq!(d4.last_transition_time, time(4000));
     }
@@ -658,7 +648,7 @@ mod tests {
         upsert_conditions(&mut list, health_conditions(&v, None, &[], &time(9)));
         assert_eq!(list.len(), 3);
         assert_eq!(list[0], other);
-        assert_eq!(list[1].type_, HEALTHY);
+        assert_eq!(list[1].type_, ConditionType::Healthy.as_str());
         assert_eq!(list[1].last_transition_time, time(5));
     }
 }

@@ -34,10 +34,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::crd::HealthStatus;
+use crate::vocabulary::ConditionType;
 
-pub use conditions::{
-    DEGRADED, HEALTHY, Problem, Verdict, assess, health_conditions, upsert_conditions,
-};
+pub use conditions::{Problem, Verdict, assess, health_conditions, upsert_conditions};
 pub use info::{PodObservation, PodProblem, RedisInfo, Role, StoreObservation};
 pub use probe::{PodTarget, ProbeSettings, RedisProbe, StoreTarget, TlsTarget};
 
@@ -142,7 +141,7 @@ impl HealthTracker {
     pub fn seed_from_status(&mut self, health: &HealthStatus, conditions: &[Condition]) {
         let health_conditions: Vec<Condition> = conditions
             .iter()
-            .filter(|c| c.type_ == HEALTHY || c.type_ == DEGRADED)
+            .filter(|c| c.type_ == ConditionType::Healthy || c.type_ == ConditionType::Degraded)
             .cloned()
             .collect();
         self.last_write = Some((
@@ -418,6 +417,7 @@ impl HealthMetrics {
 mod tests {
     use super::*;
     use crate::crd::PodHealth;
+    use crate::vocabulary::Reason;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn primary(used: u64, keys: u64, expired: u64, clients: u64, evicted: u64) -> RedisInfo {
@@ -567,10 +567,7 @@ mod tests {
             0,
         );
         let report = tracker.assess(&observe(primary(1 << 20, 5, 0, 1, 12)));
-        assert_eq!(
-            report.verdict.problems[0].reason,
-            conditions::reason::EVICTING
-        );
+        assert_eq!(report.verdict.problems[0].reason, Reason::Evicting);
         let conditions_now = health_conditions(&report.verdict, Some(1), &conditions, &at(60));
         assert_eq!(
             tracker.decide(

@@ -13,6 +13,7 @@ use crate::crd::SessionStore;
 use crate::error::Result;
 use crate::service_monitor::reconcile_service_monitor;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{EventAction, Reason};
 
 /// What the apply step hands on.
 pub(super) struct Applied {
@@ -40,8 +41,14 @@ pub(super) async fn apply(
             "Created the Redis children and the connection Secret {}",
             ChildNames::connection_secret(&validated.name)
         );
-        ctx.publish(store, EventType::Normal, "Created", "Provisioning", note)
-            .await;
+        ctx.publish(
+            store,
+            EventType::Normal,
+            Reason::Created,
+            EventAction::Provisioning,
+            note,
+        )
+        .await;
     }
     // Optional prometheus-operator object, after the children: a missing API is a condition, not
     // a failure.

@@ -17,6 +17,7 @@ use crate::secrets::{SecretsRead, read_credentials};
 use crate::status::{Progress, write_status};
 use crate::tls::{TLS_RETRY, TlsReadiness};
 use crate::validate::{ValidatedStore, check_engine_switch, validate_with};
+use crate::vocabulary::{EventAction, Reason};
 
 /// A step hands its output on, or ends the reconcile with an action (the status says why).
 pub(super) type Flow<T> = std::ops::ControlFlow<Action, T>;
@@ -60,8 +61,14 @@ pub(super) async fn spec(
             tracing::warn!(field = %error.field, "invalid spec: {}", error.message);
             if write_status(ctx, store, &Progress::Invalid(&error)).await? {
                 let note = error.to_string();
-                ctx.publish(store, EventType::Warning, "InvalidSpec", "Validating", note)
-                    .await;
+                ctx.publish(
+                    store,
+                    EventType::Warning,
+                    Reason::InvalidSpec,
+                    EventAction::Validating,
+                    note,
+                )
+                .await;
             }
             return Ok(Break(()));
         }
@@ -81,14 +88,20 @@ pub(super) async fn inputs(
         TlsReadiness::Disabled => None,
         TlsReadiness::Ready(inputs) => Some(inputs),
         TlsReadiness::Waiting { reason, message } => {
-            tracing::warn!(reason, "{message}");
+            tracing::warn!(%reason, "{message}");
             let progress = Progress::WaitingForTls {
                 reason,
                 message: &message,
             };
             if write_status(ctx, store, &progress).await? {
-                ctx.publish(store, EventType::Warning, reason, "ReadingSecret", message)
-                    .await;
+                ctx.publish(
+                    store,
+                    EventType::Warning,
+                    reason,
+                    EventAction::ReadingSecret,
+                    message,
+                )
+                .await;
             }
             return Ok(Break(Action::requeue(TLS_RETRY)));
         }
@@ -103,8 +116,8 @@ pub(super) async fn inputs(
                 ctx.publish(
                     store,
                     EventType::Warning,
-                    "ExistingSecretMissing",
-                    "ReadingSecret",
+                    Reason::ExistingSecretMissing,
+                    EventAction::ReadingSecret,
                     note,
                 )
                 .await;
@@ -152,8 +165,8 @@ async fn announce_engine_switch(
     ctx.publish(
         store,
         EventType::Normal,
-        "SwitchingEngine",
-        "Updating",
+        Reason::SwitchingEngine,
+        EventAction::Updating,
         note,
     )
     .await;

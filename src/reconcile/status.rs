@@ -11,7 +11,8 @@ use super::observe::Seen;
 use crate::context::{Context, RESYNC_INTERVAL};
 use crate::crd::SessionStore;
 use crate::error::Result;
-use crate::status::{Progress, READY, write_status_over};
+use crate::status::{Progress, write_status_over};
+use crate::vocabulary::{ConditionStatus, ConditionType, EventAction, Reason};
 
 pub(super) async fn report(
     ctx: &Context,
@@ -40,13 +41,13 @@ pub(super) async fn report(
     // One Warning Event per change of cause (the status carries it meanwhile).
     if written && let Some(diagnosis) = &seen.diagnosis {
         let before = ready_reason(store).map(|(_, reason)| reason);
-        if before != Some(diagnosis.reason) {
+        if before != Some(diagnosis.reason.as_str()) {
             let note = diagnosis.message.clone();
             ctx.publish(
                 store,
                 EventType::Warning,
                 diagnosis.reason,
-                "Diagnosing",
+                EventAction::Diagnosing,
                 note,
             )
             .await;
@@ -58,8 +59,14 @@ pub(super) async fn report(
     let primary_known = acted.ha.as_ref().is_none_or(|h| h.known);
     if !was_ready && applied.ready_replicas >= validated.replicas && primary_known {
         let note = format!("All {} Redis replicas are ready", validated.replicas);
-        ctx.publish(store, EventType::Normal, "Ready", "Provisioning", note)
-            .await;
+        ctx.publish(
+            store,
+            EventType::Normal,
+            Reason::Ready,
+            EventAction::Provisioning,
+            note,
+        )
+        .await;
     }
     Ok(Action::requeue(requeue_after(decided, acted, &seen)))
 }
@@ -71,8 +78,8 @@ fn ready_reason(store: &SessionStore) -> Option<(bool, &str)> {
         .as_ref()?
         .conditions
         .iter()
-        .find(|c| c.type_ == READY)?;
-    Some((ready.status == "True", ready.reason.as_str()))
+        .find(|c| c.type_ == ConditionType::Ready)?;
+    Some((ready.status == ConditionStatus::True, ready.reason.as_str()))
 }
 
 /// The soonest of what each step asked for, and at least every resync.

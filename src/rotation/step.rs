@@ -34,6 +34,7 @@ use crate::rotation::{
 use crate::secrets::{self, SecretRole, SecretState, SecretsRead};
 use crate::settings::OperatorSettings;
 use crate::validate::ValidatedStore;
+use crate::vocabulary::{EventAction, Reason};
 
 /// How often a rotation waiting for pods (none yet, or one without an IP) looks again.
 pub const POD_RETRY: Duration = Duration::from_secs(30);
@@ -252,11 +253,11 @@ async fn announce(ctx: &Context, store: &SessionStore, step: &Step, state: &Rota
         .unwrap_or_default();
     let (reason, note) = match (step, state) {
         (Step::Begin, _) => (
-            "RotationStarted",
+            Reason::RotationStarted,
             format!("Password rotation started{rotation}: a new app password is being added"),
         ),
         (Step::PublishToConnectionSecret { .. }, RotationState::InProgress(r)) => (
-            "RotationPublished",
+            Reason::RotationPublished,
             format!(
                 "The connection Secret {} carries the new app password{rotation}; the previous one \
                  works until {}",
@@ -267,13 +268,19 @@ async fn announce(ctx: &Context, store: &SessionStore, step: &Step, state: &Rota
             ),
         ),
         (Step::Finish { .. }, _) => (
-            "RotationFinished",
+            Reason::RotationFinished,
             format!("Password rotation finished{rotation}: the previous app password is refused"),
         ),
         _ => return,
     };
-    ctx.publish(store, EventType::Normal, reason, "Rotating", note)
-        .await;
+    ctx.publish(
+        store,
+        EventType::Normal,
+        reason,
+        EventAction::Rotating,
+        note,
+    )
+    .await;
 }
 
 fn store_name(store: &SessionStore) -> String {
