@@ -11,6 +11,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -57,7 +58,8 @@ pub async fn apply_children(
         pod_disruption_budget,
         // The optional APIs' objects have their own steps: the Certificate is applied by
         // `tls::prepare` before the build (its Secret is an input of the build), the ServiceMonitor
-        // by `service_monitor` after the children (a missing API is a condition, not a failure).
+        // by `service_monitor` after the children (a missing API is a condition, not a failure); the
+        // pipeline's apply step takes the ServiceMonitor out before calling this.
         certificate: _,
         service_monitor: _,
     } = children;
@@ -69,39 +71,15 @@ pub async fn apply_children(
             .is_some(),
     );
 
-    // The connection Secret first: it holds the only copy of the application password, and the
-    // internal Secret's ACL file is derived from it. Created in the other order, a crash between
-    // the two creates left an ACL for a password stored nowhere, and the next reconcile generated
-    // another (found by the e2e crash-anywhere case).
-    let connection = secrets::apply_secret(
+    apply_secrets(
         ctx,
-        SecretRole::Connection,
-        connection_secret,
-        &secrets_read.connection,
-        &secrets_read.credentials,
-    )
-    .await?;
-    let internal = secrets::apply_secret(
-        ctx,
-        SecretRole::Internal,
-        internal_secret,
-        &secrets_read.internal,
-        &secrets_read.credentials,
-    )
-    .await?;
-    outcome.count(!matches!(internal, SecretApplied::Unchanged(_)));
-    outcome.count(!matches!(connection, SecretApplied::Unchanged(_)));
-    outcome.created = matches!(connection, SecretApplied::Created(_));
-    ctx.credentials.remember(
         store,
-        RememberedCredentials {
-            credentials: secrets_read.credentials.clone(),
-            rotation: secrets_read.rotation.clone(),
-            supplied_password: secrets_read.supplied_password.clone(),
-            connection_hash: connection.hash().into(),
-            internal_hash: internal.hash().into(),
-        },
-    );
+        connection_secret,
+        internal_secret,
+        secrets_read,
+        &mut outcome,
+    )
+    .await?;
 
     outcome.count(
         apply_child(ctx, ChildKind::Service, headless_service)
@@ -139,6 +117,52 @@ pub async fn apply_children(
         ),
     }
     Ok(outcome)
+}
+
+/// Applies the two Secrets (created once, patched only where a key is missing) and remembers the
+/// credentials they now hold.
+async fn apply_secrets(
+    ctx: &Context,
+    store: &ValidatedStore,
+    connection_secret: Secret,
+    internal_secret: Secret,
+    secrets_read: &SecretsRead,
+    outcome: &mut ApplyOutcome,
+) -> Result<()> {
+    // The connection Secret first: it holds the only copy of the application password, and the
+    // internal Secret's ACL file is derived from it. Created in the other order, a crash between
+    // the two creates left an ACL for a password stored nowhere, and the next reconcile generated
+    // another (found by the e2e crash-anywhere case).
+    let connection = secrets::apply_secret(
+        ctx,
+        SecretRole::Connection,
+        connection_secret,
+        &secrets_read.connection,
+        &secrets_read.credentials,
+    )
+    .await?;
+    let internal = secrets::apply_secret(
+        ctx,
+        SecretRole::Internal,
+        internal_secret,
+        &secrets_read.internal,
+        &secrets_read.credentials,
+    )
+    .await?;
+    outcome.count(!matches!(internal, SecretApplied::Unchanged(_)));
+    outcome.count(!matches!(connection, SecretApplied::Unchanged(_)));
+    outcome.created = matches!(connection, SecretApplied::Created(_));
+    ctx.credentials.remember(
+        store,
+        RememberedCredentials {
+            credentials: secrets_read.credentials.clone(),
+            rotation: secrets_read.rotation.clone(),
+            supplied_password: secrets_read.supplied_password.clone(),
+            connection_hash: connection.hash().into(),
+            internal_hash: internal.hash().into(),
+        },
+    );
+    Ok(())
 }
 
 impl ApplyOutcome {

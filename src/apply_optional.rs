@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::build::meta::MANAGER;
 use crate::cache::APPLIED_HASH_ANNOTATION;
 use crate::context::Context;
-pub use crate::context::memo::{DISCOVERY_RECHECK, OptionalApiMemo};
+use crate::context::memo::OptionalApiMemo;
 use crate::error::{Error, Result};
 use crate::hash::object_hash;
 use crate::metrics::Verb;

@@ -30,10 +30,7 @@ pub fn ordinal(store: &str, pod: &str) -> Option<u32> {
 
 /// Whether `pod` is named `<store>-<ordinal>`.
 pub fn is_pod_of(pod: &str, store: &str) -> bool {
-    let digits = pod
-        .strip_prefix(store)
-        .and_then(|rest| rest.strip_prefix('-'));
-    digits.is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    ordinal(store, pod).is_some()
 }
 
 /// Whether the pod's `Ready` condition is `True`.

@@ -21,6 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::build::StoreCredentials;
+use crate::build::keys::{
+    OPERATOR_PASSWORD_KEY, PROBE_PASSWORD_KEY, REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY,
+};
 use crate::build::meta::{ChildNames, MANAGER};
 use crate::cache::APPLIED_HASH_ANNOTATION;
 use crate::context::Context;
@@ -33,15 +36,8 @@ use crate::validate::ValidatedStore;
 
 /// Connection Secret key holding the application password.
 pub const PASSWORD_KEY: &str = "password";
-/// Internal Secret keys holding the operator's own, the replication and the Sentinel passwords.
-pub const OPERATOR_PASSWORD_KEY: &str = "operator-password";
-pub const REPLICATION_PASSWORD_KEY: &str = "replication-password";
-pub const SENTINEL_PASSWORD_KEY: &str = "sentinel-password";
-pub use crate::build::secret::PROBE_PASSWORD_KEY;
 /// Key of the user's own Secret named by `spec.auth.existingSecret`.
 pub const EXISTING_SECRET_KEY: &str = "password";
-
-pub use crate::context::memo::CREDENTIALS_RECHECK;
 
 /// Which of the two Secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,10 +14,7 @@ use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
 
 use crate::apply_optional::{OptionalApi, api_installed, apply_optional, memo_key};
-pub use crate::build::service_monitor::{
-    METRICS_PORT_NAME, MONITORING_GROUP, MONITORING_VERSION, SCRAPE_INTERVAL,
-    desired_service_monitor,
-};
+use crate::build::service_monitor::{MONITORING_GROUP, MONITORING_VERSION, ServiceMonitor};
 use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::{Error, Result};
@@ -38,16 +35,18 @@ fn store_memo_key(store: &ValidatedStore) -> String {
     memo_key(&store.namespace, &store.name, &store.owner_reference.uid)
 }
 
-/// Applies (field on) or removes (field off) the store's ServiceMonitor. Returns the message of
-/// the `ServiceMonitorUnavailable` condition when the field is on but prometheus-operator is not
+/// Applies `desired` (the build step's ServiceMonitor: the field is on) or removes the store's
+/// ServiceMonitor (`None`: the field is off). Returns the message of the
+/// `ServiceMonitorUnavailable` condition when the field is on but prometheus-operator is not
 /// installed; the first time that happens for a store, a Warning Event says so too.
 pub async fn reconcile_service_monitor(
     ctx: &Context,
     store: &SessionStore,
     validated: &ValidatedStore,
+    desired: Option<&ServiceMonitor>,
 ) -> Result<Option<String>> {
     let key = store_memo_key(validated);
-    if !validated.monitoring.service_monitor {
+    let Some(desired) = desired else {
         // A generation an operator already processed had its ServiceMonitor removed then, and a
         // store never processed has none of ours: only a spec changed since (e.g. the field turned
         // off while the operator was down) is worth a look when this process applied nothing.
@@ -55,7 +54,7 @@ pub async fn reconcile_service_monitor(
         let unprocessed_change = observed.is_some() && observed != store.metadata.generation;
         remove_ours(ctx, validated, key, unprocessed_change).await?;
         return Ok(None);
-    }
+    };
     if !api_installed(ctx, &SERVICE_MONITOR_API, &ctx.service_monitors).await? {
         let message = format!(
             "spec.monitoring.serviceMonitor: the prometheus-operator API \
@@ -85,7 +84,7 @@ pub async fn reconcile_service_monitor(
         &SERVICE_MONITOR_API,
         &ctx.service_monitors,
         &validated.owner_reference.uid,
-        &desired_service_monitor(validated),
+        desired,
     )
     .await?;
     Ok(None)

@@ -14,9 +14,7 @@ use kube::api::Api;
 
 use crate::apply_optional::{OptionalApi, api_installed, apply_optional};
 use crate::build::TlsInputs;
-pub use crate::build::certificate::{
-    CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, certificate_dns_names, desired_certificate,
-};
+use crate::build::certificate::{CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, desired_certificate};
 use crate::build::meta::sha256_hex;
 use crate::build::secret::CA_CERT_KEY;
 use crate::context::Context;
@@ -35,9 +33,6 @@ pub const CERTIFICATE_API: OptionalApi = OptionalApi {
 };
 /// How often a store waiting for its TLS Secret (or for cert-manager) looks again.
 pub const TLS_RETRY: Duration = Duration::from_secs(30);
-/// A "cert-manager is not installed" answer is trusted this long.
-pub use crate::apply_optional::DISCOVERY_RECHECK;
-
 /// What the TLS step found.
 pub enum TlsReadiness {
     /// `spec.tls` is off.

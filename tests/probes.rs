@@ -13,8 +13,8 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sessionstore_operator::build::acl::{PROBE_RULES, PROBE_USER};
+use sessionstore_operator::build::keys::PROBE_PASSWORD_KEY;
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::secret::PROBE_PASSWORD_KEY;
 use sessionstore_operator::build::statefulset::redis_cli_check_script;
 use sessionstore_operator::password::Password;
 use sessionstore_operator::validate::REDIS_PORT;

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ErrorKind, RedisResult, Value};
 use sessionstore_operator::build::StoreCredentials;
+use sessionstore_operator::build::keys::EXPORTER_PASSWORD_FILE_KEY;
 use sessionstore_operator::build::secret::desired_internal_secret;
-use sessionstore_operator::build::statefulset::{EXPORTER_PASSWORD_FILE_KEY, exporter_redis_addr};
+use sessionstore_operator::build::statefulset::exporter_redis_addr;
 use sessionstore_operator::redis_commands::{self, CommandTable};
 use sessionstore_operator::validate::{ValidatedStore, validate};
 use support::redis_server::{RedisServer, connect};

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ErrorKind};
 use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER};
+use sessionstore_operator::build::keys::{SENTINEL_CONF_KEY, SENTINEL_USERS_ACL_KEY};
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::sentinel::{
-    SENTINEL_CONF_KEY, SENTINEL_USERS_ACL_KEY, pod_fqdn, sentinel_users_acl_key,
-};
+use sessionstore_operator::build::sentinel::{pod_fqdn, sentinel_users_acl_key};
 use sessionstore_operator::build::{BuildInput, StoreCredentials, desired_children};
 use sessionstore_operator::password::Password;
 use sessionstore_operator::redis_client::tls_connection_addr;

@@ -48,6 +48,13 @@ pub struct TlsInputs {
     pub fingerprint: String,
 }
 
+impl TlsInputs {
+    /// The store CA (PEM), when the TLS Secret has one.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_crt.as_ref().map(|ca| ca.0.as_slice())
+    }
+}
+
 /// Everything the children of one store are built from: the one input of [`desired_children`].
 #[derive(Clone)]
 pub struct BuildInput<'a> {

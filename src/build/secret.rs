@@ -16,6 +16,11 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::build::acl::{APP_USER, REPLICATION_USER, exporter_password, users_acl};
 use crate::build::credentials::StoreCredentials;
+use crate::build::keys::{
+    EXPORTER_PASSWORD_FILE_KEY, OPERATOR_PASSWORD_KEY, PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY,
+    REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, USERS_ACL_KEY,
+    VALKEY_SENTINEL_USERS_ACL_KEY,
+};
 use crate::build::meta::{ChildNames, Component, object_meta};
 use crate::build::sentinel::{connection_secret_sentinel_entries, sentinel_users_acl};
 use crate::build::statefulset::exporter_password_file;
@@ -23,13 +28,6 @@ use crate::crd::Engine;
 use crate::password::Password;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, ValidatedStore};
-
-// Internal Secret keys (mounted at `paths::INTERNAL_SECRET_DIR`), defined with the other shared names.
-pub use crate::build::keys::{
-    EXPORTER_PASSWORD_FILE_KEY, OPERATOR_PASSWORD_KEY, PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY,
-    REPLICATION_PASSWORD_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, USERS_ACL_KEY,
-    VALKEY_SENTINEL_USERS_ACL_KEY,
-};
 
 // Connection Secret keys (the Service Binding spec's well-known entries).
 pub const CONNECTION_SECRET_TYPE: &str = "servicebinding.io/redis";

@@ -10,16 +10,12 @@
 
 use crate::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER};
 use crate::build::credentials::StoreCredentials;
+use crate::build::keys::{SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY};
 use crate::build::meta::{ChildNames, paths};
 use crate::crd::Engine;
 use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
-/// The Sentinel template's ConfigMap key, its ACL files' and its password's internal Secret keys
-/// (defined with the other shared names).
-pub use crate::build::keys::{
-    SENTINEL_CONF_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY,
-};
 /// Connection Secret keys for Sentinel-aware clients.
 pub const SENTINEL_ADDRESSES_KEY: &str = "sentinel-addresses";
 pub const SENTINEL_MASTER_NAME_KEY: &str = "sentinel-master-name";

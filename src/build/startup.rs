@@ -15,7 +15,7 @@ use crate::settings::OperatorSettings;
 use crate::validate::{REDIS_PORT, SENTINEL_PORT, ValidatedStore};
 
 /// ConfigMap key of the script (defined with the other shared names).
-pub use crate::build::keys::STARTUP_SCRIPT_KEY;
+use crate::build::keys::{SENTINEL_CONF_KEY, STARTUP_SCRIPT_KEY};
 /// The script text (POSIX sh; needs `redis-cli`, `sed`, `grep`, `tr`; uses `timeout` if present).
 pub const STARTUP_SCRIPT: &str = include_str!("startup.sh");
 /// Writable directory (emptyDir) for the generated `ha.conf` include.
@@ -55,7 +55,7 @@ pub fn pre_stop_command() -> Vec<String> {
 pub fn sentinel_command(store: &ValidatedStore) -> Vec<String> {
     vec![
         store.engine.sentinel_binary().into(),
-        format!("{}/{}", paths::SENTINEL_DIR, sentinel::SENTINEL_CONF_KEY),
+        format!("{}/{}", paths::SENTINEL_DIR, SENTINEL_CONF_KEY),
     ]
 }
 
@@ -91,11 +91,11 @@ pub fn startup_env(store: &ValidatedStore, settings: &OperatorSettings) -> Vec<(
         ("SS_REDIS_CONF", format!("{}/redis.conf", paths::CONFIG_DIR)),
         (
             "SS_SENTINEL_TEMPLATE",
-            format!("{}/{}", paths::CONFIG_DIR, sentinel::SENTINEL_CONF_KEY),
+            format!("{}/{}", paths::CONFIG_DIR, SENTINEL_CONF_KEY),
         ),
         (
             "SS_SENTINEL_CONF",
-            format!("{}/{}", paths::SENTINEL_DIR, sentinel::SENTINEL_CONF_KEY),
+            format!("{}/{}", paths::SENTINEL_DIR, SENTINEL_CONF_KEY),
         ),
     ];
     if store.tls.is_some() {

@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::build::acl::{EXPORTER_USER, PROBE_USER, acl_rules};
+use crate::build::keys::{EXPORTER_PASSWORD_FILE_KEY, METRICS_PORT};
 use crate::build::keys::{
     PROBE_PASSWORD_KEY, REPLICATION_CONF_KEY, SENTINEL_PASSWORD_KEY, SENTINEL_USERS_ACL_KEY,
     USERS_ACL_KEY, VALKEY_SENTINEL_USERS_ACL_KEY,
@@ -49,8 +50,6 @@ pub const REDIS_UID: i64 = 999;
 pub const REDIS_CONTAINER: &str = "redis";
 /// Name of the redis_exporter sidecar.
 pub const EXPORTER_CONTAINER: &str = "exporter";
-/// The exporter's port and password file key (defined with the other shared names).
-pub use crate::build::keys::{EXPORTER_PASSWORD_FILE_KEY, METRICS_PORT};
 /// Name of the data volume (and of its volume claim template: PVCs are `data-<pod>`).
 pub const DATA_VOLUME: &str = "data";
 

@@ -118,7 +118,7 @@ impl Context {
     }
 
     /// Consecutive reconcile failures per store (the error policy's backoff).
-    pub fn failures(&self) -> MutexGuard<'_, HashMap<StoreKey, u32>> {
+    pub(crate) fn failures(&self) -> MutexGuard<'_, HashMap<StoreKey, u32>> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -31,12 +31,11 @@ use crate::crd::{Phase, SessionStore};
 use crate::error::{Error, Result};
 use crate::ha::disruption::{StoppingPrimary, decide as decide_stopping};
 use crate::ha::handover::{HandoverOutcome, HandoverRequest};
+use crate::ha::observation::{Failover, PodRole, PrimaryObservation};
 use crate::ha::primary::{RoleChange, role_label_changes};
 use crate::metrics::Verb;
 use crate::validate::ValidatedStore;
 use crate::vocabulary::{ConditionType, EventAction, Reason};
-
-pub use crate::ha::observation::{AddressFn, Failover, PodRole, PrimaryObservation};
 
 /// Field manager of the role-label patches, distinct from the children's applies.
 pub const ROLE_FIELD_MANAGER: &str = "sessionstore-operator-role";

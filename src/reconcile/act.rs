@@ -7,8 +7,9 @@ use super::decide::Decided;
 use crate::context::Context;
 use crate::crd::SessionStore;
 use crate::error::Result;
+use crate::ha::observation::PrimaryObservation;
 use crate::ha::rollout_step::{RolloutObservation, reconcile_rollout};
-use crate::ha::step::{PrimaryObservation, reconcile_primary};
+use crate::ha::step::reconcile_primary;
 
 /// What the HA steps saw (both `None` for a standalone store).
 pub(super) struct Acted {

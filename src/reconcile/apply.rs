@@ -29,9 +29,10 @@ pub(super) async fn apply(
     ctx: &Context,
     store: &SessionStore,
     decided: &Decided<'_>,
-    children: DesiredChildren,
+    mut children: DesiredChildren,
 ) -> Result<Applied> {
     let validated = decided.store.as_ref();
+    let service_monitor = children.service_monitor.take();
     let outcome = apply_children(ctx, validated, children, &decided.secrets).await?;
     if outcome.writes > 0 {
         tracing::info!(writes = outcome.writes, "applied children");
@@ -52,7 +53,8 @@ pub(super) async fn apply(
     }
     // Optional prometheus-operator object, after the children: a missing API is a condition, not
     // a failure.
-    let service_monitor_unavailable = reconcile_service_monitor(ctx, store, validated).await?;
+    let service_monitor_unavailable =
+        reconcile_service_monitor(ctx, store, validated, service_monitor.as_ref()).await?;
     let statefulset_written = outcome.statefulset_status.is_some();
     let ready_replicas = match outcome.statefulset_status {
         Some(status) => status.ready_replicas.unwrap_or(0),

@@ -31,10 +31,7 @@ pub(super) struct Decided<'a> {
 impl Decided<'_> {
     /// The store CA (TLS stores): the only CA trusted when the operator dials Redis and Sentinel.
     pub fn tls_ca(&self) -> Option<&[u8]> {
-        self.tls
-            .as_ref()
-            .and_then(|t| t.ca_crt.as_ref())
-            .map(|ca| ca.0.as_slice())
+        self.tls.as_ref().and_then(TlsInputs::ca_pem)
     }
 }
 
@@ -45,10 +42,7 @@ pub(super) async fn decide<'a>(
     inputs: Inputs,
 ) -> Result<Decided<'a>> {
     let Inputs { tls, mut secrets } = inputs;
-    let tls_ca = tls
-        .as_ref()
-        .and_then(|t| t.ca_crt.as_ref())
-        .map(|ca| ca.0.as_slice());
+    let tls_ca = tls.as_ref().and_then(TlsInputs::ca_pem);
     let hold = guard_scale_down(ctx, store, validated, &secrets.credentials, tls_ca).await?;
     let (store_to_build, scale_hold_requeue) = match hold {
         Some(hold) => (Cow::Owned(hold.store), Some(hold.requeue)),

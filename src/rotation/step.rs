@@ -19,6 +19,7 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::EventType;
 
+use crate::build::TlsInputs;
 use crate::build::acl::OPERATOR_USER;
 use crate::build::meta::ChildNames;
 use crate::build::secret::{desired_connection_secret_with_ca, desired_internal_secret_with};
@@ -42,10 +43,6 @@ pub const POD_RETRY: Duration = Duration::from_secs(30);
 pub const LIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Steps done in one reconcile at most (a whole rotation is 6): a bound, not a target.
 const MAX_STEPS_PER_RECONCILE: usize = 8;
-/// The TLS inputs and the pod-template annotation carrying the certificate's hash (built in
-/// `build`, named here for the callers that knew them here).
-pub use crate::build::TlsInputs;
-pub use crate::build::meta::TLS_HASH_ANNOTATION;
 
 /// What the rotation step tells the rest of the reconcile.
 #[derive(Clone, Debug, PartialEq)]

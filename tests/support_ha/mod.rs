@@ -23,9 +23,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use sessionstore_operator::build::acl::{APP_USER, OPERATOR_USER, SENTINEL_USER};
 use sessionstore_operator::build::config_map::REDIS_CONF_KEY;
+use sessionstore_operator::build::keys::{SENTINEL_CONF_KEY, STARTUP_SCRIPT_KEY};
 use sessionstore_operator::build::meta::paths;
-use sessionstore_operator::build::sentinel::{SENTINEL_CONF_KEY, master_name};
-use sessionstore_operator::build::startup::{STARTUP_SCRIPT_KEY, startup_env};
+use sessionstore_operator::build::sentinel::master_name;
+use sessionstore_operator::build::startup::startup_env;
 use sessionstore_operator::build::statefulset::{
     REDIS_CONTAINER, SENTINEL_CONTAINER, SENTINEL_INIT_CONTAINER,
 };
