@@ -554,3 +554,32 @@ async fn a_restarted_replica_that_is_ready_but_still_syncing_holds_the_next_rest
         h.handover.replication_asked.lock().expect("lock")
     );
 }
+
+#[tokio::test]
+async fn an_old_primary_that_cannot_sync_from_the_new_primary_is_restarted_not_waited_for() {
+    // The handover of an engine switch is done: checkout-2 (Valkey) is primary and the demoted
+    // checkout-0 (Redis 7.0) answers PING but can never load the new primary's full sync.
+    let h = settled_store().await;
+    h.create_pod(1, NEW, true);
+    h.create_pod(2, NEW, true);
+    h.discovery.set(Some("checkout-2"));
+    h.handover
+        .syncing
+        .lock()
+        .expect("lock")
+        .push("checkout-0".into());
+    h.sync_watches(NEW);
+    h.reconcile().await;
+    let deleted: Vec<String> = deletes(&h.double.take_calls())
+        .iter()
+        .map(|c| c.path().to_string())
+        .collect();
+    assert_eq!(deleted, [format!("{PODS}/checkout-0")]);
+    assert_eq!(*h.handover.replication_asked.lock().expect("lock"), 1);
+    assert!(
+        h.handover.asked.lock().expect("lock").is_empty(),
+        "no handover"
+    );
+    let updating = h.condition("Updating").expect("Updating");
+    assert_eq!(updating["reason"], "RestartingPod", "{updating}");
+}

@@ -79,15 +79,19 @@ fn is_updated(pod: &RolloutPod, update_revision: Option<&str>) -> bool {
 /// The rules, in order:
 /// 1. the StatefulSet controller must have seen the latest spec and published an update revision;
 /// 2. no existing pod outdated -> up to date;
-/// 3. every desired pod exists, is Ready, and no pod is terminating (at most one pod down);
+/// 3. every desired pod exists and no pod is terminating;
 /// 4. the primary must be known in this reconcile and be one of the pods (never delete blind);
-/// 5. when the primary's replication view is given, every desired pod other than the primary must
-///    be listed online by it (Ready is not synced: at most one pod not fully serving);
+/// 5. at most one pod is down: not Ready, or (when the primary's replication view is given) not
+///    listed online by the primary (Ready is not synced). When that one pod is an outdated
+///    replica, it is restarted first: it is down already, so restarting it takes no second pod
+///    down, and waiting for it may never end (a Redis 7.0 replica cannot load a Valkey primary's
+///    full sync; a pod of a broken revision crash-loops until it is replaced). Any other down pod
+///    holds the update until it serves again;
 /// 6. an outdated replica -> restart it, highest ordinal first;
 /// 7. only the primary outdated -> hand over if an updated replica is Ready, else wait.
 ///
 /// After a handover the Sentinels name an updated pod, so the old primary is an outdated replica
-/// and rule 6 restarts it.
+/// and rule 6 restarts it (rule 5 when it cannot sync from the new primary).
 pub fn decide(input: &RolloutInput<'_>) -> Decision {
     if !input.observed {
         return Decision::Wait(
@@ -111,7 +115,11 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
     if let Some(pod) = input.pods.iter().find(|pod| pod.terminating) {
         return Decision::Wait(format!("{} is terminating", pod.name));
     }
-    if let Some(pod) = desired_pods(input).find(|pod| !pod.ready) {
+    let unready: Vec<&RolloutPod> = desired_pods(input).filter(|pod| !pod.ready).collect();
+    if let Some(pod) = unready
+        .iter()
+        .find(|pod| unready.len() > 1 || is_updated(pod, Some(revision)))
+    {
         return Decision::Wait(format!("{} is not ready", pod.name));
     }
     let Some(primary) = input.primary else {
@@ -124,14 +132,12 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
             "the Sentinels name {primary} as primary, which is not one of the store's pods"
         ));
     }
-    if let Some(online) = input.replicas_online
-        && let Some(pod) = desired_pods(input)
-            .find(|pod| pod.name != primary && !online.iter().any(|o| o == &pod.name))
-    {
-        return Decision::Wait(format!(
-            "{} has not finished syncing from the primary",
-            pod.name
-        ));
+    match down_pods(input, primary).as_slice() {
+        [] => {}
+        [(pod, _)] if pod.name != primary && !is_updated(pod, Some(revision)) => {
+            return Decision::Restart(pod.name.clone());
+        }
+        [(pod, why), ..] => return Decision::Wait(format!("{} {why}", pod.name)),
     }
     outdated.sort_by_key(|pod| std::cmp::Reverse(pod.ordinal));
     if let Some(replica) = outdated.iter().find(|pod| pod.name != primary) {
@@ -148,6 +154,24 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
             "only the primary {primary} is outdated, but no updated replica is ready to take over"
         ))
     }
+}
+
+/// The desired pods that do not serve, each with why: not Ready, or a replica the primary does not
+/// list online (only when its replication view was asked).
+fn down_pods<'a>(
+    input: &'a RolloutInput<'a>,
+    primary: &str,
+) -> Vec<(&'a RolloutPod, &'static str)> {
+    desired_pods(input)
+        .filter_map(|pod| {
+            if !pod.ready {
+                return Some((pod, "is not ready"));
+            }
+            let online = input.replicas_online?;
+            let syncing = pod.name != primary && !online.iter().any(|o| o == &pod.name);
+            syncing.then_some((pod, "has not finished syncing from the primary"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -302,7 +326,7 @@ mod tests {
 
     #[test]
     fn only_the_primary_and_no_updated_replica_waits() {
-        // Rule 3 makes every desired pod Ready, so this needs a store of one: nobody to take over.
+        // Rule 5 holds any unready updated pod, so this needs a store of one: nobody to take over.
         let alone = [pod(0, OLD)];
         let input = RolloutInput {
             desired_replicas: 1,
@@ -389,6 +413,74 @@ mod tests {
             replicas_online: Some(&synced),
         };
         assert_eq!(decide(&input), Decision::Restart("checkout-1".into()));
+    }
+
+    #[test]
+    fn an_old_primary_that_cannot_sync_from_the_new_one_is_restarted() {
+        // After the handover of an engine switch: checkout-2 (Valkey) is primary, the demoted
+        // checkout-0 (Redis 7.0) answers PING but cannot load the Valkey full sync, so the
+        // primary never lists it online. Restarting it (as Valkey) is the only way forward.
+        let pods = [pod(0, OLD), pod(1, NEW), pod(2, NEW)];
+        let online = vec!["checkout-1".to_string()];
+        let input = RolloutInput {
+            desired_replicas: 3,
+            update_revision: Some(NEW),
+            observed: true,
+            pods: &pods,
+            primary: Some("checkout-2"),
+            replicas_online: Some(&online),
+        };
+        assert_eq!(decide(&input), Decision::Restart("checkout-0".into()));
+        // Unless another replica is not serving either: then nothing is restarted.
+        let nobody: Vec<String> = Vec::new();
+        let input = RolloutInput {
+            replicas_online: Some(&nobody),
+            ..input
+        };
+        assert_eq!(
+            decide(&input),
+            Decision::Wait("checkout-0 has not finished syncing from the primary".into())
+        );
+    }
+
+    #[test]
+    fn the_one_outdated_replica_already_down_is_restarted_first() {
+        // checkout-1 crash-loops at the old revision: replacing it takes no second pod down,
+        // and it goes before the higher ordinal.
+        let mut pods = [pod(0, OLD), pod(1, OLD), pod(2, OLD)];
+        pods[1].ready = false;
+        assert_eq!(
+            decide_with(&pods, Some("checkout-0")),
+            Decision::Restart("checkout-1".into())
+        );
+        // Never blind: without a known primary it waits.
+        assert!(matches!(decide_with(&pods, None), Decision::Wait(m) if m.contains("no primary")));
+        // The primary down is not restarted by the update.
+        assert_eq!(
+            decide_with(&pods, Some("checkout-1")),
+            Decision::Wait("checkout-1 is not ready".into())
+        );
+        // Two pods down: wait for them.
+        pods[2].ready = false;
+        assert_eq!(
+            decide_with(&pods, Some("checkout-0")),
+            Decision::Wait("checkout-1 is not ready".into())
+        );
+        // An unready pod and another replica the primary does not list online: wait.
+        pods[2].ready = true;
+        let online = vec!["checkout-1".to_string()];
+        let input = RolloutInput {
+            desired_replicas: 3,
+            update_revision: Some(NEW),
+            observed: true,
+            pods: &pods,
+            primary: Some("checkout-0"),
+            replicas_online: Some(&online),
+        };
+        assert_eq!(
+            decide(&input),
+            Decision::Wait("checkout-1 is not ready".into())
+        );
     }
 
     #[test]
