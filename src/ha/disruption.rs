@@ -10,7 +10,7 @@
 //! the operator cannot hand over, stops at once or when the hook gives up, and the Sentinels fail
 //! over as they do for a crash.
 //!
-//! This path does not need the rolling update's "every pod Ready, none terminating": only a
+//! This path does not need the rolling update's "every other pod serving, none terminating": only a
 //! Sentinel majority naming the stopping pod (the HA step's discovery) and at least one other pod
 //! that is Ready and not stopping. The handover itself checks the rest (a reachable primary, every
 //! promotable replica caught up, a Sentinel that sees a candidate).
