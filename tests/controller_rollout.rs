@@ -286,6 +286,14 @@ fn deletes(calls: &[Call]) -> Vec<&Call> {
         .collect()
 }
 
+/// The pod paths the calls DELETE, in order.
+fn deleted_paths(calls: &[Call]) -> Vec<String> {
+    deletes(calls)
+        .iter()
+        .map(|c| c.path().to_string())
+        .collect()
+}
+
 fn event_reasons(calls: &[Call]) -> Vec<(String, String)> {
     calls
         .iter()
@@ -506,10 +514,7 @@ async fn a_restarted_replica_that_is_ready_but_still_syncing_holds_the_next_rest
     let h = settled_store().await;
     h.sync_watches(NEW);
     h.reconcile().await;
-    let deleted: Vec<String> = deletes(&h.double.take_calls())
-        .iter()
-        .map(|c| c.path().to_string())
-        .collect();
+    let deleted = deleted_paths(&h.double.take_calls());
     assert_eq!(deleted, [format!("{PODS}/checkout-2")]);
     assert_eq!(*h.handover.replication_asked.lock().expect("lock"), 1);
 
@@ -544,10 +549,7 @@ async fn a_restarted_replica_that_is_ready_but_still_syncing_holds_the_next_rest
     h.handover.syncing.lock().expect("lock").clear();
     h.sync_watches(NEW);
     h.reconcile().await;
-    let deleted: Vec<String> = deletes(&h.double.take_calls())
-        .iter()
-        .map(|c| c.path().to_string())
-        .collect();
+    let deleted = deleted_paths(&h.double.take_calls());
     assert_eq!(deleted, [format!("{PODS}/checkout-1")]);
     println!(
         "replication views asked: {}",
@@ -570,10 +572,7 @@ async fn an_old_primary_that_cannot_sync_from_the_new_primary_is_restarted_not_w
         .push("checkout-0".into());
     h.sync_watches(NEW);
     h.reconcile().await;
-    let deleted: Vec<String> = deletes(&h.double.take_calls())
-        .iter()
-        .map(|c| c.path().to_string())
-        .collect();
+    let deleted = deleted_paths(&h.double.take_calls());
     assert_eq!(deleted, [format!("{PODS}/checkout-0")]);
     assert_eq!(*h.handover.replication_asked.lock().expect("lock"), 1);
     assert!(

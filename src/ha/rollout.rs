@@ -192,14 +192,27 @@ mod tests {
     }
 
     fn decide_with(pods: &[RolloutPod], primary: Option<&str>) -> Decision {
+        decide_online_with(pods, primary, None)
+    }
+
+    /// A store of three at the NEW revision whose primary's replication view is `online`.
+    fn decide_online_with(
+        pods: &[RolloutPod],
+        primary: Option<&str>,
+        online: Option<&[String]>,
+    ) -> Decision {
         decide(&RolloutInput {
             desired_replicas: 3,
             update_revision: Some(NEW),
             observed: true,
             pods,
             primary,
-            replicas_online: None,
+            replicas_online: online,
         })
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
     }
 
     #[test]
@@ -372,20 +385,11 @@ mod tests {
     fn a_replica_the_primary_does_not_list_online_blocks_the_next_restart() {
         // checkout-2 was restarted: Ready (it answers PING) but still syncing from the primary.
         let pods = [pod(0, OLD), pod(1, OLD), pod(2, NEW)];
-        let online_of = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let decide_online = |online: Option<&[String]>| {
-            decide(&RolloutInput {
-                desired_replicas: 3,
-                update_revision: Some(NEW),
-                observed: true,
-                pods: &pods,
-                primary: Some("checkout-0"),
-                replicas_online: online,
-            })
-        };
+        let decide_online =
+            |online: Option<&[String]>| decide_online_with(&pods, Some("checkout-0"), online);
         // Not asked: the readiness rule alone restarts checkout-1.
         assert_eq!(decide_online(None), Decision::Restart("checkout-1".into()));
-        let syncing = online_of(&["checkout-1"]);
+        let syncing = names(&["checkout-1"]);
         assert_eq!(
             decide_online(Some(&syncing)),
             Decision::Wait("checkout-2 has not finished syncing from the primary".into())
@@ -396,7 +400,7 @@ mod tests {
             Decision::Wait(m) if m.contains("has not finished syncing")
         ));
         // The primary is not its own replica; every other pod online: restart.
-        let synced = online_of(&["checkout-1", "checkout-2"]);
+        let synced = names(&["checkout-1", "checkout-2"]);
         assert_eq!(
             decide_online(Some(&synced)),
             Decision::Restart("checkout-1".into())
@@ -421,24 +425,13 @@ mod tests {
         // checkout-0 (Redis 7.0) answers PING but cannot load the Valkey full sync, so the
         // primary never lists it online. Restarting it (as Valkey) is the only way forward.
         let pods = [pod(0, OLD), pod(1, NEW), pod(2, NEW)];
-        let online = vec!["checkout-1".to_string()];
-        let input = RolloutInput {
-            desired_replicas: 3,
-            update_revision: Some(NEW),
-            observed: true,
-            pods: &pods,
-            primary: Some("checkout-2"),
-            replicas_online: Some(&online),
-        };
-        assert_eq!(decide(&input), Decision::Restart("checkout-0".into()));
-        // Unless another replica is not serving either: then nothing is restarted.
-        let nobody: Vec<String> = Vec::new();
-        let input = RolloutInput {
-            replicas_online: Some(&nobody),
-            ..input
-        };
         assert_eq!(
-            decide(&input),
+            decide_online_with(&pods, Some("checkout-2"), Some(&names(&["checkout-1"]))),
+            Decision::Restart("checkout-0".into())
+        );
+        // Unless another replica is not serving either: then nothing is restarted.
+        assert_eq!(
+            decide_online_with(&pods, Some("checkout-2"), Some(&[])),
             Decision::Wait("checkout-0 has not finished syncing from the primary".into())
         );
     }
@@ -468,17 +461,8 @@ mod tests {
         );
         // An unready pod and another replica the primary does not list online: wait.
         pods[2].ready = true;
-        let online = vec!["checkout-1".to_string()];
-        let input = RolloutInput {
-            desired_replicas: 3,
-            update_revision: Some(NEW),
-            observed: true,
-            pods: &pods,
-            primary: Some("checkout-0"),
-            replicas_online: Some(&online),
-        };
         assert_eq!(
-            decide(&input),
+            decide_online_with(&pods, Some("checkout-0"), Some(&names(&["checkout-1"]))),
             Decision::Wait("checkout-1 is not ready".into())
         );
     }
@@ -486,15 +470,9 @@ mod tests {
     #[test]
     fn an_up_to_date_store_needs_no_replication_view() {
         let pods = [pod(0, NEW), pod(1, NEW), pod(2, NEW)];
-        let nobody: Vec<String> = Vec::new();
-        let input = RolloutInput {
-            desired_replicas: 3,
-            update_revision: Some(NEW),
-            observed: true,
-            pods: &pods,
-            primary: Some("checkout-0"),
-            replicas_online: Some(&nobody),
-        };
-        assert_eq!(decide(&input), Decision::UpToDate);
+        assert_eq!(
+            decide_online_with(&pods, Some("checkout-0"), Some(&[])),
+            Decision::UpToDate
+        );
     }
 }
