@@ -85,8 +85,8 @@ fn is_updated(pod: &RolloutPod, update_revision: Option<&str>) -> bool {
 ///    listed online by the primary (Ready is not synced). When that one pod is an outdated
 ///    replica, it is restarted first: it is down already, so restarting it takes no second pod
 ///    down, and waiting for it may never end (a Redis 7.0 replica cannot load a Valkey primary's
-///    full sync; a pod of a broken revision crash-loops until it is replaced). Any other down pod
-///    holds the update until it serves again;
+///    full sync; a replica crash-looping at the old revision may need the very change being
+///    rolled out). Any other down pod holds the update until it serves again;
 /// 6. an outdated replica -> restart it, highest ordinal first;
 /// 7. only the primary outdated -> hand over if an updated replica is Ready, else wait.
 ///
