@@ -115,13 +115,6 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
     if let Some(pod) = input.pods.iter().find(|pod| pod.terminating) {
         return Decision::Wait(format!("{} is terminating", pod.name));
     }
-    let unready: Vec<&RolloutPod> = desired_pods(input).filter(|pod| !pod.ready).collect();
-    if let Some(pod) = unready
-        .iter()
-        .find(|pod| unready.len() > 1 || is_updated(pod, Some(revision)))
-    {
-        return Decision::Wait(format!("{} is not ready", pod.name));
-    }
     let Some(primary) = input.primary else {
         return Decision::Wait(
             "no primary is known (no Sentinel majority); no pod is restarted blind".into(),
